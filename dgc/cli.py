@@ -1,0 +1,246 @@
+"""The `dgc` command line: train, evaluate and predict (run `dgc COMMAND --help`).
+
+`dgc --exp fashion --seed 1` with no command trains, like the original `run.py`. Problems with
+the user's input end in one line on stderr and exit code 2; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dgc.config import apply_overrides, build_config, validate
+from dgc.data import dataset_names
+from dgc.errors import DGCError
+from dgc.experiment import default_out, evaluate_run, load_run, train_run
+from dgc.methods import METHODS, get_method
+from dgc.metrics import HEADLINE, format_metrics
+from dgc.prediction import predict_proba
+
+COMMANDS = ("train", "evaluate", "predict")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+PAPER_DGC = {  # SPEC §7, the paper's DGC row
+    "mnist": {"acsa": 0.9480, "f_macro": 0.9474, "g_macro": 0.9704, "r_mi": 0.8276, "p_ma": 0.9270},
+    "fashion": {"acsa": 0.8364, "f_macro": 0.8314, "g_macro": 0.9010, "r_mi": 0.8864,
+                "p_ma": 0.6900},
+    "svhn": {"acsa": 0.7493, "f_macro": 0.7535, "g_macro": 0.8501, "r_mi": 0.4882, "p_ma": 0.5348},
+    "celeba": {"acsa": 0.6755, "f_macro": 0.6454, "g_macro": 0.7779, "r_mi": 0.2987,
+               "p_ma": 0.7603},
+}
+
+
+def parse_profile(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"--profile takes comma-separated counts such as 4000,2000,1000, got {text!r}"
+        ) from error
+
+
+def add_predict_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--samples", type=int, help="importance samples S per class (SPEC: 10)")
+    parser.add_argument("--rule", choices=("bayes", "label", "recon"),
+                        help="score: full Bayes rule, or one of its terms alone")
+    parser.add_argument("--top-k", type=int, help="decode only the label term's K best classes")
+    parser.add_argument("--exact", action="store_true",
+                        help="SPEC §4 as written: Bayes rule over every class (no pruning)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dgc", description="Deep Generative Classifier for class-imbalanced data.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a method on an imbalanced dataset")
+    train.add_argument("--exp", default="fashion", choices=dataset_names())
+    train.add_argument("--seed", type=int, default=1)
+    train.add_argument("--method", default="dgc", choices=list(METHODS))
+    train.add_argument("--preset", choices=("cpu", "paper"),
+                       help="default: paper with a CUDA device, cpu otherwise")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--lr", type=float, help="learning rate")
+    train.add_argument("--sampling-rate", type=float, help="latent oversampling rate r")
+    train.add_argument("--profile", type=parse_profile, help="training counts per class")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--data-dir", help="folder holding the dataset's files")
+    source.add_argument("--data", help="a .npz with x_train, y_train, x_test, y_test")
+    train.add_argument("--val-fraction", type=float,
+                       help="stratified validation share of the training set (0: none)")
+    train.add_argument("--grad-clip", type=float, help="clip gradients to this norm")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="any other setting, e.g. train.lvo=false or model.width=32")
+    train.add_argument("--out", help="run directory (default runs/<exp>-<method>-s<seed>)")
+    train.add_argument("--device", choices=("cpu", "cuda"))
+    train.add_argument("--threads", type=int, help="CPU threads for torch")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_predict_options(train)
+
+    evaluate = commands.add_parser("evaluate", help="re-score a run's model on the test set")
+    evaluate.add_argument("run_dir")
+    add_predict_options(evaluate)
+
+    predict = commands.add_parser("predict", help="classify new images with a trained run")
+    predict.add_argument("run_dir")
+    predict.add_argument("--input", required=True,
+                         help=".npy or .npz of images, or a folder of PNG/JPEG files")
+    predict.add_argument("--out", required=True, help="CSV file to write")
+    add_predict_options(predict)
+    return parser
+
+
+def predict_settings(args: argparse.Namespace, base: object) -> object:
+    """The run's prediction settings with the command line's changes."""
+    changes = {k: v for k, v in (("samples", args.samples), ("rule", args.rule),
+                                 ("top_k", args.top_k)) if v is not None}
+    if args.exact:
+        changes.update(rule="bayes", top_k=None)
+    return dataclasses.replace(base, **changes)
+
+
+def command_train(args: argparse.Namespace) -> None:
+    cuda = torch.cuda.is_available()
+    preset = args.preset or ("paper" if cuda else "cpu")
+    device = args.device or ("cuda" if cuda else "cpu")
+    if device == "cuda" and not cuda:
+        raise DGCError("--device cuda was asked for but no CUDA device is available")
+    exp = "npz" if args.data else args.exp
+    cfg = build_config(exp, preset, seed=args.seed, method=args.method,
+                       data_dir=args.data or args.data_dir, profile=args.profile,
+                       device=device, threads=args.threads)
+    cfg = get_method(args.method).configure(cfg)
+    train_changes = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
+                                       ("sampling_rate", args.sampling_rate),
+                                       ("val_fraction", args.val_fraction),
+                                       ("grad_clip", args.grad_clip)) if v is not None}
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_changes),
+                              predict=predict_settings(args, cfg.predict))
+    cfg = apply_overrides(cfg, args.set)
+    cfg = dataclasses.replace(cfg, out=args.out or default_out(cfg))
+    validate(cfg)
+    print(f"dgc: preset {preset} ({'CUDA found' if cuda else 'no CUDA device'}), "
+          f"device {device}")
+    metrics = train_run(cfg, resume=args.resume, progress=not args.quiet)
+    print(format_metrics(metrics, title=f"{cfg.method} on {cfg.exp}, seed {cfg.seed} (test set)"))
+    print(f"training {metrics['seconds_train']:.0f} s, test prediction "
+          f"{metrics['seconds_predict']:.0f} s; files in {cfg.out}")
+    if exp in PAPER_DGC:
+        print(paper_comparison(metrics, PAPER_DGC[exp]))
+
+
+def paper_comparison(metrics: dict, paper: dict) -> str:
+    lines = ["| metric | this run | paper's DGC | difference |", "|---|---|---|---|"]
+    for key in HEADLINE:
+        lines.append(f"| {key} | {metrics[key]:.4f} | {paper[key]:.4f} | "
+                     f"{metrics[key] - paper[key]:+.4f} |")
+    return "\n".join(lines)
+
+
+def command_evaluate(args: argparse.Namespace) -> None:
+    run = load_run(args.run_dir)
+    metrics, path = evaluate_run(args.run_dir, predict_settings(args, run.cfg.predict))
+    print(format_metrics(metrics, title=f"{args.run_dir} (test set)"))
+    print(f"test prediction {metrics['seconds_predict']:.1f} s; written to {path}")
+
+
+def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
+    """New images as uint8 (N, H, W, C) in the model's shape, with a name for each row."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DGCError(f"{path} holds no PNG or JPEG images")
+        mode = "L" if shape[2] == 1 else "RGB"
+        images = []
+        for file in files:
+            try:
+                with Image.open(file) as image:
+                    image = image.convert(mode).resize((shape[1], shape[0]))
+                    images.append(np.asarray(image, dtype=np.uint8).reshape(shape))
+            except OSError as error:
+                raise DGCError(f"cannot read image {file}: {error}") from error
+        return np.stack(images), [f.name for f in files]
+    array = load_array(path)
+    if array.ndim == 3:
+        array = array[..., None]
+    if len(array) == 0:
+        raise DGCError(f"{path} holds no images")
+    if array.ndim != 4 or array.shape[1:] != shape:
+        raise DGCError(f"{path} holds images of shape {array.shape[1:]}, but the model takes "
+                       f"{shape} (N, H, W, C); resize them or save them as a folder of PNGs")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all() \
+                or array.min() < 0 or array.max() > 1:
+            raise DGCError(f"{path}: images must be uint8 0..255 or floats in [0, 1]")
+        array = np.rint(array * 255).astype(np.uint8)
+    return array, [str(i) for i in range(len(array))]
+
+
+def load_array(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise DGCError(f"input {path} does not exist")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DGCError(f"{path} is not a .npy or .npz file numpy can read: {error}") from error
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        preferred = [k for k in ("x", "images", "x_test") if k in loaded.files]
+        if not preferred and len(loaded.files) != 1:
+            raise DGCError(f"{path} holds arrays {loaded.files}; name the images 'x'")
+        return loaded[(preferred or loaded.files)[0]]
+
+
+def command_predict(args: argparse.Namespace) -> None:
+    run = load_run(args.run_dir)
+    images, names = read_images(Path(args.input), tuple(run.model.image_shape))
+    probs = predict_proba(run.model, images, predict_settings(args, run.cfg.predict),
+                          seed=run.cfg.seed, device=run.cfg.device)
+    out = Path(args.out)
+    try:
+        with out.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["input", "predicted", *(f"p_{c}" for c in run.class_names)])
+            for name, row in zip(names, probs, strict=True):
+                writer.writerow([name, run.class_names[int(row.argmax())],
+                                 *(f"{p:.6f}" for p in row)])
+    except OSError as error:
+        raise DGCError(f"cannot write {out}: {error.strerror}") from error
+    print(f"dgc: {len(names)} predictions written to {out}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("--") and argv[0] not in ("--help", "--debug"):
+        argv.insert(0, "train")
+    if argv[:1] == ["--debug"] and (len(argv) == 1 or argv[1] not in COMMANDS):
+        argv.insert(1, "train")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    handler = {"train": command_train, "evaluate": command_evaluate,
+               "predict": command_predict}[args.command]
+    try:
+        handler(args)
+    except DGCError as error:
+        if args.debug:
+            raise
+        print(f"dgc: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dgc: interrupted; the last complete epoch is saved, rerun with --resume",
+              file=sys.stderr)
+        return 130
+    return 0

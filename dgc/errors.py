@@ -1,0 +1,9 @@
+"""The library's one error type for problems with the user's input."""
+
+
+class DGCError(ValueError):
+    """Raised for every problem with what the user gave us (files, arguments, arrays).
+
+    A subclass of ValueError so generic callers can catch it, and distinct from bugs so the
+    command line can print it as one clear line instead of a traceback.
+    """

@@ -1,0 +1,181 @@
+"""One training run end to end: data, model, training, final test prediction, files on disk.
+
+A run directory holds `config.json` (the resolved configuration and the environment),
+`history.json`, `metrics.json`, `checkpoint.pt` (everything needed to resume) and `best.pt`
+(the weights that are evaluated).
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dgc.config import PredictConfig, RunConfig, validate
+from dgc.data import ImbalancedData, load_imbalanced, split_validation
+from dgc.errors import DGCError
+from dgc.io import load_checkpoint, read_json, write_json
+from dgc.metrics import compute_metrics
+from dgc.model import DGC, count_parameters, images_to_tensor
+from dgc.prediction import predict_proba
+from dgc.training import BEST, CHECKPOINT, TrainData, Trainer
+
+# Settings that may differ when a run is resumed: they do not change its numbers.
+RESUMABLE_DIFFERENCES = {"out", "data_dir", "threads", "train.epochs"}
+EPOCH_DEPENDENT_SCHEDULES = ("cosine", "manual_smooth")
+# Keys of config.json that record facts about the run rather than settings.
+RUN_FACTS = ("environment", "split_sha256", "n_params", "data")
+
+
+def default_out(cfg: RunConfig) -> str:
+    return str(Path("runs") / f"{cfg.exp}-{cfg.method}-s{cfg.seed}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def environment(cfg: RunConfig) -> dict[str, Any]:
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "device": cfg.device, "threads": torch.get_num_threads(),
+            "machine": platform.machine(), "processor": platform.processor() or None}
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Settings that would change the result of a resumed run, as 'name: old -> new'."""
+    a, b = flatten(old), flatten(new)
+    free = set(RESUMABLE_DIFFERENCES)
+    if b.get("train.schedule") in EPOCH_DEPENDENT_SCHEDULES:
+        free.discard("train.epochs")  # their learning rate at every step depends on the total
+    return [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
+            if key not in free and a.get(key) != b.get(key)]
+
+
+@dataclass
+class Run:
+    """A trained model with what is needed to use it: classes, counts and configuration."""
+
+    model: DGC
+    cfg: RunConfig
+    class_names: tuple[str, ...]
+    train_counts: np.ndarray
+
+
+def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], n_classes: int) -> DGC:
+    seed_everything(cfg.seed)
+    return DGC(image_shape, n_classes, cfg.model).to(cfg.device)
+
+
+def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
+              log: Any = print) -> dict[str, Any]:
+    """Train, evaluate on the test set, and write the run directory; returns the metrics."""
+    validate(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out or default_out(cfg))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DGCError(f"cannot create the output directory {out}: {error.strerror}") from error
+    data = load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
+    model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
+    trainer = Trainer(model, cfg, to_train_data(data, cfg), out, progress=progress, log=log)
+    if resume:
+        resume_trainer(trainer, out, cfg, log)
+    write_json(out / "config.json", {
+        **cfg.to_dict(), "environment": environment(cfg), "split_sha256": data.split_sha256,
+        "n_params": count_parameters(model),
+        "data": {"class_names": list(data.class_names), "image_shape": list(data.x_train.shape[1:]),
+                 "train_counts": data.train_counts.tolist()}})
+    log(f"dgc: {cfg.method} on {cfg.exp} seed {cfg.seed}, preset {cfg.preset}, "
+        f"{count_parameters(model):,} parameters, {len(data.y_train)} training images "
+        f"(validation {cfg.train.val_fraction:.0%}), writing to {out}")
+    trainer.fit()
+    write_json(out / "history.json", trainer.history)
+    model.load_state_dict(trainer.best_weights)
+    started = time.perf_counter()
+    probs = predict_proba(model, data.x_test, cfg.predict, seed=cfg.seed, device=cfg.device)
+    seconds_predict = time.perf_counter() - started
+    metrics = compute_metrics(data.y_test, probs.argmax(1), data.train_counts, data.class_names)
+    metrics.update(seconds_train=round(trainer.seconds, 2), seconds_predict=round(seconds_predict,
+                                                                                   2))
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def to_train_data(data: ImbalancedData, cfg: RunConfig) -> TrainData:
+    x, y, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.train.val_fraction,
+                                          cfg.seed)
+    return TrainData(
+        x=images_to_tensor(x, cfg.device), y=torch.from_numpy(y).long(),
+        train_counts=torch.as_tensor(data.train_counts, dtype=torch.long),
+        x_val=images_to_tensor(x_val, cfg.device), y_val=torch.from_numpy(y_val).long(),
+        hflip=data.hflip,
+    )
+
+
+def resume_trainer(trainer: Trainer, out: Path, cfg: RunConfig, log: Any) -> None:
+    """Continue from `checkpoint.pt`, refusing a configuration that changes the result."""
+    if not (out / CHECKPOINT).exists():
+        log(f"dgc: no checkpoint in {out} yet; starting from scratch")
+        return
+    state = load_checkpoint(out / CHECKPOINT)
+    differences = config_differences(state["config"], cfg.to_dict())
+    if differences:
+        raise DGCError("cannot resume: the configuration differs from the checkpoint's in "
+                       + "; ".join(differences) + ". Use the same settings, or another --out")
+    trainer.load_state_dict(state)
+    trainer.best_weights = load_checkpoint(out / BEST)["model"]
+    log(f"dgc: resuming {out} after epoch {trainer.epoch} of {cfg.train.epochs}")
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """The evaluated model (`best.pt`) of a run directory, ready to predict."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DGCError(f"run directory {run_dir} does not exist")
+    raw = read_json(run_dir / "config.json")
+    try:
+        cfg = RunConfig.from_dict({k: v for k, v in raw.items() if k not in RUN_FACTS})
+        facts = raw["data"]
+        model = DGC(tuple(facts["image_shape"]), len(facts["class_names"]), cfg.model)
+        model.load_state_dict(load_checkpoint(run_dir / BEST)["model"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise DGCError(f"{run_dir} does not hold a dgc run this version can read: "
+                       f"{error}") from error
+    return Run(model.to(cfg.device).eval(), cfg, tuple(facts["class_names"]),
+               np.asarray(facts["train_counts"], dtype=np.int64))
+
+
+def evaluate_run(run_dir: str | Path, predict: PredictConfig) -> tuple[dict[str, Any], Path]:
+    """Re-score a run's model on the test set into a new `eval-*.json` (never metrics.json)."""
+    run = load_run(run_dir)
+    data = load_imbalanced(run.cfg.exp, run.cfg.seed, run.cfg.data_dir, run.cfg.profile)
+    started = time.perf_counter()
+    probs = predict_proba(run.model, data.x_test, predict, seed=run.cfg.seed,
+                          device=run.cfg.device)
+    seconds = time.perf_counter() - started
+    metrics = compute_metrics(data.y_test, probs.argmax(1), data.train_counts, data.class_names)
+    metrics.update(seconds_predict=round(seconds, 2), predict=asdict(predict))
+    tag = f"{predict.rule}-s{predict.samples}" + (f"-top{predict.top_k}" if predict.top_k else "")
+    path = Path(run_dir) / f"eval-{tag}{'-mmd' if predict.mmd_term else ''}.json"
+    write_json(path, metrics)
+    return metrics, path

@@ -1,0 +1,196 @@
+"""The DGC model (SPEC §1): encoder q(z|x,y), image decoder p(x|z) and label head p(y|z).
+
+    p(x, y, z) = N(z; 0, I) · p(x | z) · p(y | z)
+
+The encoder's convolutional trunk sees the image alone; the label enters after the flatten, as
+`Linear(concat(flat, onehot(y)))`, written here as `Linear(flat) + Embedding(y)` (the same map),
+so the trunk runs once per image however many classes are scored. Convolutions use TensorFlow's
+SAME padding, which gives the paper's 28 → 14 → 7 → 4 → 2 trunk.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from dgc.config import ModelConfig
+
+BN_MOMENTUM = 0.1  # TensorFlow's decay 0.9
+BN_EPS = 1e-5
+LOGVAR_CLIP = 50.0
+
+
+def images_to_tensor(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 (N, H, W, C) in 0..255 → float32 (N, C, H, W) in [0, 1]: the one place that scales."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return tensor.permute(0, 3, 1, 2).float().div_(255.0).contiguous(
+        memory_format=torch.channels_last)
+
+
+def encoder_depth(size: int) -> int:
+    """Number of stride-2 SAME convolutions that bring `size` down to at most 2."""
+    depth = 0
+    while size > 2:
+        size = math.ceil(size / 2)
+        depth += 1
+    return max(depth, 1)
+
+
+def same_pad(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
+    """TensorFlow SAME padding: (output size, pad before, pad after)."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, total // 2, total - total // 2
+
+
+class Encoder(nn.Module):
+    """q(z | x, y) = N(μ, diag σ²): conv trunk on x, then the label, then heads for μ, log σ²."""
+
+    def __init__(self, image_shape: tuple[int, int, int], n_classes: int, cfg: ModelConfig):
+        super().__init__()
+        height, width, channels = image_shape
+        layers: list[nn.Module] = []
+        for i in range(encoder_depth(max(height, width))):
+            filters = cfg.width * 2**i
+            height, top, bottom = same_pad(height, cfg.kernel, 2)
+            width, left, right = same_pad(width, cfg.kernel, 2)
+            layers += [
+                nn.ZeroPad2d((left, right, top, bottom)),
+                nn.Conv2d(channels, filters, cfg.kernel, stride=2),
+                nn.BatchNorm2d(filters, momentum=BN_MOMENTUM, eps=BN_EPS),
+                nn.ReLU(inplace=True),
+            ]
+            channels = filters
+        self.trunk = nn.Sequential(*layers, nn.Flatten())
+        self.hidden = nn.Linear(height * width * channels, cfg.hidden)
+        self.label = nn.Embedding(n_classes, cfg.hidden)
+        self.mu = nn.Linear(cfg.hidden, cfg.latent_dim)
+        self.logvar = nn.Linear(cfg.hidden, cfg.latent_dim)
+        self.label_in_mean = cfg.label_in_mean
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The label-free part: flattened trunk output followed by its linear map."""
+        return self.hidden(self.trunk(x))
+
+    def posterior(self, features: torch.Tensor, label_rows: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                  torch.Tensor]:
+        """(μ, log σ²) for features (..., hidden) and matching label embeddings (..., hidden).
+
+        With `label_in_mean` off, μ comes from the image alone and only σ sees the label.
+        """
+        with_label = torch.relu(features + label_rows)
+        mu = self.mu(with_label if self.label_in_mean else torch.relu(features))
+        logvar = self.logvar(with_label).clamp(-LOGVAR_CLIP, LOGVAR_CLIP)
+        return mu, logvar
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.posterior(self.features(x), self.label(y))
+
+    def all_classes(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, log σ²) of shape (N, C, k): every class for every image, trunk computed once."""
+        return self.posterior(features[:, None, :], self.label.weight[None, :, :])
+
+
+class Decoder(nn.Module):
+    """p(x | z) = G_X(z): linear to a small map, stride-2 transposed convolutions, sigmoid."""
+
+    def __init__(self, image_shape: tuple[int, int, int], cfg: ModelConfig):
+        super().__init__()
+        height, width, channels = image_shape
+        ups = max(1, encoder_depth(max(height, width)) - 2)
+        self.start = (math.ceil(height / 2**ups), math.ceil(width / 2**ups))
+        self.out_size = (height, width)
+        filters = cfg.decoder_width * 8
+        self.project = nn.Linear(cfg.latent_dim, self.start[0] * self.start[1] * filters)
+        pad = math.ceil((cfg.kernel - 2) / 2)
+        layers: list[nn.Module] = []
+        for _ in range(ups):
+            layers += [
+                nn.ConvTranspose2d(filters, filters // 2, cfg.kernel, stride=2, padding=pad,
+                                   output_padding=2 * pad - cfg.kernel + 2),
+                nn.BatchNorm2d(filters // 2, momentum=BN_MOMENTUM, eps=BN_EPS),
+                nn.ReLU(inplace=True),
+            ]
+            filters //= 2
+        before = (cfg.kernel - 1) // 2
+        after = cfg.kernel - 1 - before
+        layers += [nn.ZeroPad2d((before, after, before, after)),
+                   nn.Conv2d(filters, channels, cfg.kernel)]
+        self.body = nn.Sequential(*layers)
+        self.filters = cfg.decoder_width * 8
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.project(z)).view(-1, self.filters, *self.start)
+        image = torch.sigmoid(self.body(h))
+        height, width = self.out_size
+        if image.shape[-2:] != (height, width):
+            top = (image.shape[-2] - height) // 2
+            left = (image.shape[-1] - width) // 2
+            image = image[..., top:top + height, left:left + width]
+        return image
+
+
+class LabelHead(nn.Module):
+    """p(y | z) = G_Y(z): one linear layer, or an MLP (CelebA: 500-500)."""
+
+    def __init__(self, n_classes: int, cfg: ModelConfig):
+        super().__init__()
+        sizes = (cfg.latent_dim, *cfg.head_hidden)
+        layers: list[nn.Module] = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU(inplace=True)]
+        layers.append(nn.Linear(sizes[-1], n_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class DGC(nn.Module):
+    """The whole generative classifier; `image_shape` is (H, W, C)."""
+
+    def __init__(self, image_shape: tuple[int, int, int], n_classes: int, cfg: ModelConfig):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.n_classes = n_classes
+        self.cfg = cfg
+        self.encoder = Encoder(self.image_shape, n_classes, cfg)
+        self.decoder = Decoder(self.image_shape, cfg)
+        self.head = LabelHead(n_classes, cfg)
+        if cfg.init == "paper":
+            self.apply(paper_init)
+        self.to(memory_format=torch.channels_last)  # faster convolutions on the CPU
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) -> dict[str,
+                                                                                   torch.Tensor]:
+        """One reparameterised pass: z = μ + σ ⊙ ε with the given ε."""
+        mu, logvar = self.encoder(x, y)
+        z = reparameterise(mu, logvar, noise)
+        return {"mu": mu, "logvar": logvar, "z": z, "recon": self.decoder(z),
+                "logits": self.head(z)}
+
+
+def std_from_logvar(logvar: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(1e-8 + torch.exp(logvar))
+
+
+def reparameterise(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    return mu + std_from_logvar(logvar) * noise
+
+
+def paper_init(module: nn.Module) -> None:
+    """Weights from N(0, 0.01²), biases 0, BatchNorm scale 1 and shift 0 (SPEC §1)."""
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
+        nn.init.normal_(module.weight, 0.0, 0.01)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,285 @@
+"""Training DGC (SPEC §2–§3): encoder pre-training, the LVO step, the joint step and the
+latent-oversampling step on the label head, with periodic validation and resumable checkpoints.
+
+Every random draw (data order, augmentation, reparameterisation noise, prior samples) comes from
+one `torch.Generator` seeded by the run's seed and saved in the checkpoint, so a run is
+deterministic on the CPU and a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dgc.augment import augment_batch
+from dgc.config import PredictConfig, RunConfig
+from dgc.errors import DGCError
+from dgc.io import save_checkpoint
+from dgc.losses import (
+    classification_loss,
+    imq_mmd,
+    moment_matching_loss,
+    oversampling_index,
+    reconstruction_loss,
+)
+from dgc.metrics import compute_metrics
+from dgc.model import DGC, reparameterise, std_from_logvar
+from dgc.prediction import class_scores
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+
+
+@dataclass
+class TrainData:
+    """Training (and optional validation) tensors, float (N, C, H, W), and whole-set counts."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    train_counts: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    hflip: bool
+
+
+def learning_rate(cfg: RunConfig, epoch: float) -> float:
+    """The schedule at a (fractional) epoch; `manual` and `manual_smooth` are SPEC §2's."""
+    t = cfg.train
+    if t.schedule == "manual":
+        return t.lr * (0.5 if epoch >= 30 else 1.0) * (0.2 if epoch >= 50 else 1.0)
+    if t.schedule == "manual_smooth":
+        return t.lr * 100.0 ** (-math.floor(epoch) / t.epochs)
+    if t.schedule == "cosine":
+        return t.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / t.epochs))
+    return t.lr
+
+
+class Trainer:
+    """Owns the model's optimisers, the random generator and the history of one run."""
+
+    def __init__(self, model: DGC, cfg: RunConfig, data: TrainData,
+                 run_dir: Path | None = None, progress: bool = False,
+                 log: Callable[[str], None] = print):
+        self.model, self.cfg, self.data = model, cfg, data
+        self.run_dir, self.progress, self.log = run_dir, progress, log
+        t = cfg.train
+        betas = (t.beta1, 0.999)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=betas)
+        self.encoder_optimizer = torch.optim.Adam(model.encoder.parameters(), lr=t.lr,
+                                                  betas=betas)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        counts = data.train_counts.double()
+        self.log_prior = torch.log(counts / counts.sum()).float()
+        self.epoch = 0
+        self.step = 0
+        self.seconds = 0.0
+        self.best: dict[str, Any] = {"score": None, "epoch": None}
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.history: dict[str, Any] = {"pretrain": None, "epochs": [],
+                                        "trace_points": trace_points(data.y)}
+
+    # -- checkpoint state -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "encoder_optimizer": self.encoder_optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "seconds": self.seconds,
+            "best": dict(self.best),
+            "history": self.history,
+            "config": self.cfg.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.encoder_optimizer.load_state_dict(state["encoder_optimizer"])
+        self.generator.set_state(state["generator"])
+        self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
+        self.best, self.history = dict(state["best"]), state["history"]
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train up to `cfg.train.epochs`, checkpointing after every epoch."""
+        t = self.cfg.train
+        if self.history["pretrain"] is None:
+            self.history["pretrain"] = self.pretrain()
+        epochs = range(self.epoch, t.epochs)
+        bar = tqdm(epochs, desc="train", unit="epoch", disable=not self.progress,
+                   initial=self.epoch, total=t.epochs)
+        for _ in bar:
+            started = time.perf_counter()
+            record = self.train_epoch()
+            record["trace"] = self.trace()
+            if len(self.data.y_val) and ((self.epoch + 1) % t.eval_every == 0
+                                         or self.epoch + 1 == t.epochs):
+                record["val"] = self.validate()
+            self.epoch += 1
+            self.seconds += time.perf_counter() - started
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            self.history["epochs"].append(record)
+            self.keep_best(record)
+            self.save()
+            bar.set_postfix({k: f"{v:.3g}" for k, v in record.items()
+                             if k in ("recon", "mmd", "cls")}
+                            | ({"val_acsa": f"{record['val']['acsa']:.4f}"}
+                               if "val" in record else {}))
+        return self.history
+
+    def pretrain(self) -> dict[str, Any]:
+        """Moment-match the encoder's codes to N(0, I), stopping once the loss is below tol."""
+        t = self.cfg.train
+        n = len(self.data.y)
+        steps = 0
+        while True:
+            index = torch.randperm(n, generator=self.generator)[: t.pretrain_batch]
+            mu, logvar = self.model.encoder(self.data.x[index], self.data.y[index])
+            loss = moment_matching_loss(reparameterise(mu, logvar, self.noise(len(index))))
+            loss_value = float(loss.detach())
+            if loss_value < t.pretrain_tol or steps >= t.pretrain_steps:
+                break
+            self.encoder_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.encoder_optimizer.step()
+            steps += 1
+        return {"steps": steps, "loss": loss_value}
+
+    def train_epoch(self) -> dict[str, Any]:
+        t = self.cfg.train
+        n = len(self.data.y)
+        order = torch.randperm(n, generator=self.generator)
+        batches = [order[i:i + t.batch_size] for i in range(0, n, t.batch_size)]
+        batches = [b for b in batches if len(b) >= 2]
+        sums: dict[str, float] = {}
+        for i, index in enumerate(batches):
+            lr = learning_rate(self.cfg, self.epoch + i / len(batches))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            for name, value in self.train_step(index).items():
+                sums[name] = sums.get(name, 0.0) + value
+            self.step += 1
+        record = {name: value / len(batches) for name, value in sums.items()}
+        return {"epoch": self.epoch + 1, "lr": learning_rate(self.cfg, self.epoch), **record}
+
+    def train_step(self, index: torch.Tensor) -> dict[str, float]:
+        """LVO step (optional), joint step, then the label-head step on oversampled codes."""
+        t = self.cfg.train
+        x, y = self.data.x[index], self.data.y[index]
+        if t.augment:
+            x = augment_batch(x, t.crop_pad, self.data.hflip, self.generator)
+        values: dict[str, float] = {}
+        if t.lvo:
+            loss, _, _ = self.objective(x, y)
+            self.encoder_optimizer.zero_grad(set_to_none=True)
+            loss.backward(inputs=list(self.model.encoder.parameters()))
+            self.clip(self.model.encoder.parameters())
+            self.encoder_optimizer.step()
+            values["lvo"] = float(loss.detach())
+        loss, terms, out = self.objective(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.clip(self.model.parameters())
+        self.optimizer.step()
+        values.update(terms, loss=float(loss.detach()))
+
+        rows = oversampling_index(y, self.data.train_counts, t.sampling_rate)
+        mu, logvar = out["mu"].detach()[rows], out["logvar"].detach()[rows]
+        z = reparameterise(mu, logvar, self.noise(len(rows)))
+        head_loss = classification_loss(self.model.head(z), y[rows], t.cls_weight,
+                                        self.log_prior, t.logit_adjust_tau)
+        self.check_finite({"oversampled cross-entropy": head_loss})
+        self.optimizer.zero_grad(set_to_none=True)
+        head_loss.backward()
+        self.clip(self.model.head.parameters())
+        self.optimizer.step()
+        values["head_cls"] = float(head_loss.detach())
+        return values
+
+    def objective(self, x: torch.Tensor,
+                  y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
+        """L = ½‖x − G_X(z)‖² + λ·MMD_IMQ(z, prior) + w_cls·CE(y, G_Y(z))  (SPEC §2)."""
+        t = self.cfg.train
+        out = self.model(x, y, self.noise(len(y)))
+        recon = reconstruction_loss(x, out["recon"])
+        mmd = imq_mmd(out["z"], self.noise(len(y)))
+        cls = classification_loss(out["logits"], y, t.cls_weight, self.log_prior,
+                                  t.logit_adjust_tau)
+        self.check_finite({"reconstruction": recon, "MMD": mmd, "cross-entropy": cls})
+        loss = recon + t.mmd_weight * mmd + cls
+        terms = {"recon": recon, "mmd": mmd, "cls": cls}
+        return loss, {name: float(value.detach()) for name, value in terms.items()}, out
+
+    def noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.model.cfg.latent_dim,
+                           generator=self.generator).to(self.data.x.device)
+
+    def clip(self, parameters: Any) -> None:
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(parameters, self.cfg.train.grad_clip)
+
+    def check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            if not torch.isfinite(value):
+                raise DGCError(
+                    f"the {name} loss became {float(value.detach())} at epoch {self.epoch + 1}, "
+                    f"step {self.step + 1}; the last good checkpoint is kept. Try a lower learning "
+                    "rate (--lr), gradient clipping (--grad-clip) or a smaller --sampling-rate"
+                )
+
+    # -- evaluation and checkpoints ---------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        """ACSA, F_macro and G_macro on the validation split with the run's prediction rule."""
+        p = self.cfg.predict
+        cfg = PredictConfig(samples=self.cfg.train.val_samples, rule=p.rule, top_k=p.top_k,
+                            mmd_term=p.mmd_term, decode_batch=p.decode_batch)
+        scores = class_scores(self.model, self.data.x_val, cfg, seed=self.cfg.seed)
+        metrics = compute_metrics(self.data.y_val.numpy(), scores.argmax(1).cpu().numpy(),
+                                  self.data.train_counts.numpy())
+        return {k: metrics[k] for k in ("acsa", "f_macro", "g_macro")}
+
+    def trace(self) -> dict[str, list[float]]:
+        """μ and σ of the first latent coordinate of two fixed training points (paper Fig. 4)."""
+        index = torch.tensor(self.history["trace_points"])
+        was_training = self.model.training
+        self.model.eval()
+        with torch.inference_mode():
+            mu, logvar = self.model.encoder(self.data.x[index], self.data.y[index])
+        self.model.train(was_training)
+        return {"mu": mu[:, 0].tolist(), "sigma": std_from_logvar(logvar)[:, 0].tolist()}
+
+    def keep_best(self, record: dict[str, Any]) -> None:
+        """Keep the weights of the best validation ACSA (the last epoch's without validation)."""
+        score = None
+        if len(self.data.y_val):
+            if "val" not in record:
+                return
+            score = record["val"]["acsa"]
+            if self.best["score"] is not None and score <= self.best["score"]:
+                return
+        self.best = {"score": score, "epoch": self.epoch}
+        self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.run_dir is not None:
+            save_checkpoint(self.run_dir / BEST, {"model": self.best_weights, **self.best})
+
+    def save(self) -> None:
+        if self.run_dir is not None:
+            save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict())
+
+
+def trace_points(y: torch.Tensor) -> list[int]:
+    """The first training image of the largest and of the smallest class present."""
+    counts = np.bincount(y.numpy())
+    present = np.flatnonzero(counts)
+    first, last = present[np.argmax(counts[present])], present[np.argmin(counts[present])]
+    return [int(torch.nonzero(y == first)[0]), int(torch.nonzero(y == last)[0])]

@@ -1,0 +1,254 @@
+"""Tests for the `dgc` command line, called in-process through `dgc.cli.main`."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dgc.cli import main
+
+CLASS_NAMES = [str(i) for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """`dgc --exp digits --seed 1 ...` with no command trains (two epochs, S = 1).
+
+    Returns the run directory and what the command printed.
+    """
+    out = tmp_path_factory.mktemp("cli") / "run"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["--exp", "digits", "--seed", "1", "--epochs", "2", "--samples", "1",
+                     "--quiet", "--out", str(out)])
+    assert code == 0
+    return out, stdout.getvalue()
+
+
+@pytest.fixture
+def run_dir(trained: tuple[Path, str]) -> Path:
+    return trained[0]
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with path.open(newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def check_predictions(path: Path, names: list[str]) -> np.ndarray:
+    rows = read_csv(path)
+    assert rows[0] == ["input", "predicted", *(f"p_{c}" for c in CLASS_NAMES)]
+    assert [r[0] for r in rows[1:]] == names
+    probs = np.array([[float(v) for v in r[2:]] for r in rows[1:]])
+    assert probs.shape == (len(names), 10)
+    assert np.all(probs >= 0)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+    assert [r[1] for r in rows[1:]] == [CLASS_NAMES[i] for i in probs.argmax(1)]
+    return probs
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dgc: error:"), err
+    return lines[0]
+
+
+def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("train", "evaluate", "predict"):
+        assert command in out
+    assert main([]) == 0
+    assert "evaluate" in capsys.readouterr().out
+
+
+def test_python_m_dgc_help() -> None:
+    result = subprocess.run([sys.executable, "-m", "dgc", "--help"], capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "usage: dgc" in result.stdout
+    assert all(c in result.stdout for c in ("train", "evaluate", "predict"))
+
+
+def test_training_without_a_command(trained: tuple[Path, str]) -> None:
+    run_dir, printed = trained
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["exp"], config["seed"], config["method"]) == ("digits", 1, "dgc")
+    assert config["train"]["epochs"] == 2 and config["predict"]["samples"] == 1
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["acsa"] <= 1.0
+    history = json.loads((run_dir / "history.json").read_text())
+    assert len(history["epochs"]) == 2
+    assert "preset cpu" in printed and "dgc on digits, seed 1" in printed
+    assert f"{metrics['acsa']:.4f}" in printed
+
+
+def test_evaluate_writes_a_new_file(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    metrics_before = (run_dir / "metrics.json").read_bytes()
+    assert main(["evaluate", str(run_dir), "--samples", "2"]) == 0
+    written = run_dir / "eval-bayes-s2.json"
+    assert written.is_file()
+    assert str(written) in capsys.readouterr().out
+    assert (run_dir / "metrics.json").read_bytes() == metrics_before
+    evaluation = json.loads(written.read_text())
+    assert evaluation["predict"]["samples"] == 2 and evaluation["predict"]["rule"] == "bayes"
+    assert 0.0 <= evaluation["acsa"] <= 1.0
+
+
+def test_predict_from_npy(run_dir: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(7, 8, 8, 1), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(run_dir), "--input", str(tmp_path / "x.npy"),
+                 "--out", str(out)]) == 0
+    assert "7 predictions" in capsys.readouterr().out
+    probs = check_predictions(out, [str(i) for i in range(7)])
+
+    # (N, H, W) without a channel axis, and floats in [0, 1], give the same answers
+    np.save(tmp_path / "gray.npy", images[..., 0])
+    np.save(tmp_path / "float.npy", images.astype(np.float64) / 255)
+    for name in ("gray.npy", "float.npy"):
+        other = tmp_path / f"{name}.csv"
+        assert main(["predict", str(run_dir), "--input", str(tmp_path / name),
+                     "--out", str(other)]) == 0
+        np.testing.assert_allclose(check_predictions(other, [str(i) for i in range(7)]), probs,
+                                   atol=2e-6)
+
+
+def test_predict_from_npz(run_dir: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, size=(4, 8, 8, 1), dtype=np.uint8)
+    np.save(tmp_path / "plain.npy", images)
+    reference = tmp_path / "plain.csv"
+    assert main(["predict", str(run_dir), "--input", str(tmp_path / "plain.npy"),
+                 "--out", str(reference)]) == 0
+    expected = check_predictions(reference, ["0", "1", "2", "3"])
+    # one array of any name; the images under "x" beside other arrays, in any order
+    variants = {"single": {"whatever": images},
+                "with-labels": {"x": images, "y": np.zeros(4, dtype=np.int64)},
+                "labels-first": {"y": np.zeros(4, dtype=np.int64), "x": images},
+                "with-test": {"x": images, "x_test": np.zeros((2, 3), dtype=np.uint8)}}
+    for name, arrays in variants.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        out = tmp_path / f"{name}.csv"
+        code = main(["predict", str(run_dir), "--input", str(tmp_path / f"{name}.npz"),
+                     "--out", str(out)])
+        assert code == 0, (name, capsys.readouterr().err)
+        np.testing.assert_allclose(check_predictions(out, ["0", "1", "2", "3"]), expected,
+                                   atol=2e-6)
+    # several arrays and none named as images: ask for "x"
+    np.savez(tmp_path / "ambiguous.npz", a=images, b=images)
+    assert main(["predict", str(run_dir), "--input", str(tmp_path / "ambiguous.npz"),
+                 "--out", str(tmp_path / "never.csv")]) == 2
+    assert "'x'" in one_error_line(capsys.readouterr().err)
+
+
+def test_predict_from_png_folder(run_dir: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(3, 8, 8), dtype=np.uint8)
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    names = ["a.png", "b.png", "c.png"]
+    for name, image in zip(names, images, strict=True):
+        Image.fromarray(image, mode="L").save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "folder.csv"
+    assert main(["predict", str(run_dir), "--input", str(folder), "--out", str(out)]) == 0
+    probs = check_predictions(out, names)
+
+    np.save(tmp_path / "same.npy", images[..., None])
+    same = tmp_path / "same.csv"
+    assert main(["predict", str(run_dir), "--input", str(tmp_path / "same.npy"),
+                 "--out", str(same)]) == 0
+    np.testing.assert_allclose(check_predictions(same, ["0", "1", "2"]), probs, atol=2e-6)
+
+
+def make_bad_input(kind: str, tmp_path: Path) -> Path:
+    path = tmp_path / f"{kind}.npy"
+    if kind == "missing":
+        return path
+    if kind == "wrong-shape":
+        np.save(path, np.zeros((2, 9, 9, 1), dtype=np.uint8))
+    elif kind == "rgb":
+        np.save(path, np.zeros((2, 8, 8, 3), dtype=np.uint8))
+    elif kind == "out-of-range":
+        np.save(path, np.full((2, 8, 8, 1), 3.0))
+    elif kind == "not-numpy":
+        path.write_text("hello")
+    elif kind == "empty-folder":
+        path = tmp_path / "empty"
+        path.mkdir()
+    elif kind == "broken-png":
+        path = tmp_path / "broken"
+        path.mkdir()
+        (path / "x.png").write_bytes(b"not a png")
+    elif kind == "no-images":
+        np.save(path, np.zeros((0, 8, 8, 1), dtype=np.uint8))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["missing", "wrong-shape", "rgb", "out-of-range", "not-numpy",
+                                  "empty-folder", "broken-png", "no-images"])
+def test_predict_bad_input(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                           kind: str) -> None:
+    source = make_bad_input(kind, tmp_path)
+    out = tmp_path / "never.csv"
+    assert main(["predict", str(run_dir), "--input", str(source), "--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(source.name) in line or kind == "no-images"
+    assert not out.exists()
+
+
+def test_predict_unwritable_output(run_dir: Path, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((1, 8, 8, 1), dtype=np.uint8))
+    assert main(["predict", str(run_dir), "--input", str(tmp_path / "x.npy"),
+                 "--out", str(tmp_path / "no" / "such" / "dir.csv")]) == 2
+    one_error_line(capsys.readouterr().err)
+
+
+def test_evaluate_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in one_error_line(capsys.readouterr().err)
+
+
+def test_unknown_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--exp", "digits", "--epochs", "2", "--quiet", "--out", str(tmp_path / "r"),
+                 "--set", "train.nonsense=1"])
+    assert code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "train has no setting 'nonsense'" in line and "epochs" in line
+    assert not (tmp_path / "r").exists()
+    assert main(["train", "--exp", "digits", "--out", str(tmp_path / "r"),
+                 "--set", "nonsense"]) == 2
+    assert "section.field=value" in one_error_line(capsys.readouterr().err)
+
+
+def test_invalid_value_is_refused_before_training(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--exp", "digits", "--epochs", "0", "--quiet",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "--epochs must be at least 1" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_dataset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--exp", "nosuch", "--out", str(tmp_path / "r")])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'nosuch'" in capsys.readouterr().err

@@ -1,0 +1,139 @@
+"""Tests for dgc.prediction: SPEC §4's Bayes rule by importance sampling, against a slow loop."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dgc.config import ModelConfig, PredictConfig
+from dgc.model import DGC
+from dgc.prediction import class_scores, predict_proba
+
+N_CLASSES = 3
+SHAPE = (8, 8, 1)
+
+
+@pytest.fixture
+def model(tiny_model_cfg: ModelConfig) -> DGC:
+    """A tiny model in training mode whose BatchNorm running statistics are not the defaults."""
+    torch.manual_seed(0)
+    net = DGC(SHAPE, N_CLASSES, tiny_model_cfg)
+    with torch.no_grad():
+        for _ in range(3):  # move the running statistics away from (0, 1)
+            net(torch.rand(16, 1, 8, 8) * 3, torch.randint(0, N_CLASSES, (16,)),
+                torch.randn(16, tiny_model_cfg.latent_dim))
+    return net.train()
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+
+
+def slow_scores(model: DGC, x: torch.Tensor, samples: int, seed: int,
+                rule: str = "bayes") -> torch.Tensor:
+    """SPEC §4 one image, one class, one sample at a time (model in eval mode)."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(samples, model.cfg.latent_dim, generator=generator)
+    model.eval()
+    scores = torch.empty(len(x), model.n_classes)
+    with torch.no_grad():
+        for i in range(len(x)):
+            for c in range(model.n_classes):
+                log_w = []
+                for s in range(samples):
+                    mu, logvar = model.encoder(x[i:i + 1], torch.tensor([c]))
+                    z = mu + torch.sqrt(1e-8 + torch.exp(logvar)) * noise[s]
+                    recon = -0.5 * float(((x[i:i + 1] - model.decoder(z)) ** 2).sum())
+                    label = float(torch.log_softmax(model.head(z), dim=1)[0, c])
+                    log_w.append({"bayes": recon + label, "recon": recon, "label": label}[rule])
+                scores[i, c] = torch.logsumexp(torch.tensor(log_w, dtype=torch.float64), 0) \
+                    - math.log(samples)
+    return scores
+
+
+@pytest.mark.parametrize("rule", ["bayes", "label", "recon"])
+def test_class_scores_match_slow_computation(model: DGC, images: torch.Tensor, rule: str) -> None:
+    cfg = PredictConfig(samples=4, rule=rule)
+    fast = class_scores(model, images, cfg, seed=7)
+    assert model.training  # the mode is restored
+    slow = slow_scores(model, images, samples=4, seed=7, rule=rule)
+    assert fast.shape == (len(images), N_CLASSES)
+    torch.testing.assert_close(fast, slow, atol=2e-4, rtol=1e-5)
+    # the scores really vary with the class (the comparison is not between constants)
+    assert float((slow.max(1).values - slow.min(1).values).min()) > 1e-3
+
+
+def test_seed_determines_scores(model: DGC, images: torch.Tensor) -> None:
+    cfg = PredictConfig(samples=3)
+    first = class_scores(model, images, cfg, seed=11)
+    assert torch.equal(first, class_scores(model, images, cfg, seed=11))
+    assert not torch.equal(first, class_scores(model, images, cfg, seed=12))
+
+
+def test_scores_do_not_depend_on_the_batch(model: DGC, images: torch.Tensor) -> None:
+    cfg = PredictConfig(samples=3)
+    full = class_scores(model, images, cfg, seed=2)
+    rows = [4, 1]
+    torch.testing.assert_close(class_scores(model, images[rows], cfg, seed=2), full[rows],
+                               atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(class_scores(model, images[3:4], cfg, seed=2), full[3:4],
+                               atol=1e-5, rtol=1e-6)
+    for decode_batch in (1, 7, 10**6):
+        other = PredictConfig(samples=3, decode_batch=decode_batch)
+        torch.testing.assert_close(class_scores(model, images, other, seed=2), full,
+                                   atol=1e-5, rtol=1e-6)
+
+
+def test_top_k(model: DGC, images: torch.Tensor) -> None:
+    exact = class_scores(model, images, PredictConfig(samples=2), seed=3)
+    all_k = class_scores(model, images, PredictConfig(samples=2, top_k=N_CLASSES), seed=3)
+    torch.testing.assert_close(all_k, exact)
+    beyond = class_scores(model, images, PredictConfig(samples=2, top_k=N_CLASSES + 5), seed=3)
+    torch.testing.assert_close(beyond, exact)
+
+    one = class_scores(model, images, PredictConfig(samples=2, top_k=1), seed=3)
+    label = class_scores(model, images, PredictConfig(samples=2, rule="label"), seed=3)
+    finite = torch.isfinite(one)
+    assert finite.sum(1).tolist() == [1] * len(images)
+    assert torch.all(one[~finite] == -math.inf)
+    assert torch.equal(one.argmax(1), label.argmax(1))
+    # the class that is kept gets its exact score
+    torch.testing.assert_close(one[finite], exact[finite])
+
+    two = class_scores(model, images, PredictConfig(samples=2, top_k=2), seed=3)
+    assert torch.isfinite(two).sum(1).tolist() == [2] * len(images)
+    torch.testing.assert_close(two[torch.isfinite(two)], exact[torch.isfinite(two)])
+    worst = label.argmin(1)
+    assert torch.all(two[torch.arange(len(images)), worst] == -math.inf)
+
+
+def test_rules_are_the_two_terms(model: DGC, images: torch.Tensor) -> None:
+    one = dict(samples=1)
+    bayes = class_scores(model, images, PredictConfig(**one, rule="bayes"), seed=4)
+    label = class_scores(model, images, PredictConfig(**one, rule="label"), seed=4)
+    recon = class_scores(model, images, PredictConfig(**one, rule="recon"), seed=4)
+    torch.testing.assert_close(bayes, label + recon, atol=1e-5, rtol=1e-6)
+    assert torch.all(label <= 0)  # log-probabilities
+    assert torch.all(recon <= 0)  # minus half a squared error
+    # with S = 1 each term is a single draw: the label term is a log-softmax over classes
+    assert not torch.allclose(label, recon)
+
+
+def test_predict_proba(model: DGC) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 8, 8, 1), dtype=np.uint8)
+    probs = predict_proba(model, images, PredictConfig(samples=2), seed=1)
+    assert probs.shape == (5, N_CLASSES)
+    assert np.all(probs >= 0)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    scores = class_scores(model, x, PredictConfig(samples=2), seed=1)
+    np.testing.assert_allclose(probs, torch.softmax(scores, 1).numpy(), atol=1e-6)
+    # pruned classes get probability 0, and rows still sum to 1
+    pruned = predict_proba(model, images, PredictConfig(samples=2, top_k=2), seed=1)
+    assert np.all((pruned == 0).sum(1) == 1)
+    np.testing.assert_allclose(pruned.sum(1), 1.0, atol=1e-5)

@@ -1,0 +1,295 @@
+"""Tests for dgc.training and dgc.experiment: schedules, pre-training, the loop, run files, resume.
+
+Every run is a few epochs of the small offline digits set on one thread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import dgc.training
+from dgc.config import RunConfig, apply_overrides, build_config
+from dgc.data import ImbalancedData
+from dgc.errors import DGCError
+from dgc.experiment import build_model, evaluate_run, load_run, to_train_data, train_run
+from dgc.training import TrainData, Trainer, learning_rate
+
+METRIC_KEYS = {"acsa", "f_macro", "g_macro", "r_mi", "p_ma", "accuracy", "precision_macro",
+               "recall_macro", "specificity_macro", "f_micro", "g_micro", "per_class",
+               "seconds_train", "seconds_predict"}
+SECONDS = ("seconds_train", "seconds_predict")
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def read(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def without_seconds(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k not in SECONDS}
+
+
+def epoch_records(history: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history["epochs"]]
+
+
+# -- learning-rate schedules ------------------------------------------------------------------
+
+def schedule(name: str, lr: float = 1.0, epochs: int = 60) -> RunConfig:
+    return apply_overrides(build_config("digits", "cpu"),
+                           [f'train.schedule="{name}"', f"train.lr={lr}", f"train.epochs={epochs}"])
+
+
+def test_manual_schedule() -> None:
+    cfg = schedule("manual", lr=2e-3)
+    for epoch in (0, 1, 15.5, 29, 29.99):
+        assert learning_rate(cfg, epoch) == pytest.approx(2e-3)
+    for epoch in (30, 30.5, 40, 49.99):
+        assert learning_rate(cfg, epoch) == pytest.approx(1e-3)
+    for epoch in (50, 55, 100):
+        assert learning_rate(cfg, epoch) == pytest.approx(2e-4)
+
+
+def test_manual_smooth_schedule() -> None:
+    cfg = schedule("manual_smooth", lr=5e-5, epochs=10)
+    rates = [learning_rate(cfg, e) for e in range(11)]
+    assert rates[0] == pytest.approx(5e-5)
+    assert rates[10] == pytest.approx(5e-7)  # 100× lower after the E epochs
+    for before, after in zip(rates[:-1], rates[1:], strict=True):
+        assert after / before == pytest.approx(100 ** (-1 / 10))
+    assert learning_rate(cfg, 3.7) == learning_rate(cfg, 3)  # changes once per epoch
+
+
+def test_cosine_and_constant_schedules() -> None:
+    cfg = schedule("cosine", lr=1e-3, epochs=20)
+    assert learning_rate(cfg, 0) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 10) == pytest.approx(5e-4)
+    assert learning_rate(cfg, 20) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(cfg, 5) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi / 4)))
+    rates = [learning_rate(cfg, e / 4) for e in range(81)]
+    assert all(b < a for a, b in zip(rates[:-1], rates[1:], strict=True))
+    constant = schedule("constant", lr=3e-4, epochs=5)
+    assert {learning_rate(constant, e) for e in (0, 2.5, 5, 60)} == {3e-4}
+
+
+# -- the Trainer on a small slice of digits ---------------------------------------------------
+
+def small_trainer(cfg: RunConfig, data: ImbalancedData, n: int = 120) -> Trainer:
+    full = to_train_data(data, cfg)
+    part = TrainData(x=full.x[:n], y=full.y[:n], train_counts=full.train_counts,
+                     x_val=full.x_val, y_val=full.y_val, hflip=False)
+    return Trainer(build_model(cfg, data.x_train.shape[1:], 10), cfg, part, log=quiet)
+
+
+def encoder_weights(trainer: Trainer) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in trainer.model.encoder.parameters()]
+
+
+def test_pretraining_stops_once_below_tol(digits_config: Callable[..., RunConfig],
+                                          digits_data: ImbalancedData, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = digits_config(tmp_path, "train.pretrain_tol=1e9", "train.pretrain_batch=50")
+    trainer = small_trainer(cfg, digits_data)
+    before = encoder_weights(trainer)
+    assert trainer.pretrain()["steps"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, encoder_weights(trainer), strict=True))
+
+    cfg = digits_config(tmp_path, "train.pretrain_tol=-1", "train.pretrain_steps=3",
+                        "train.pretrain_batch=50")
+    trainer = small_trainer(cfg, digits_data)
+    before = encoder_weights(trainer)
+    result = trainer.pretrain()
+    assert result["steps"] == 3 and math.isfinite(result["loss"])
+    assert not all(torch.equal(a, b) for a, b in zip(before, encoder_weights(trainer),
+                                                     strict=True))
+
+    # a loss that falls 1.0, 0.5, 0.05: two steps are taken, then it stops below tol = 0.1
+    values = iter([1.0, 0.5, 0.05, 0.01, 0.01])
+    real = dgc.training.moment_matching_loss
+    monkeypatch.setattr(dgc.training, "moment_matching_loss",
+                        lambda z: real(z) * 0 + next(values))
+    cfg = digits_config(tmp_path, "train.pretrain_tol=0.1", "train.pretrain_steps=200",
+                        "train.pretrain_batch=50")
+    result = small_trainer(cfg, digits_data).pretrain()
+    assert result["steps"] == 2 and result["loss"] == pytest.approx(0.05)
+
+
+def test_fit_follows_the_schedule(digits_config: Callable[..., RunConfig],
+                                  digits_data: ImbalancedData, tmp_path: Path) -> None:
+    cfg = digits_config(tmp_path, 'train.schedule="manual_smooth"', "train.epochs=2",
+                        "train.lr=0.001", "train.pretrain_steps=0")
+    trainer = small_trainer(cfg, digits_data)
+    history = trainer.fit()
+    assert history["pretrain"]["steps"] == 0
+    assert [r["lr"] for r in history["epochs"]] == pytest.approx([1e-3, 1e-3 * 100 ** -0.5])
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert trainer.epoch == 2 and trainer.step == 2 * math.ceil(120 / 50)
+    for record in history["epochs"]:
+        for key in ("recon", "mmd", "cls", "loss", "lvo", "head_cls"):
+            assert math.isfinite(record[key]), key
+
+
+@pytest.mark.parametrize(("target", "term"), [("reconstruction_loss", "reconstruction"),
+                                              ("imq_mmd", "MMD")])
+def test_non_finite_loss_raises(digits_config: Callable[..., RunConfig],
+                                digits_data: ImbalancedData, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch, target: str, term: str) -> None:
+    real = getattr(dgc.training, target)
+    monkeypatch.setattr(dgc.training, target, lambda a, b: real(a, b) * math.nan)
+    trainer = small_trainer(digits_config(tmp_path, "train.pretrain_steps=0"), digits_data)
+    with pytest.raises(DGCError, match=rf"the {term} loss became nan at epoch 1"):
+        trainer.fit()
+
+
+def test_non_finite_loss_keeps_last_good_checkpoint(digits_config: Callable[..., RunConfig],
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    real = dgc.training.reconstruction_loss
+
+    def failing_later(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1  # two calls a step (LVO and joint); digits has 9 batches an epoch
+        return real(x, recon) * (math.inf if calls["n"] > 25 else 1.0)
+
+    monkeypatch.setattr(dgc.training, "reconstruction_loss", failing_later)
+    cfg = digits_config(tmp_path / "run", "train.pretrain_steps=0")
+    with pytest.raises(DGCError, match=r"reconstruction loss became inf at epoch 2"):
+        train_run(cfg, progress=False, log=quiet)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+# -- whole runs -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory,
+            digits_config: Callable[..., RunConfig]) -> tuple[RunConfig, dict[str, Any]]:
+    """Ten epochs of the cpu preset at lr 3e-3: enough to learn digits well."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    cfg = digits_config(out, "train.epochs=10", "train.lr=0.003")
+    return cfg, train_run(cfg, progress=False, log=quiet)
+
+
+def test_short_training_beats_majority_class(trained: tuple[RunConfig, dict[str, Any]]) -> None:
+    _, metrics = trained
+    # predicting the majority class everywhere gives ACSA 1/10 and F_macro ≈ 0.018
+    assert metrics["acsa"] > 0.5
+    assert metrics["f_macro"] > 0.4
+    assert metrics["r_mi"] > 0.0  # the 6-image class is not ignored
+
+
+def test_run_directory_files(trained: tuple[RunConfig, dict[str, Any]],
+                             digits_data: ImbalancedData) -> None:
+    cfg, metrics = trained
+    out = Path(cfg.out)
+    config = read(out / "config.json")
+    assert config["split_sha256"] == digits_data.split_sha256
+    env = config["environment"]
+    assert env["python"] == platform.python_version()
+    assert env["torch"] == torch.__version__ and env["numpy"] == np.__version__
+    assert config["data"]["train_counts"] == digits_data.train_counts.tolist()
+    assert config["data"]["image_shape"] == [8, 8, 1]
+    settings = {k: v for k, v in config.items()
+                if k not in ("environment", "split_sha256", "n_params", "data")}
+    assert RunConfig.from_dict(settings) == cfg
+
+    saved = read(out / "metrics.json")
+    assert set(saved) == METRIC_KEYS
+    assert saved == json.loads(json.dumps(metrics))
+    assert len(saved["per_class"]) == 10
+    assert saved["seconds_train"] > 0 and saved["seconds_predict"] >= 0
+
+    history = read(out / "history.json")
+    assert len(history["epochs"]) == cfg.train.epochs == 10
+    assert [r["epoch"] for r in history["epochs"]] == list(range(1, 11))
+    for record in history["epochs"]:
+        for key in ("recon", "mmd", "cls", "loss", "head_cls", "lvo", "lr"):
+            assert math.isfinite(record[key]), key
+    assert history["epochs"][-1]["recon"] < history["epochs"][0]["recon"]
+    assert history["pretrain"]["steps"] >= 0
+    assert (out / "checkpoint.pt").is_file() and (out / "best.pt").is_file()
+
+
+def test_evaluate_run_reproduces_metrics(trained: tuple[RunConfig, dict[str, Any]]) -> None:
+    cfg, metrics = trained
+    metrics_file = Path(cfg.out) / "metrics.json"
+    before = metrics_file.read_bytes()
+    again, path = evaluate_run(cfg.out, cfg.predict)
+    assert path.name == "eval-bayes-s1.json" and path.is_file()
+    assert metrics_file.read_bytes() == before
+    for key in ("acsa", "f_macro", "g_macro", "r_mi", "p_ma", "per_class"):
+        assert again[key] == metrics[key], key
+    run = load_run(cfg.out)
+    assert run.class_names == tuple(str(i) for i in range(10)) and not run.model.training
+
+
+def test_same_seed_same_numbers(digits_config: Callable[..., RunConfig], tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        train_run(digits_config(tmp_path / name, "train.epochs=2"), progress=False, log=quiet)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert without_seconds(read(a / "metrics.json")) == without_seconds(read(b / "metrics.json"))
+    assert epoch_records(read(a / "history.json")) == epoch_records(read(b / "history.json"))
+    train_run(digits_config(tmp_path / "c", "train.epochs=2", seed=2), progress=False, log=quiet)
+    assert epoch_records(read(tmp_path / "c" / "history.json")) != epoch_records(
+        read(a / "history.json"))
+
+
+def test_resume_continues_exactly(digits_config: Callable[..., RunConfig], tmp_path: Path) -> None:
+    settings = ("train.val_fraction=0.2",)
+    straight = train_run(digits_config(tmp_path / "straight", *settings, "train.epochs=4"),
+                         progress=False, log=quiet)
+
+    split = tmp_path / "split"
+    train_run(digits_config(split, *settings, "train.epochs=2"), progress=False, log=quiet)
+    checkpoint = (split / "checkpoint.pt").read_bytes()
+    with pytest.raises(DGCError, match=r"train\.lr: 0\.001 -> 0\.002"):
+        train_run(digits_config(split, *settings, "train.epochs=4", "train.lr=0.002"),
+                  resume=True, progress=False, log=quiet)
+    assert (split / "checkpoint.pt").read_bytes() == checkpoint
+
+    logs: list[str] = []
+    resumed = train_run(digits_config(split, *settings, "train.epochs=4"), resume=True,
+                        progress=False, log=logs.append)
+    assert any("resuming" in line and "after epoch 2" in line for line in logs)
+    assert without_seconds(resumed) == without_seconds(straight)
+    assert epoch_records(read(split / "history.json")) == epoch_records(
+        read(tmp_path / "straight" / "history.json"))
+    assert "val" in read(split / "history.json")["epochs"][-1]
+
+
+def test_resume_without_checkpoint_starts_from_scratch(
+        digits_config: Callable[..., RunConfig], tmp_path: Path) -> None:
+    logs: list[str] = []
+    fresh = train_run(digits_config(tmp_path / "fresh", "train.epochs=2"), resume=True,
+                      progress=False, log=logs.append)
+    assert any("no checkpoint" in line for line in logs)
+    plain = train_run(digits_config(tmp_path / "plain", "train.epochs=2"), progress=False,
+                      log=quiet)
+    assert without_seconds(fresh) == without_seconds(plain)
+    assert len(read(tmp_path / "fresh" / "history.json")["epochs"]) == 2
+
+
+@pytest.mark.parametrize("name", ["cosine", "manual_smooth"])
+def test_resume_to_more_epochs_with_epoch_dependent_schedule(
+        digits_config: Callable[..., RunConfig], tmp_path: Path, name: str) -> None:
+    """These schedules depend on E, so 2 epochs then 3 is not a 3-epoch run: it is refused."""
+    settings = (f'train.schedule="{name}"', "train.pretrain_steps=0")
+    train_run(digits_config(tmp_path / "split", *settings, "train.epochs=2"), progress=False,
+              log=quiet)
+    with pytest.raises(DGCError, match="train.epochs"):
+        train_run(digits_config(tmp_path / "split", *settings, "train.epochs=3"),
+                  resume=True, progress=False, log=quiet)
+
