@@ -27,8 +27,14 @@ def faithful(cfg: RunConfig) -> RunConfig:
 
 
 def improved(cfg: RunConfig) -> RunConfig:
-    """Changes from the faithful method, each kept because it raised validation ACSA."""
-    train = dataclasses.replace(cfg.train, val_fraction=0.1, logit_adjust_tau=1.0)
+    """Changes from the faithful method, each measured on the validation split (RESULTS.md).
+
+    - a 10 % stratified validation split selects the checkpoint (the paper kept the last one);
+    - the label head is trained with a logit-adjusted cross-entropy (τ = 1), which corrects it
+      for the training prior (SPEC §9: +3.5 points of ACSA);
+    - no extra encoder (LVO) step: it doubles the cost of a step.
+    """
+    train = dataclasses.replace(cfg.train, val_fraction=0.1, logit_adjust_tau=1.0, lvo=False)
     return dataclasses.replace(cfg, train=train)
 
 
