@@ -106,8 +106,10 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
         "data": {"class_names": list(data.class_names), "image_shape": list(data.x_train.shape[1:]),
                  "train_counts": data.train_counts.tolist()}})
     log(f"dgc: {cfg.method} on {cfg.exp} seed {cfg.seed}, preset {cfg.preset}, "
-        f"{count_parameters(model):,} parameters, {len(data.y_train)} training images "
-        f"(validation {cfg.train.val_fraction:.0%}), writing to {out}")
+        f"{count_parameters(model):,} parameters, writing to {out}")
+    log(f"dgc: training counts per class {', '.join(map(str, data.train_counts))} "
+        f"({len(data.y_train)} images, {cfg.train.val_fraction:.0%} held out for validation); "
+        f"test counts {', '.join(map(str, np.bincount(data.y_test)))}")
     trainer.fit()
     write_json(out / "history.json", trainer.history)
     model.load_state_dict(trainer.best_weights)
