@@ -1,8 +1,100 @@
-"""Benchmarks over methods and seeds (`dgc bench`): resumable runs, tables and significance."""
+"""Benchmarks over methods and seeds (`dgc bench`): resumable runs, tables and significance.
+
+Every (method, seed) pair is one `train_run` in `DIR/<method>-s<seed>/`. On top of each method's
+own configuration the harness sets what must be equal for a fair comparison, for every method
+alike (DGC and `dgc-faithful` included):
+
+* the same imbalanced training set per seed (SPEC §5) and the same stratified 10 % validation
+  split of it, on which every method keeps its best-ACSA checkpoint;
+* the training recipe (`recipe=True`, the default): random crop with 2-pixel padding, a
+  horizontal flip where the dataset allows it, and a cosine learning-rate schedule over the
+  preset's epochs; without it, no augmentation and each preset's own schedule.
+
+A pair counts as finished when its `metrics.json` exists, so an interrupted benchmark resumes
+(an unfinished pair continues from its checkpoint). `results.json` holds every finished run and
+the paired t-tests of `dgc` against each other method; `table.md` shows the paper's Tables 2
+and 3 as mean ± sample standard deviation (ddof = 1) over seeds, with ECE and cost. With one
+seed there is no standard deviation and no test: the table says "n/a" and the JSON holds null.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from tqdm.auto import tqdm
+
+from dgc.config import RunConfig, apply_overrides, build_config, validate
 from dgc.errors import DGCError
+from dgc.experiment import RUN_FACTS, flatten, train_run
+from dgc.io import read_json, write_json, write_text
+from dgc.methods import METHODS, get_method
+from dgc.training import CHECKPOINT
+
+VAL_FRACTION = 0.1
+REFERENCE = "dgc"
+TABLE2 = (("acsa", "ACSA"), ("f_macro", "F_macro"), ("g_macro", "G_macro"))
+TABLE3 = (("r_mi", "R_MI"), ("p_ma", "P_MA"), ("ece", "ECE"))
+TESTED = (*TABLE2, *TABLE3)
+LOWER_IS_BETTER = {"ece"}
+# Settings that may differ between a finished run and a rerun of the benchmark.
+FREE_SETTINGS = {"out", "data_dir", "threads"}
+
+# SPEC §7: the paper's Tables 2 and 3 (means; the DGC row's std in PUBLISHED_STD). Table 3 gives
+# R_MI and P_MA only for DGC and for the best baseline of each column.
+PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
+    "mnist": {
+        "BAGAN": {"acsa": 0.8848, "f_macro": 0.8785, "g_macro": 0.9295},
+        "DFBS": {"acsa": 0.7812, "f_macro": 0.7838, "g_macro": 0.8683},
+        "GAMO": {"acsa": 0.8826, "f_macro": 0.8794, "g_macro": 0.9308},
+        "BayesCNN": {"acsa": 0.9158, "f_macro": 0.9141, "g_macro": 0.9512, "r_mi": 0.7578,
+                     "p_ma": 0.8896},
+        "mmDGMs": {"acsa": 0.9066, "f_macro": 0.9039, "g_macro": 0.9449},
+        "DGC": {"acsa": 0.9480, "f_macro": 0.9474, "g_macro": 0.9704, "r_mi": 0.8276,
+                "p_ma": 0.9270},
+    },
+    "fashion": {
+        "BAGAN": {"acsa": 0.7814, "f_macro": 0.7610, "g_macro": 0.8546},
+        "DFBS": {"acsa": 0.5135, "f_macro": 0.4620, "g_macro": 0.6382},
+        "GAMO": {"acsa": 0.7929, "f_macro": 0.7880, "g_macro": 0.8740, "p_ma": 0.6165},
+        "BayesCNN": {"acsa": 0.7934, "f_macro": 0.7835, "g_macro": 0.8701, "r_mi": 0.8474},
+        "mmDGMs": {"acsa": 0.8091, "f_macro": 0.7984, "g_macro": 0.8796},
+        "DGC": {"acsa": 0.8364, "f_macro": 0.8314, "g_macro": 0.9010, "r_mi": 0.8864,
+                "p_ma": 0.6900},
+    },
+    "svhn": {
+        "BAGAN": {"acsa": 0.6785, "f_macro": 0.6719, "g_macro": 0.7876},
+        "DFBS": {"acsa": 0.4788, "f_macro": 0.4745, "g_macro": 0.6539},
+        "GAMO": {"acsa": 0.6474, "f_macro": 0.6457, "g_macro": 0.7784},
+        "BayesCNN": {"acsa": 0.5511, "f_macro": 0.5392, "g_macro": 0.6998},
+        "mmDGMs": {"acsa": 0.7220, "f_macro": 0.7291, "g_macro": 0.8291, "r_mi": 0.3740,
+                   "p_ma": 0.4301},
+        "DGC": {"acsa": 0.7493, "f_macro": 0.7535, "g_macro": 0.8501, "r_mi": 0.4882,
+                "p_ma": 0.5348},
+    },
+    "celeba": {
+        "BAGAN": {"acsa": 0.5972, "f_macro": 0.5152, "g_macro": 0.6554},
+        "DFBS": {"acsa": 0.2109, "f_macro": 0.1335, "g_macro": 0.2664},
+        "GAMO": {"acsa": 0.6409, "f_macro": 0.5903, "g_macro": 0.7472, "r_mi": 0.2302,
+                 "p_ma": 0.6687},
+        "BayesCNN": {"acsa": 0.5517, "f_macro": 0.4936, "g_macro": 0.6534},
+        "mmDGMs": {"acsa": 0.3760, "f_macro": 0.0618, "g_macro": 0.3754},
+        "DGC": {"acsa": 0.6755, "f_macro": 0.6454, "g_macro": 0.7779, "r_mi": 0.2987,
+                "p_ma": 0.7603},
+    },
+}
+PUBLISHED_STD = {
+    "mnist": {"acsa": 0.00, "f_macro": 0.00, "g_macro": 0.00},
+    "fashion": {"acsa": 0.00, "f_macro": 0.00, "g_macro": 0.00},
+    "svhn": {"acsa": 0.01, "f_macro": 0.01, "g_macro": 0.00},
+    "celeba": {"acsa": 0.03, "f_macro": 0.02, "g_macro": 0.03},
+}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -18,3 +110,286 @@ def parse_seeds(text: str) -> list[int]:
             raise DGCError(f"seed range {part.strip()!r} runs backwards; write it as {high}-{low}")
         seeds += [s for s in range(low, high + 1) if s not in seeds]
     return seeds
+
+
+def parse_methods(text: str) -> list[str]:
+    """'all' → every registered method; 'dgc,ce' → those, checked, in order, without repeats."""
+    if text.strip() == "all":
+        return list(METHODS)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise DGCError("--methods needs a comma-separated list of methods, or 'all'")
+    unknown = [name for name in names if name not in METHODS]
+    if unknown:
+        raise DGCError(f"unknown method(s) {', '.join(unknown)}; choose from "
+                       f"{', '.join(METHODS)} or 'all'")
+    return list(dict.fromkeys(names))
+
+
+def apply_harness(cfg: RunConfig, recipe: bool) -> RunConfig:
+    """The settings every method shares in a benchmark (see the module docstring)."""
+    train = dataclasses.replace(cfg.train, val_fraction=VAL_FRACTION)
+    if recipe:
+        train = dataclasses.replace(train, augment=True, schedule="cosine")
+    return dataclasses.replace(cfg, train=train)
+
+
+def bench_config(exp: str, method: str, seed: int, out_dir: str | Path, preset: str = "cpu",
+                 recipe: bool = True, overrides: Sequence[str] = (),
+                 **run_fields: Any) -> RunConfig:
+    """One pair's configuration: preset, then the method, the harness, then `--set` overrides."""
+    cfg = build_config(exp, preset, seed=seed, method=method, **run_fields)
+    cfg = apply_harness(get_method(method).configure(cfg), recipe)
+    cfg = apply_overrides(cfg, list(overrides))
+    cfg = dataclasses.replace(cfg, out=str(Path(out_dir) / f"{method}-s{seed}"))
+    validate(cfg)
+    return cfg
+
+
+def plan(exp: str, methods: Sequence[str], seeds: Sequence[int], out_dir: str | Path,
+         **settings: Any) -> list[RunConfig]:
+    """Every pair, seed by seed, so an interrupted benchmark has comparable rows."""
+    return [bench_config(exp, method, seed, out_dir, **settings)
+            for seed in seeds for method in methods]
+
+
+def saved_settings(run_dir: Path) -> dict[str, Any]:
+    """A run's config.json without its facts, normalised through `RunConfig`."""
+    raw = read_json(run_dir / "config.json")
+    try:
+        return RunConfig.from_dict({k: v for k, v in raw.items() if k not in RUN_FACTS}).to_dict()
+    except (KeyError, TypeError) as error:
+        raise DGCError(f"{run_dir / 'config.json'} is not a configuration this version can "
+                       f"read ({error}); move that run away or use another --out") from error
+
+
+def check_finished(cfg: RunConfig) -> None:
+    """Refuse to count a finished run whose settings differ from the benchmark's."""
+    run_dir = Path(cfg.out)
+    old, new = flatten(saved_settings(run_dir)), flatten(cfg.to_dict())
+    differences = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+                   for key in sorted(set(old) | set(new))
+                   if key not in FREE_SETTINGS and old.get(key) != new.get(key)]
+    if differences:
+        raise DGCError(f"{run_dir} was run with other settings ({'; '.join(differences)}); "
+                       "use another --out, or delete that run to redo it")
+
+
+def run_bench(configs: Sequence[RunConfig], out_dir: str | Path, exp: str, recipe: bool,
+              paper: bool = False, progress: bool = True,
+              log: Callable[[str], None] = tqdm.write) -> dict[str, Any]:
+    """Run every unfinished pair, then write `results.json` and `table.md` into `out_dir`.
+
+    A pair that fails with a `DGCError` (e.g. a diverging loss) is reported and the others still
+    run; the error is raised at the end, after both files are written from the finished runs.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed: list[dict[str, Any]] = []
+    bar = tqdm(configs, desc="bench", unit="run", disable=not progress)
+    for cfg in bar:
+        bar.set_postfix_str(f"{cfg.method} seed {cfg.seed}")
+        run_dir = Path(cfg.out)
+        if (run_dir / "metrics.json").is_file():
+            check_finished(cfg)
+            continue
+        try:
+            train_run(cfg, resume=(run_dir / CHECKPOINT).is_file(), progress=progress, log=log)
+        except DGCError as error:
+            log(f"dgc: {cfg.method} seed {cfg.seed} failed: {error}")
+            failed.append({"method": cfg.method, "seed": cfg.seed, "error": str(error)})
+    results = collect(configs, exp, recipe)
+    results["failed"] = failed
+    write_json(out_dir / "results.json", results)
+    write_text(out_dir / "table.md", render_table(results, paper))
+    if failed:
+        pairs = ", ".join(f"{f['method']} seed {f['seed']}" for f in failed)
+        raise DGCError(f"{len(failed)} run(s) failed ({pairs}); the tables in {out_dir} leave "
+                       "them out. Fix the cause and rerun the same command to finish them")
+    return results
+
+
+def collect(configs: Sequence[RunConfig], exp: str, recipe: bool) -> dict[str, Any]:
+    """results.json's content from the finished runs among `configs`."""
+    runs = []
+    for cfg in configs:
+        run_dir = Path(cfg.out)
+        if not (run_dir / "metrics.json").is_file():
+            continue
+        metrics = read_json(run_dir / "metrics.json")
+        config = read_json(run_dir / "config.json")
+        runs.append({"method": cfg.method, "seed": cfg.seed, "metrics": metrics,
+                     "seconds_train": metrics.get("seconds_train"),
+                     "seconds_predict": metrics.get("seconds_predict"),
+                     "split_sha256": config.get("split_sha256"),
+                     "n_params": config.get("n_params")})
+    methods = list(dict.fromkeys(cfg.method for cfg in configs))
+    return {
+        "exp": exp,
+        "preset": configs[0].preset if configs else None,
+        "recipe": recipe,
+        "methods": methods,
+        "seeds": list(dict.fromkeys(cfg.seed for cfg in configs)),
+        "runs": runs,
+        "summary": summarise(runs, methods),
+        "tests": paired_tests(runs, methods),
+    }
+
+
+def values(runs: Sequence[dict[str, Any]], method: str, key: str) -> dict[int, float]:
+    """seed → value of `key` (a metric or a seconds_* field) for one method's finished runs."""
+    out = {}
+    for run in runs:
+        if run["method"] == method:
+            value = run["metrics"].get(key, run.get(key))
+            if value is not None:
+                out[run["seed"]] = float(value)
+    return out
+
+
+def mean_std(numbers: Sequence[float]) -> dict[str, Any]:
+    """Mean and sample standard deviation (ddof = 1; None below two values)."""
+    n = len(numbers)
+    return {"mean": float(np.mean(numbers)) if n else None,
+            "std": float(np.std(numbers, ddof=1)) if n >= 2 else None, "n": n}
+
+
+def summarise(runs: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
+    keys = [key for key, _ in TESTED] + ["seconds_train", "seconds_predict"]
+    return {method: {key: mean_std(list(values(runs, method, key).values())) for key in keys}
+            for method in methods}
+
+
+def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided paired t-test (scipy.stats.ttest_rel); None with fewer than two pairs or when
+    every difference is zero (no evidence either way)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
+    if len(a) < 2:
+        return None
+    with warnings.catch_warnings():  # scipy warns when the differences are (nearly) constant
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_rel(a, b).pvalue)
+    return None if math.isnan(p) else p
+
+
+def paired_tests(runs: Sequence[dict[str, Any]], methods: Sequence[str],
+                 reference: str = REFERENCE) -> dict[str, dict[str, float | None]]:
+    """{metric: {method: p}} of `reference` against every other method, over shared seeds."""
+    if reference not in methods:
+        return {}
+    tests: dict[str, dict[str, float | None]] = {}
+    for key, _ in TESTED:
+        ours = values(runs, reference, key)
+        tests[key] = {}
+        for method in methods:
+            if method == reference:
+                continue
+            theirs = values(runs, method, key)
+            seeds = sorted(set(ours) & set(theirs))
+            tests[key][method] = paired_p_value([ours[s] for s in seeds],
+                                                [theirs[s] for s in seeds])
+    return tests
+
+
+# -- table.md ---------------------------------------------------------------------------------
+
+def number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def p_value(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3g}"
+
+
+def best_means(summary: dict[str, Any], key: str) -> str | None:
+    """The best mean of a column at the table's precision (lowest for ECE), or None."""
+    means = [s[key]["mean"] for s in summary.values() if s[key]["mean"] is not None]
+    if not means:
+        return None
+    return number(min(means) if key in LOWER_IS_BETTER else max(means))
+
+
+def measured_row(method: str, stat: dict[str, Any], columns: Sequence[tuple[str, str]],
+                 best: dict[str, str | None]) -> list[str]:
+    cells = [f"`{method}`", str(stat[columns[0][0]]["n"])]
+    for key, _ in columns:
+        s = stat[key]
+        if s["mean"] is None:
+            cells.append("—")
+            continue
+        cell = f"{number(s['mean'])} ± {number(s['std'])}"
+        cells.append(f"**{cell}**" if number(s["mean"]) == best[key] else cell)
+    return cells
+
+
+def published_rows(exp: str, columns: Sequence[tuple[str, str]]) -> list[list[str]]:
+    rows = []
+    for method, numbers in PUBLISHED.get(exp, {}).items():
+        if not any(key in numbers for key, _ in columns):
+            continue
+        cells = [f"{method} (published)", ""]
+        for key, _ in columns:
+            if key not in numbers:
+                cells.append("—")
+            elif method == "DGC" and key in PUBLISHED_STD[exp]:
+                cells.append(f"{numbers[key]:.4f} ± {PUBLISHED_STD[exp][key]:.2f}")
+            else:
+                cells.append(f"{numbers[key]:.4f}")
+        rows.append(cells)
+    return rows
+
+
+def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def render_table(results: dict[str, Any], paper: bool = False) -> str:
+    """table.md: Tables 2 and 3 of the paper for the measured methods, cost, and the t-tests."""
+    exp, summary, methods = results["exp"], results["summary"], results["methods"]
+    seeds = ", ".join(map(str, results["seeds"]))
+    recipe = ("on: random crop (pad 2), horizontal flip where the dataset allows it, cosine "
+              "schedule" if results["recipe"] else "off: no augmentation, each preset's schedule")
+    lines = [f"# Benchmark: {exp}, preset {results['preset']}, seeds {seeds}", "",
+             f"Training recipe {recipe}; 10 % validation split, best-validation-ACSA checkpoint, "
+             "for every method.",
+             "Cells: mean ± sample standard deviation over the n seeds a method finished "
+             "(n/a with one seed); **bold**: best measured mean per column (lowest for ECE)."]
+    if paper:
+        lines.append("Rows marked (published) are the paper's (SPEC §7), copied, not measured "
+                     "here, and not ranked.")
+    for title, columns in (("Table 2: class-balanced metrics", TABLE2),
+                           ("Table 3: minority recall, majority precision and calibration",
+                            TABLE3)):
+        best = {key: best_means(summary, key) for key, _ in columns}
+        rows = [measured_row(m, summary[m], columns, best) for m in methods]
+        if paper:
+            rows += published_rows(exp, columns)
+        lines += ["", f"## {title}", ""]
+        lines += markdown(["method", "n", *(label for _, label in columns)], rows)
+
+    lines += ["", "## Cost: seconds per seed (mean)", "",
+              "Comparable only between runs that had the machine to themselves.", ""]
+    lines += markdown(["method", "train", "test prediction"],
+                      [[f"`{m}`", *(("n/a" if summary[m][k]["mean"] is None
+                                     else f"{summary[m][k]['mean']:.1f}")
+                                    for k in ("seconds_train", "seconds_predict"))]
+                       for m in methods])
+
+    lines += ["", f"## Paired t-tests: `{REFERENCE}` against each method", ""]
+    tests = results["tests"]
+    if not tests:
+        lines.append(f"No tests: `{REFERENCE}` is not among the methods.")
+    else:
+        lines += ["Two-sided p-values of scipy.stats.ttest_rel over the seeds both finished "
+                  "(n/a with fewer than two, or when every difference is zero).", ""]
+        others = [m for m in methods if m != REFERENCE]
+        lines += markdown(["method", *(label for _, label in TESTED)],
+                          [[f"`{m}`", *(p_value(tests[key][m]) for key, _ in TESTED)]
+                           for m in others])
+    failed = results.get("failed") or []
+    if failed:
+        lines += ["", "Failed, left out: " + ", ".join(f"`{f['method']}` seed {f['seed']}"
+                                                       for f in failed)]
+    return "\n".join(lines) + "\n"

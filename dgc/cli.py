@@ -17,15 +17,26 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dgc.benchmark import PUBLISHED, parse_methods, parse_seeds, plan, run_bench
 from dgc.config import apply_overrides, build_config, validate
 from dgc.data import dataset_names
 from dgc.errors import DGCError
-from dgc.experiment import default_out, evaluate_run, load_run, train_run
+from dgc.experiment import (
+    decompose_run,
+    default_out,
+    evaluate_run,
+    load_run,
+    predict_images,
+    train_run,
+)
+from dgc.io import atomic_write
 from dgc.methods import METHODS, get_method
 from dgc.metrics import HEADLINE, format_metrics
-from dgc.prediction import predict_proba
+from dgc.plots import render_image_grid
+from dgc.report import sample_class, write_report
+from dgc.sweep import parse_values, run_sweep
 
-COMMANDS = ("train", "evaluate", "predict")
+COMMANDS = ("train", "evaluate", "predict", "report", "sweep", "sample", "bench")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 PAPER_DGC = {  # SPEC §7, the paper's DGC row
     "mnist": {"acsa": 0.9480, "f_macro": 0.9474, "g_macro": 0.9704, "r_mi": 0.8276, "p_ma": 0.9270},
@@ -51,6 +62,8 @@ def add_predict_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rule", choices=("bayes", "label", "recon"),
                         help="score: full Bayes rule, or one of its terms alone")
     parser.add_argument("--top-k", type=int, help="decode only the label term's K best classes")
+    parser.add_argument("--importance", action="store_true",
+                        help="add the importance correction log p(z) - log q(z|x,y)")
     parser.add_argument("--exact", action="store_true",
                         help="SPEC §4 as written: Bayes rule over every class (no pruning)")
 
@@ -84,10 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, help="CPU threads for torch")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--no-report", action="store_true",
+                       help="skip the figures and report.md written after training")
     add_predict_options(train)
 
     evaluate = commands.add_parser("evaluate", help="re-score a run's model on the test set")
     evaluate.add_argument("run_dir")
+    evaluate.add_argument("--decompose", action="store_true",
+                          help="ACSA and spread across classes of each Bayes-rule term alone")
     add_predict_options(evaluate)
 
     predict = commands.add_parser("predict", help="classify new images with a trained run")
@@ -96,6 +113,56 @@ def build_parser() -> argparse.ArgumentParser:
                          help=".npy or .npz of images, or a folder of PNG/JPEG files")
     predict.add_argument("--out", required=True, help="CSV file to write")
     add_predict_options(predict)
+
+    report = commands.add_parser("report", help="write a run's figures and report.md")
+    report.add_argument("run_dir")
+    report.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sweep = commands.add_parser("sweep", help="train over the values of one setting and seeds")
+    sweep.add_argument("--exp", default="fashion", choices=dataset_names())
+    sweep.add_argument("--param", default="sampling-rate",
+                       help="sampling-rate, or any setting written section.field")
+    sweep.add_argument("--values", required=True, help="comma-separated, e.g. 0.2,0.4,0.6")
+    sweep.add_argument("--seeds", default="1", help="e.g. 1-5, 7,8 or 1-3,7 (default 1)")
+    sweep.add_argument("--method", default="dgc", choices=list(METHODS))
+    sweep.add_argument("--preset", choices=("cpu", "paper"),
+                       help="default: paper with a CUDA device, cpu otherwise")
+    sweep.add_argument("--epochs", type=int)
+    sweep.add_argument("--data-dir", help="folder holding the dataset's files")
+    sweep.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="any other setting, applied to every run of the sweep")
+    sweep.add_argument("--out", help="sweep folder (default runs/sweep-<exp>-<method>-<param>)")
+    sweep.add_argument("--device", choices=("cpu", "cuda"))
+    sweep.add_argument("--threads", type=int, help="CPU threads for torch")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sample = commands.add_parser("sample", help="generate new images of one class")
+    sample.add_argument("run_dir")
+    sample.add_argument("--class", dest="class_name", required=True, help="the class's name")
+    sample.add_argument("--n", type=int, required=True, help="how many images")
+    sample.add_argument("--out", required=True,
+                        help="FILE.npz (images as x); a grid of the first 100 goes to FILE.png")
+    sample.add_argument("--seed", type=int, help="random seed (default: the run's)")
+
+    bench = commands.add_parser("bench", help="compare methods over seeds: tables and t-tests")
+    bench.add_argument("--exp", default="fashion", choices=dataset_names())
+    bench.add_argument("--methods", default="all",
+                       help=f"comma-separated, from {', '.join(METHODS)}; or all (default)")
+    bench.add_argument("--seeds", default="1-5", help="e.g. 1-5, 7,8 or 1-3,7 (default 1-5)")
+    bench.add_argument("--preset", choices=("cpu", "paper"),
+                       help="default: paper with a CUDA device, cpu otherwise")
+    bench.add_argument("--recipe", choices=("on", "off"), default="on",
+                       help="crop + flip augmentation and a cosine schedule for every method")
+    bench.add_argument("--paper", action="store_true",
+                       help="add the paper's published rows (SPEC §7) to the tables")
+    bench.add_argument("--epochs", type=int, help="epochs for every method")
+    bench.add_argument("--data-dir", help="folder holding the dataset's files")
+    bench.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="any other setting, applied to every run")
+    bench.add_argument("--out", help="benchmark folder (default runs/bench-<exp>-<preset>)")
+    bench.add_argument("--device", choices=("cpu", "cuda"))
+    bench.add_argument("--threads", type=int, help="CPU threads for torch")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -103,6 +170,8 @@ def predict_settings(args: argparse.Namespace, base: object) -> object:
     """The run's prediction settings with the command line's changes."""
     changes = {k: v for k, v in (("samples", args.samples), ("rule", args.rule),
                                  ("top_k", args.top_k)) if v is not None}
+    if args.importance:
+        changes["importance"] = True
     if args.exact:
         changes.update(rule="bayes", top_k=None)
     return dataclasses.replace(base, **changes)
@@ -136,6 +205,8 @@ def command_train(args: argparse.Namespace) -> None:
           f"{metrics['seconds_predict']:.0f} s; files in {cfg.out}")
     if exp in PAPER_DGC:
         print(paper_comparison(metrics, PAPER_DGC[exp]))
+    if not args.no_report:
+        print(f"dgc: report written to {write_report(cfg.out, progress=not args.quiet)}")
 
 
 def paper_comparison(metrics: dict, paper: dict) -> str:
@@ -148,6 +219,17 @@ def paper_comparison(metrics: dict, paper: dict) -> str:
 
 def command_evaluate(args: argparse.Namespace) -> None:
     run = load_run(args.run_dir)
+    if get_method(run.cfg.method).family != "dgc":
+        raise DGCError(f"{args.run_dir} is a {run.cfg.method} baseline run: `evaluate` re-scores "
+                       "DGC's Bayes rule, and the run's metrics.json already holds its test "
+                       "metrics")
+    if args.decompose:
+        report, path = decompose_run(args.run_dir, predict_settings(args, run.cfg.predict))
+        print("| terms | ACSA alone | spread across classes (nats) |\n|---|---|---|")
+        for terms, row in report.items():
+            print(f"| {terms} | {row['acsa']:.4f} | {row['spread']:.2f} |")
+        print(f"written to {path}")
+        return
     metrics, path = evaluate_run(args.run_dir, predict_settings(args, run.cfg.predict))
     print(format_metrics(metrics, title=f"{args.run_dir} (test set)"))
     print(f"test prediction {metrics['seconds_predict']:.1f} s; written to {path}")
@@ -204,8 +286,7 @@ def load_array(path: Path) -> np.ndarray:
 def command_predict(args: argparse.Namespace) -> None:
     run = load_run(args.run_dir)
     images, names = read_images(Path(args.input), tuple(run.model.image_shape))
-    probs = predict_proba(run.model, images, predict_settings(args, run.cfg.predict),
-                          seed=run.cfg.seed, device=run.cfg.device)
+    probs = predict_images(run.model, images, run.cfg, predict_settings(args, run.cfg.predict))
     out = Path(args.out)
     try:
         with out.open("w", newline="") as handle:
@@ -217,6 +298,65 @@ def command_predict(args: argparse.Namespace) -> None:
     except OSError as error:
         raise DGCError(f"cannot write {out}: {error.strerror}") from error
     print(f"dgc: {len(names)} predictions written to {out}")
+
+
+def command_report(args: argparse.Namespace) -> None:
+    print(f"dgc: report written to {write_report(args.run_dir, progress=not args.quiet)}")
+
+
+def command_sweep(args: argparse.Namespace) -> None:
+    cuda = torch.cuda.is_available()
+    device = args.device or ("cuda" if cuda else "cpu")
+    if device == "cuda" and not cuda:
+        raise DGCError("--device cuda was asked for but no CUDA device is available")
+    cfg = build_config(args.exp, args.preset or ("paper" if cuda else "cpu"), method=args.method,
+                       data_dir=args.data_dir, device=device, threads=args.threads)
+    cfg = get_method(args.method).configure(cfg)
+    if args.epochs is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=args.epochs))
+    cfg = apply_overrides(cfg, args.set)
+    values, seeds = parse_values(args.values), parse_seeds(args.seeds)
+    out = Path(args.out or Path("runs") / f"sweep-{args.exp}-{args.method}-{args.param}")
+    run_sweep(cfg, args.param, values, seeds, out, progress=not args.quiet)
+    print((out / "sweep.md").read_text(), end="")
+    print(f"dgc: sweep.json, sweep.png and sweep.md written to {out}")
+
+
+def command_sample(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise DGCError(f"--out must name a .npz file, got {out}")
+    images, name, sources = sample_class(args.run_dir, args.class_name, args.n, args.seed)
+    atomic_write(out, lambda f: np.savez_compressed(
+        f, x=images, class_name=np.array(name), source_indices=sources))
+    grid = out.with_suffix(".png")
+    shown = "" if len(images) <= 100 else " (the first 100)"
+    render_image_grid(images, f"{len(images)} generated images of class {name}{shown}", grid)
+    print(f"dgc: {len(images)} images of class {name} written to {out} (grid: {grid})")
+
+
+def command_bench(args: argparse.Namespace) -> None:
+    cuda = torch.cuda.is_available()
+    preset = args.preset or ("paper" if cuda else "cpu")
+    device = args.device or ("cuda" if cuda else "cpu")
+    if device == "cuda" and not cuda:
+        raise DGCError("--device cuda was asked for but no CUDA device is available")
+    if args.paper and args.exp not in PUBLISHED:
+        raise DGCError(f"--paper: the paper publishes no numbers for {args.exp}, only for "
+                       f"{', '.join(PUBLISHED)}")
+    methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
+    recipe = args.recipe == "on"
+    overrides = ([f"train.epochs={args.epochs}"] if args.epochs is not None else []) + args.set
+    default = Path("runs") / f"bench-{args.exp}-{preset}{'' if recipe else '-norecipe'}"
+    out = Path(args.out or default)
+    configs = plan(args.exp, methods, seeds, out, preset=preset, recipe=recipe,
+                   overrides=overrides, data_dir=args.data_dir, device=device,
+                   threads=args.threads)
+    print(f"dgc: {len(methods)} methods × {len(seeds)} seeds = {len(configs)} runs in {out}, "
+          f"preset {preset}, recipe {args.recipe}")
+    run_bench(configs, out, args.exp, recipe, paper=args.paper, progress=not args.quiet)
+    print((out / "table.md").read_text(), end="")
+    print(f"dgc: results.json and table.md written to {out}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -231,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     handler = {"train": command_train, "evaluate": command_evaluate,
-               "predict": command_predict}[args.command]
+               "predict": command_predict, "report": command_report, "sweep": command_sweep,
+               "sample": command_sample, "bench": command_bench}[args.command]
     try:
         handler(args)
     except DGCError as error:

@@ -16,6 +16,10 @@ from dgc.errors import DGCError
 
 SCHEDULES = ("manual", "manual_smooth", "cosine", "constant")
 RULES = ("bayes", "label", "recon")
+BASELINE_LOSSES = ("ce", "focal", "ldam", "logit-adjust")
+CLASS_WEIGHTINGS = ("none", "inverse", "effective")
+RESAMPLERS = ("none", "ros", "smote")
+SECTIONS = ("model", "train", "predict", "baseline")
 
 
 @dataclass
@@ -62,14 +66,46 @@ class PredictConfig:
     """Bayes-rule prediction of SPEC §4.
 
     `top_k` spends the decoder only on the K classes the label term ranks best (None: all, as
-    SPEC §4); `decode_batch` bounds memory as the number of codes per decoder pass.
+    SPEC §4); `importance` adds log p(z) − log q(z|x,y) to every sample's weight (Eq. 9 leaves
+    it out); `decode_batch` bounds memory as the number of codes per decoder pass.
     """
 
     samples: int = 10
     rule: str = "bayes"
     top_k: int | None = None
     mmd_term: bool = False
+    importance: bool = False
     decode_batch: int = 4096
+
+
+@dataclass
+class BaselineConfig:
+    """Loss, class weights and resampling of the discriminative baselines (`dgc.baselines`).
+
+    DGC runs ignore this section. `weighting` multiplies each example's loss by its class's
+    weight from the epoch `weights_from · epochs` on (0: always; LDAM-DRW: 0.8). The defaults
+    are the published ones:
+
+    - `focal_gamma` = 2: focal loss, Lin et al. 2017 (their best γ);
+    - `cb_beta` = 0.9999: "effective number" class weights, Cui et al. 2019, the value Cao et
+      al. 2019 also use for deferred re-weighting;
+    - `ldam_max_margin` = 0.5 and `ldam_scale` = 30: LDAM, Cao et al. 2019, with deferred
+      re-weighting from 80 % of the epochs (their epoch 160 of 200);
+    - `logit_tau` = 1: logit adjustment, Menon et al. 2021;
+    - `smote_k` = 5: SMOTE's neighbours, Chawla et al. 2002 (imbalanced-learn's default),
+      lowered to the smallest class's size − 1 where that is smaller.
+    """
+
+    loss: str = "ce"
+    weighting: str = "none"
+    weights_from: float = 0.0
+    resample: str = "none"
+    focal_gamma: float = 2.0
+    cb_beta: float = 0.9999
+    ldam_max_margin: float = 0.5
+    ldam_scale: float = 30.0
+    logit_tau: float = 1.0
+    smote_k: int = 5
 
 
 @dataclass
@@ -88,20 +124,24 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Rebuild a config from `to_dict` output (JSON turns tuples into lists)."""
-        flat = {k: v for k, v in data.items()
-                if k not in ("model", "train", "predict")}
+        """Rebuild a config from `to_dict` output (JSON turns tuples into lists).
+
+        A config.json written before the `baseline` section existed gets its defaults.
+        """
+        flat = {k: v for k, v in data.items() if k not in SECTIONS}
         if flat.get("profile") is not None:
             flat["profile"] = tuple(flat["profile"])
         model = dict(data["model"], head_hidden=tuple(data["model"]["head_hidden"]))
         return cls(**flat, model=ModelConfig(**model), train=TrainConfig(**data["train"]),
-                   predict=PredictConfig(**data["predict"]))
+                   predict=PredictConfig(**data["predict"]),
+                   baseline=BaselineConfig(**data.get("baseline", {})))
 
 
 def family(exp: str) -> str:
@@ -131,12 +171,13 @@ def cpu_preset(exp: str) -> tuple[ModelConfig, TrainConfig, PredictConfig]:
     if family(exp) == "digits":
         return (
             dataclasses.replace(model, latent_dim=16, width=16, decoder_width=4, hidden=128),
-            dataclasses.replace(train, epochs=30, batch_size=50, lr=1e-3, pretrain_batch=500),
+            dataclasses.replace(train, epochs=30, batch_size=50, lr=1e-3, pretrain_batch=500,
+                                crop_pad=1),
             predict,
         )
     return (
         dataclasses.replace(model, width=32, decoder_width=8, hidden=512),
-        dataclasses.replace(train, epochs=30, lr=1e-4),
+        dataclasses.replace(train, epochs=40, lr=1e-4),
         predict,
     )
 
@@ -161,9 +202,9 @@ def apply_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         section, _, name = key.strip().partition(".")
-        if not sep or section not in ("model", "train", "predict") or not name:
-            raise DGCError(f"--set takes section.field=value with section model, train or "
-                           f"predict, got {assignment!r}")
+        if not sep or section not in SECTIONS or not name:
+            raise DGCError(f"--set takes section.field=value with section model, train, "
+                           f"predict or baseline, got {assignment!r}")
         part = getattr(cfg, section)
         if name not in {f.name for f in dataclasses.fields(part)}:
             known = ", ".join(f.name for f in dataclasses.fields(part))
@@ -195,7 +236,27 @@ def validate(cfg: RunConfig) -> None:
          "latent size and widths must be positive"),
         (m.init in ("paper", "torch"), f"init must be 'paper' or 'torch', got {m.init!r}"),
         (cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1, got {cfg.threads}"),
+        *baseline_checks(cfg.baseline),
     ]
     for ok, message in checks:
         if not ok:
             raise DGCError(message)
+
+
+def baseline_checks(b: BaselineConfig) -> list[tuple[bool, str]]:
+    """(condition, message) pairs for the baseline section, as in `validate`."""
+    return [
+        (b.loss in BASELINE_LOSSES, f"baseline.loss must be one of {BASELINE_LOSSES}, "
+                                    f"got {b.loss!r}"),
+        (b.weighting in CLASS_WEIGHTINGS, f"baseline.weighting must be one of "
+                                          f"{CLASS_WEIGHTINGS}, got {b.weighting!r}"),
+        (b.resample in RESAMPLERS, f"baseline.resample must be one of {RESAMPLERS}, "
+                                   f"got {b.resample!r}"),
+        (0 <= b.weights_from <= 1, f"baseline.weights_from is a fraction of the epochs in "
+                                   f"[0, 1], got {b.weights_from}"),
+        (0 <= b.cb_beta < 1, f"baseline.cb_beta must be in [0, 1), got {b.cb_beta}"),
+        (b.focal_gamma >= 0, f"baseline.focal_gamma must be >= 0, got {b.focal_gamma}"),
+        (b.ldam_max_margin >= 0 and b.ldam_scale > 0,
+         "baseline.ldam_max_margin must be >= 0 and baseline.ldam_scale > 0"),
+        (b.smote_k >= 1, f"baseline.smote_k must be at least 1, got {b.smote_k}"),
+    ]

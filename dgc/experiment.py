@@ -1,8 +1,9 @@
 """One training run end to end: data, model, training, final test prediction, files on disk.
 
 A run directory holds `config.json` (the resolved configuration and the environment),
-`history.json`, `metrics.json`, `checkpoint.pt` (everything needed to resume) and `best.pt`
-(the weights that are evaluated).
+`history.json`, `metrics.json`, `predictions.npz` (the test set's labels, predicted labels and
+probabilities), `checkpoint.pt` (everything needed to resume) and `best.pt` (the weights that
+are evaluated).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from dgc.baselines import Classifier, ClassifierTrainer, build_classifier, classifier_proba
 from dgc.config import PredictConfig, RunConfig, validate
 from dgc.data import ImbalancedData, load_imbalanced, split_validation
 from dgc.errors import DGCError
-from dgc.io import load_checkpoint, read_json, write_json
+from dgc.io import atomic_write, load_checkpoint, read_json, write_json
+from dgc.methods import get_method
 from dgc.metrics import compute_metrics
 from dgc.model import DGC, count_parameters, images_to_tensor
-from dgc.prediction import predict_proba
+from dgc.prediction import decompose, predict_proba
 from dgc.training import BEST, CHECKPOINT, TrainData, Trainer
 
 # Settings that may differ when a run is resumed: they do not change its numbers.
@@ -31,6 +34,7 @@ RESUMABLE_DIFFERENCES = {"out", "data_dir", "threads", "train.epochs"}
 EPOCH_DEPENDENT_SCHEDULES = ("cosine", "manual_smooth")
 # Keys of config.json that record facts about the run rather than settings.
 RUN_FACTS = ("environment", "split_sha256", "n_params", "data")
+PREDICTIONS = "predictions.npz"
 
 
 def default_out(cfg: RunConfig) -> str:
@@ -73,15 +77,32 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 class Run:
     """A trained model with what is needed to use it: classes, counts and configuration."""
 
-    model: DGC
+    model: DGC | Classifier
     cfg: RunConfig
     class_names: tuple[str, ...]
     train_counts: np.ndarray
 
 
-def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], n_classes: int) -> DGC:
+def make_model(cfg: RunConfig, image_shape: tuple[int, int, int],
+               n_classes: int) -> DGC | Classifier:
+    """A freshly initialised model of the run's method family (DGC or a baseline classifier)."""
+    if get_method(cfg.method).family == "classifier":
+        return build_classifier(cfg, image_shape, n_classes)
+    return DGC(image_shape, n_classes, cfg.model)
+
+
+def build_model(cfg: RunConfig, image_shape: tuple[int, int, int],
+                n_classes: int) -> DGC | Classifier:
     seed_everything(cfg.seed)
-    return DGC(image_shape, n_classes, cfg.model).to(cfg.device)
+    return make_model(cfg, image_shape, n_classes).to(cfg.device)
+
+
+def predict_images(model: DGC | Classifier, images: np.ndarray, cfg: RunConfig,
+                   predict: PredictConfig) -> np.ndarray:
+    """Class probabilities (N, C) of uint8 images: DGC's Bayes rule, or a classifier's softmax."""
+    if isinstance(model, Classifier):
+        return classifier_proba(model, images, device=cfg.device)
+    return predict_proba(model, images, predict, seed=cfg.seed, device=cfg.device)
 
 
 def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
@@ -97,7 +118,8 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
         raise DGCError(f"cannot create the output directory {out}: {error.strerror}") from error
     data = load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
     model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
-    trainer = Trainer(model, cfg, to_train_data(data, cfg), out, progress=progress, log=log)
+    trainer_type = ClassifierTrainer if isinstance(model, Classifier) else Trainer
+    trainer = trainer_type(model, cfg, to_train_data(data, cfg), out, progress=progress, log=log)
     if resume:
         resume_trainer(trainer, out, cfg, log)
     write_json(out / "config.json", {
@@ -114,13 +136,22 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
     write_json(out / "history.json", trainer.history)
     model.load_state_dict(trainer.best_weights)
     started = time.perf_counter()
-    probs = predict_proba(model, data.x_test, cfg.predict, seed=cfg.seed, device=cfg.device)
+    probs = predict_images(model, data.x_test, cfg, cfg.predict)
     seconds_predict = time.perf_counter() - started
-    metrics = compute_metrics(data.y_test, probs.argmax(1), data.train_counts, data.class_names)
+    metrics = compute_metrics(data.y_test, probs.argmax(1), data.train_counts, data.class_names,
+                              y_prob=probs)
     metrics.update(seconds_train=round(trainer.seconds, 2), seconds_predict=round(seconds_predict,
                                                                                    2))
+    save_predictions(out / PREDICTIONS, data.y_test, probs)
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def save_predictions(path: Path, y_true: np.ndarray, probs: np.ndarray) -> None:
+    """Test labels, predicted labels and probabilities, so figures need no re-prediction."""
+    atomic_write(path, lambda f: np.savez_compressed(
+        f, y_true=np.asarray(y_true, dtype=np.int64), y_pred=probs.argmax(1).astype(np.int64),
+        probs=probs.astype(np.float32)))
 
 
 def to_train_data(data: ImbalancedData, cfg: RunConfig) -> TrainData:
@@ -140,7 +171,12 @@ def resume_trainer(trainer: Trainer, out: Path, cfg: RunConfig, log: Any) -> Non
         log(f"dgc: no checkpoint in {out} yet; starting from scratch")
         return
     state = load_checkpoint(out / CHECKPOINT)
-    differences = config_differences(state["config"], cfg.to_dict())
+    try:  # settings added since the checkpoint was written get their defaults
+        saved = RunConfig.from_dict(state["config"]).to_dict()
+    except (KeyError, TypeError) as error:
+        raise DGCError(f"cannot resume: {out / CHECKPOINT} holds a configuration this version "
+                       f"cannot read ({error}); use another --out") from error
+    differences = config_differences(saved, cfg.to_dict())
     if differences:
         raise DGCError("cannot resume: the configuration differs from the checkpoint's in "
                        + "; ".join(differences) + ". Use the same settings, or another --out")
@@ -158,7 +194,7 @@ def load_run(run_dir: str | Path) -> Run:
     try:
         cfg = RunConfig.from_dict({k: v for k, v in raw.items() if k not in RUN_FACTS})
         facts = raw["data"]
-        model = DGC(tuple(facts["image_shape"]), len(facts["class_names"]), cfg.model)
+        model = make_model(cfg, tuple(facts["image_shape"]), len(facts["class_names"]))
         model.load_state_dict(load_checkpoint(run_dir / BEST)["model"])
     except (KeyError, TypeError, RuntimeError) as error:
         raise DGCError(f"{run_dir} does not hold a dgc run this version can read: "
@@ -172,12 +208,23 @@ def evaluate_run(run_dir: str | Path, predict: PredictConfig) -> tuple[dict[str,
     run = load_run(run_dir)
     data = load_imbalanced(run.cfg.exp, run.cfg.seed, run.cfg.data_dir, run.cfg.profile)
     started = time.perf_counter()
-    probs = predict_proba(run.model, data.x_test, predict, seed=run.cfg.seed,
-                          device=run.cfg.device)
+    probs = predict_images(run.model, data.x_test, run.cfg, predict)
     seconds = time.perf_counter() - started
-    metrics = compute_metrics(data.y_test, probs.argmax(1), data.train_counts, data.class_names)
+    metrics = compute_metrics(data.y_test, probs.argmax(1), data.train_counts, data.class_names,
+                              y_prob=probs)
     metrics.update(seconds_predict=round(seconds, 2), predict=asdict(predict))
     tag = f"{predict.rule}-s{predict.samples}" + (f"-top{predict.top_k}" if predict.top_k else "")
     path = Path(run_dir) / f"eval-{tag}{'-mmd' if predict.mmd_term else ''}.json"
     write_json(path, metrics)
     return metrics, path
+
+
+def decompose_run(run_dir: str | Path, predict: PredictConfig) -> tuple[dict[str, Any], Path]:
+    """ACSA and cross-class spread of each Bayes-rule term alone on the test set."""
+    run = load_run(run_dir)
+    data = load_imbalanced(run.cfg.exp, run.cfg.seed, run.cfg.data_dir, run.cfg.profile)
+    x = images_to_tensor(data.x_test, run.cfg.device)
+    report = decompose(run.model, x, data.y_test, predict, seed=run.cfg.seed)
+    path = Path(run_dir) / f"decomposition-s{predict.samples}.json"
+    write_json(path, report)
+    return report, path

@@ -3,6 +3,11 @@
 `dgc-faithful` is SPEC §1–§4 as written (trained on the whole imbalanced set for a fixed number
 of epochs, exact S = 10 Bayes rule). `dgc` is the best configuration measured on the validation
 split of the training data (see docs/RESULTS.md for the numbers behind each change).
+
+The baselines of SPEC §8 (family "classifier") are DGC's encoder trunk plus a linear layer,
+trained by `dgc.baselines` with Adam (lr 1e-3, β = (0.9, 0.999), the preset's batch size and
+epochs) and the same 10 % validation split and best-validation-ACSA checkpoint as `dgc`; each
+differs only in the `baseline` settings its entry below gives (defaults: `BaselineConfig`).
 """
 
 from __future__ import annotations
@@ -10,16 +15,25 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from dgc.config import RunConfig
 from dgc.errors import DGCError
 
+FAMILIES = ("dgc", "classifier")
+CLASSIFIER_LR = 1e-3
+CLASSIFIER_BETA1 = 0.9
+
 
 @dataclass(frozen=True)
 class Method:
+    """A named method; `family` says what trains it: "dgc" (`Trainer`) or "classifier"
+    (`dgc.baselines`)."""
+
     name: str
     summary: str
     configure: Callable[[RunConfig], RunConfig]
+    family: str = "dgc"
 
 
 def faithful(cfg: RunConfig) -> RunConfig:
@@ -32,10 +46,31 @@ def improved(cfg: RunConfig) -> RunConfig:
     - a 10 % stratified validation split selects the checkpoint (the paper kept the last one);
     - the label head is trained with a logit-adjusted cross-entropy (τ = 1), which corrects it
       for the training prior (SPEC §9: +3.5 points of ACSA);
+    - the encoder's mean reads the image only (the label still sets σ): with the label in μ
+      the head learns to read the label back out of z, which a larger learning rate exploits
+      at once (training loss near 0, validation ACSA 0.6);
+    - so a 10× larger learning rate (1e-3, cosine schedule, gradients clipped at norm 5) is
+      stable, and random crop + flip augmentation then pays off (validation ACSA 0.84-0.86
+      against 0.82 without);
     - no extra encoder (LVO) step: it doubles the cost of a step.
     """
-    train = dataclasses.replace(cfg.train, val_fraction=0.1, logit_adjust_tau=1.0, lvo=False)
-    return dataclasses.replace(cfg, train=train)
+    train = dataclasses.replace(cfg.train, val_fraction=0.1, logit_adjust_tau=1.0, lvo=False,
+                                lr=1e-3, schedule="cosine", grad_clip=5.0, augment=True)
+    model = dataclasses.replace(cfg.model, label_in_mean=False)
+    return dataclasses.replace(cfg, model=model, train=train)
+
+
+def classifier(**baseline: Any) -> Callable[[RunConfig], RunConfig]:
+    """A baseline's configuration: Adam at lr 1e-3 with PyTorch's default β = (0.9, 0.999), a
+    10 % validation split as `dgc`, and the given `baseline` settings."""
+
+    def configure(cfg: RunConfig) -> RunConfig:
+        train = dataclasses.replace(cfg.train, lr=CLASSIFIER_LR, beta1=CLASSIFIER_BETA1,
+                                    val_fraction=0.1)
+        return dataclasses.replace(cfg, train=train,
+                                   baseline=dataclasses.replace(cfg.baseline, **baseline))
+
+    return configure
 
 
 METHODS: dict[str, Method] = {
@@ -43,6 +78,21 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("dgc", "DGC with the settings that measured best on validation data", improved),
         Method("dgc-faithful", "DGC exactly as SPEC §1-§4 (the paper's configuration)", faithful),
+        Method("ce", "cross-entropy", classifier(), "classifier"),
+        Method("reweight", "cross-entropy with inverse-frequency class weights",
+               classifier(weighting="inverse"), "classifier"),
+        Method("cb", "class-balanced cross-entropy, effective-number weights (Cui et al. 2019)",
+               classifier(weighting="effective"), "classifier"),
+        Method("focal", "focal loss, gamma 2 (Lin et al. 2017)", classifier(loss="focal"),
+               "classifier"),
+        Method("ldam-drw", "LDAM loss with deferred re-weighting (Cao et al. 2019)",
+               classifier(loss="ldam", weighting="effective", weights_from=0.8), "classifier"),
+        Method("logit-adjust", "logit-adjusted cross-entropy, tau 1 (Menon et al. 2021)",
+               classifier(loss="logit-adjust"), "classifier"),
+        Method("ros", "random oversampling to balanced classes, redrawn every epoch",
+               classifier(resample="ros"), "classifier"),
+        Method("smote", "SMOTE on the flattened training images (imbalanced-learn)",
+               classifier(resample="smote"), "classifier"),
     )
 }
 

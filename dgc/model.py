@@ -6,6 +6,11 @@ The encoder's convolutional trunk sees the image alone; the label enters after t
 `Linear(concat(flat, onehot(y)))`, written here as `Linear(flat) + Embedding(y)` (the same map),
 so the trunk runs once per image however many classes are scored. Convolutions use TensorFlow's
 SAME padding, which gives the paper's 28 → 14 → 7 → 4 → 2 trunk.
+
+Feature vectors (an input shape `(d,)` instead of `(H, W, C)`) get the same model with MLPs in
+place of the convolutions: the trunk is one ReLU layer, and the decoder's output is linear, a
+unit-variance Gaussian p(x | z) on standardised features, so ½‖x − G_X(z)‖² is still its negative
+log-likelihood up to a constant and training and prediction need no change.
 """
 
 from __future__ import annotations
@@ -46,26 +51,47 @@ def same_pad(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
     return out, total // 2, total - total // 2
 
 
-class Encoder(nn.Module):
-    """q(z | x, y) = N(μ, diag σ²): conv trunk on x, then the label, then heads for μ, log σ²."""
+def conv_trunk(image_shape: tuple[int, int, int], cfg: ModelConfig) -> tuple[nn.Sequential, int]:
+    """The encoder's convolutional trunk and its flattened output size.
 
-    def __init__(self, image_shape: tuple[int, int, int], n_classes: int, cfg: ModelConfig):
+    Stride-2 SAME convolutions with `cfg.width · 2^i` filters, each followed by BatchNorm and
+    ReLU, down to at most 2×2, then a flatten. The baseline classifiers (`dgc.baselines`) use the
+    same trunk, so a comparison with DGC is about the method rather than the network.
+    """
+    height, width, channels = image_shape
+    layers: list[nn.Module] = []
+    for i in range(encoder_depth(max(height, width))):
+        filters = cfg.width * 2**i
+        height, top, bottom = same_pad(height, cfg.kernel, 2)
+        width, left, right = same_pad(width, cfg.kernel, 2)
+        layers += [
+            nn.ZeroPad2d((left, right, top, bottom)),
+            nn.Conv2d(channels, filters, cfg.kernel, stride=2),
+            nn.BatchNorm2d(filters, momentum=BN_MOMENTUM, eps=BN_EPS),
+            nn.ReLU(inplace=True),
+        ]
+        channels = filters
+    return nn.Sequential(*layers, nn.Flatten()), height * width * channels
+
+
+def mlp_trunk(n_features: int, cfg: ModelConfig) -> tuple[nn.Sequential, int]:
+    """The feature-vector trunk, one ReLU layer of `cfg.width` units, and its output size."""
+    return nn.Sequential(nn.Linear(n_features, cfg.width), nn.ReLU(inplace=True)), cfg.width
+
+
+class Encoder(nn.Module):
+    """q(z | x, y) = N(μ, diag σ²): trunk on x, then the label, then heads for μ, log σ².
+
+    `image_shape` is (H, W, C) for images (conv trunk) or (d,) for feature vectors (MLP trunk).
+    """
+
+    def __init__(self, image_shape: tuple[int, ...], n_classes: int, cfg: ModelConfig):
         super().__init__()
-        height, width, channels = image_shape
-        layers: list[nn.Module] = []
-        for i in range(encoder_depth(max(height, width))):
-            filters = cfg.width * 2**i
-            height, top, bottom = same_pad(height, cfg.kernel, 2)
-            width, left, right = same_pad(width, cfg.kernel, 2)
-            layers += [
-                nn.ZeroPad2d((left, right, top, bottom)),
-                nn.Conv2d(channels, filters, cfg.kernel, stride=2),
-                nn.BatchNorm2d(filters, momentum=BN_MOMENTUM, eps=BN_EPS),
-                nn.ReLU(inplace=True),
-            ]
-            channels = filters
-        self.trunk = nn.Sequential(*layers, nn.Flatten())
-        self.hidden = nn.Linear(height * width * channels, cfg.hidden)
+        if len(image_shape) == 1:
+            self.trunk, flat = mlp_trunk(image_shape[0], cfg)
+        else:
+            self.trunk, flat = conv_trunk(image_shape, cfg)
+        self.hidden = nn.Linear(flat, cfg.hidden)
         self.label = nn.Embedding(n_classes, cfg.hidden)
         self.mu = nn.Linear(cfg.hidden, cfg.latent_dim)
         self.logvar = nn.Linear(cfg.hidden, cfg.latent_dim)
@@ -133,6 +159,18 @@ class Decoder(nn.Module):
         return image
 
 
+class MLPDecoder(nn.Module):
+    """p(x | z) for feature vectors: one ReLU layer of `decoder_width` units, linear output."""
+
+    def __init__(self, n_features: int, cfg: ModelConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(cfg.latent_dim, cfg.decoder_width),
+                                 nn.ReLU(inplace=True), nn.Linear(cfg.decoder_width, n_features))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
 class LabelHead(nn.Module):
     """p(y | z) = G_Y(z): one linear layer, or an MLP (CelebA: 500-500)."""
 
@@ -150,15 +188,18 @@ class LabelHead(nn.Module):
 
 
 class DGC(nn.Module):
-    """The whole generative classifier; `image_shape` is (H, W, C)."""
+    """The whole generative classifier; `image_shape` is (H, W, C), or (d,) for feature vectors."""
 
-    def __init__(self, image_shape: tuple[int, int, int], n_classes: int, cfg: ModelConfig):
+    def __init__(self, image_shape: tuple[int, ...], n_classes: int, cfg: ModelConfig):
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.n_classes = n_classes
         self.cfg = cfg
         self.encoder = Encoder(self.image_shape, n_classes, cfg)
-        self.decoder = Decoder(self.image_shape, cfg)
+        if len(self.image_shape) == 1:
+            self.decoder: nn.Module = MLPDecoder(self.image_shape[0], cfg)
+        else:
+            self.decoder = Decoder(self.image_shape, cfg)
         self.head = LabelHead(n_classes, cfg)
         if cfg.init == "paper":
             self.apply(paper_init)

@@ -13,6 +13,7 @@ in the batch. `rule="label"` keeps only the label term, `rule="recon"` only the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -22,23 +23,30 @@ from dgc.config import PredictConfig
 from dgc.losses import imq_mmd
 from dgc.model import DGC, images_to_tensor, std_from_logvar
 
+RULE_TERMS = {"bayes": ("recon", "label"), "label": ("label",), "recon": ("recon",)}
 
-def class_scores(model: DGC, x: torch.Tensor, cfg: PredictConfig, seed: int = 0) -> torch.Tensor:
-    """Unnormalised log p(y = c | x) for a float batch (N, C, H, W); pruned classes get −inf."""
+
+def class_scores(model: DGC, x: torch.Tensor, cfg: PredictConfig, seed: int = 0,
+                 terms: tuple[str, ...] | None = None) -> torch.Tensor:
+    """Unnormalised log p(y = c | x) for a float batch (N, C, H, W); pruned classes get −inf.
+
+    `terms` overrides the ones `cfg.rule` and `cfg.importance` choose (see `sample_terms`).
+    """
+    if terms is None:
+        terms = RULE_TERMS[cfg.rule] + (("prior",) if cfg.importance else ())
     n_classes, k = model.n_classes, model.cfg.latent_dim
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(cfg.samples, k, generator=generator).to(x.device)
     kept = n_classes if cfg.top_k is None else min(cfg.top_k, n_classes)
-    decoded = 0 if cfg.rule == "label" else kept * cfg.samples
+    decoded = kept * cfg.samples if "recon" in terms else 0
     per_batch = max(1, cfg.decode_batch // decoded) if decoded else 4096
     was_training = model.training
     model.eval()
     scores = []
     with torch.inference_mode():
         for start in range(0, len(x), per_batch):
-            xb = x[start:start + per_batch]
-            terms, codes = sample_terms(model, xb, noise, cfg.rule, kept)
-            score = torch.logsumexp(terms, dim=2) - math.log(cfg.samples)
+            weights, codes = sample_terms(model, x[start:start + per_batch], noise, terms, kept)
+            score = torch.logsumexp(sum(weights.values()), dim=2) - math.log(cfg.samples)
             if cfg.mmd_term:
                 score = score - batch_mmd(codes, generator)
             scores.append(score)
@@ -46,28 +54,61 @@ def class_scores(model: DGC, x: torch.Tensor, cfg: PredictConfig, seed: int = 0)
     return torch.cat(scores)
 
 
-def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, rule: str,
-                 kept: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """log w_c^s of shape (B, C, S) and the codes (B, C, S, k); unscored classes are −inf."""
+def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[str, ...],
+                 kept: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per-sample log-weight terms, each (B, C, S), and the codes (B, C, S, k).
+
+    `label` = log softmax(G_Y(z))_c, `recon` = −½‖x − G_X(z)‖², `prior` = log p(z) − log q(z|x,c)
+    (the importance correction Eq. 9 leaves out). Classes outside the label term's `kept` best
+    are −inf.
+    """
     mu, logvar = model.encoder.all_classes(model.encoder.features(x))
-    codes = mu[:, :, None, :] + std_from_logvar(logvar)[:, :, None, :] * noise
+    std = std_from_logvar(logvar)
+    codes = mu[:, :, None, :] + std[:, :, None, :] * noise
     batch, n_classes, samples, k = codes.shape
     log_probs = torch.log_softmax(model.head(codes), dim=-1)
     own = torch.arange(n_classes, device=x.device).view(1, n_classes, 1, 1)
     label = log_probs.gather(-1, own.expand(batch, n_classes, samples, 1)).squeeze(-1)
-    if rule == "label":
-        return label, codes
-    classes = torch.arange(n_classes, device=x.device).expand(batch, n_classes)
-    if kept < n_classes:
+    out: dict[str, torch.Tensor] = {}
+    if "label" in terms:
+        out["label"] = label
+    if "prior" in terms:  # log N(z; 0, I) − log N(z; μ, σ²), constants cancel
+        out["prior"] = (-0.5 * codes.pow(2).sum(-1) + 0.5 * noise.pow(2).sum(-1)
+                        + torch.log(std).sum(-1)[:, :, None])
+    if "recon" in terms:
+        classes = torch.arange(n_classes, device=x.device).expand(batch, n_classes)
+        if kept < n_classes:
+            classes = torch.logsumexp(label, dim=2).topk(kept, dim=1).indices
+        index = classes[:, :, None].expand(batch, kept, samples)
+        chosen = codes.gather(1, classes[:, :, None, None].expand(batch, kept, samples, k))
+        recon = model.decoder(chosen.reshape(-1, k)).view(batch, kept, samples, *x.shape[1:])
+        error = -0.5 * (recon - x[:, None, None]).pow(2).flatten(3).sum(-1)
+        out["recon"] = torch.full_like(label, -math.inf).scatter(1, index, error)
+    elif kept < n_classes:
         ranking = torch.logsumexp(label, dim=2)
-        classes = ranking.topk(kept, dim=1).indices
-    chosen = codes.gather(1, classes[:, :, None, None].expand(batch, kept, samples, k))
-    recon = model.decoder(chosen.reshape(-1, k)).view(batch, kept, samples, *x.shape[1:])
-    terms = -0.5 * (recon - x[:, None, None]).pow(2).flatten(3).sum(-1)
-    if rule == "bayes":
-        terms = terms + label.gather(1, classes[:, :, None].expand(batch, kept, samples))
-    full = torch.full_like(label, -math.inf)
-    return full.scatter(1, classes[:, :, None].expand(batch, kept, samples), terms), codes
+        dropped = ranking.topk(n_classes - kept, dim=1, largest=False).indices
+        for name in out:
+            out[name] = out[name].scatter(1, dropped[:, :, None].expand(-1, -1, samples),
+                                          -math.inf)
+    return out, codes
+
+
+def decompose(model: DGC, x: torch.Tensor, y: np.ndarray, cfg: PredictConfig,
+              seed: int = 0) -> dict[str, dict[str, float]]:
+    """How much of the decision each term makes: its ACSA alone and its spread across classes.
+
+    The spread is the mean over images of max_c − min_c of the term's score, in nats.
+    """
+    exact = dataclasses.replace(cfg, top_k=None, mmd_term=False)
+    report = {}
+    for terms in (("label",), ("recon",), ("prior",), ("recon", "label"),
+                  ("recon", "label", "prior")):
+        score = class_scores(model, x, exact, seed, terms)
+        prediction = score.argmax(1).cpu().numpy()
+        recalls = [float(np.mean(prediction[y == c] == c)) for c in np.unique(y)]
+        report["+".join(terms)] = {"acsa": float(np.mean(recalls)),
+                        "spread": float((score.max(1).values - score.min(1).values).mean())}
+    return report
 
 
 def batch_mmd(codes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

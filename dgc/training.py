@@ -1,5 +1,7 @@
 """Training DGC (SPEC §2–§3): encoder pre-training, the LVO step, the joint step and the
 latent-oversampling step on the label head, with periodic validation and resumable checkpoints.
+`EpochTrainer` holds the loop, validation and checkpointing that the baseline classifiers
+(`dgc.baselines`) share with DGC's `Trainer`.
 
 Every random draw (data order, augmentation, reparameterisation noise, prior samples) comes from
 one `torch.Generator` seeded by the run's seed and saved in the checkpoint, so a run is
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from dgc.augment import augment_batch
@@ -62,19 +65,26 @@ def learning_rate(cfg: RunConfig, epoch: float) -> float:
     return t.lr
 
 
-class Trainer:
-    """Owns the model's optimisers, the random generator and the history of one run."""
+class EpochTrainer:
+    """The part of training every method shares, DGC and the baseline classifiers alike.
 
-    def __init__(self, model: DGC, cfg: RunConfig, data: TrainData,
+    Owns the model's Adam optimiser, the random generator and the history of one run; runs the
+    epochs (shuffled batches under the learning-rate schedule, augmentation when asked),
+    validates, keeps the weights of the best validation ACSA and checkpoints after every epoch,
+    so every method selects its checkpoint the same way. Subclasses supply `train_step` and
+    `validation_scores`, and may use the `prepare`, `describe` and `epoch_order` hooks.
+    """
+
+    shown: tuple[str, ...] = ("loss",)  # epoch-record keys shown on the progress bar
+    remedy = "a lower learning rate (--lr) or gradient clipping (--grad-clip)"
+
+    def __init__(self, model: nn.Module, cfg: RunConfig, data: TrainData,
                  run_dir: Path | None = None, progress: bool = False,
                  log: Callable[[str], None] = print):
         self.model, self.cfg, self.data = model, cfg, data
         self.run_dir, self.progress, self.log = run_dir, progress, log
         t = cfg.train
-        betas = (t.beta1, 0.999)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=betas)
-        self.encoder_optimizer = torch.optim.Adam(model.encoder.parameters(), lr=t.lr,
-                                                  betas=betas)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, 0.999))
         self.generator = torch.Generator().manual_seed(cfg.seed)
         counts = data.train_counts.double()
         self.log_prior = torch.log(counts / counts.sum()).float()
@@ -83,15 +93,13 @@ class Trainer:
         self.seconds = 0.0
         self.best: dict[str, Any] = {"score": None, "epoch": None}
         self.best_weights: dict[str, torch.Tensor] | None = None
-        self.history: dict[str, Any] = {"pretrain": None, "epochs": [],
-                                        "trace_points": trace_points(data.y)}
+        self.history: dict[str, Any] = {"epochs": []}
 
     # -- checkpoint state -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "encoder_optimizer": self.encoder_optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "epoch": self.epoch,
             "step": self.step,
@@ -104,7 +112,6 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.encoder_optimizer.load_state_dict(state["encoder_optimizer"])
         self.generator.set_state(state["generator"])
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
         self.best, self.history = dict(state["best"]), state["history"]
@@ -113,15 +120,14 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train up to `cfg.train.epochs`, checkpointing after every epoch."""
         t = self.cfg.train
-        if self.history["pretrain"] is None:
-            self.history["pretrain"] = self.pretrain()
+        self.prepare()
         epochs = range(self.epoch, t.epochs)
         bar = tqdm(epochs, desc="train", unit="epoch", disable=not self.progress,
                    initial=self.epoch, total=t.epochs)
         for _ in bar:
             started = time.perf_counter()
             record = self.train_epoch()
-            record["trace"] = self.trace()
+            record.update(self.describe())
             if len(self.data.y_val) and ((self.epoch + 1) % t.eval_every == 0
                                          or self.epoch + 1 == t.epochs):
                 record["val"] = self.validate()
@@ -131,11 +137,123 @@ class Trainer:
             self.history["epochs"].append(record)
             self.keep_best(record)
             self.save()
-            bar.set_postfix({k: f"{v:.3g}" for k, v in record.items()
-                             if k in ("recon", "mmd", "cls")}
+            bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in self.shown}
                             | ({"val_acsa": f"{record['val']['acsa']:.4f}"}
                                if "val" in record else {}))
         return self.history
+
+    def prepare(self) -> None:
+        """Work done once before the first epoch (and skipped when resuming after it)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Extra entries for an epoch's history record."""
+        return {}
+
+    def epoch_order(self) -> torch.Tensor:
+        """The training rows of one epoch, in the order they are visited."""
+        return torch.randperm(len(self.data.y), generator=self.generator)
+
+    def train_epoch(self) -> dict[str, Any]:
+        t = self.cfg.train
+        order = self.epoch_order()
+        batches = [order[i:i + t.batch_size] for i in range(0, len(order), t.batch_size)]
+        batches = [b for b in batches if len(b) >= 2]
+        sums: dict[str, float] = {}
+        for i, index in enumerate(batches):
+            lr = learning_rate(self.cfg, self.epoch + i / len(batches))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            for name, value in self.train_step(index).items():
+                sums[name] = sums.get(name, 0.0) + value
+            self.step += 1
+        record = {name: value / len(batches) for name, value in sums.items()}
+        return {"epoch": self.epoch + 1, "lr": learning_rate(self.cfg, self.epoch), **record}
+
+    def train_step(self, index: torch.Tensor) -> dict[str, float]:
+        """One optimisation step on the training rows `index`; returns its loss values."""
+        raise NotImplementedError
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels of rows `index`, augmented when the recipe asks for it."""
+        t = self.cfg.train
+        x, y = self.data.x[index], self.data.y[index]
+        if t.augment:
+            x = augment_batch(x, t.crop_pad, self.data.hflip, self.generator)
+        return x, y
+
+    def clip(self, parameters: Any) -> None:
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(parameters, self.cfg.train.grad_clip)
+
+    def check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            if not torch.isfinite(value):
+                raise DGCError(
+                    f"the {name} loss became {float(value.detach())} at epoch {self.epoch + 1}, "
+                    f"step {self.step + 1}; the last good checkpoint is kept. Try {self.remedy}"
+                )
+
+    # -- evaluation and checkpoints ---------------------------------------------------------
+    def validation_scores(self) -> torch.Tensor:
+        """Class scores (N_val, C) of the validation images; the argmax is the prediction."""
+        raise NotImplementedError
+
+    def validate(self) -> dict[str, float]:
+        """ACSA, F_macro and G_macro on the validation split."""
+        scores = self.validation_scores()
+        metrics = compute_metrics(self.data.y_val.numpy(), scores.argmax(1).cpu().numpy(),
+                                  self.data.train_counts.numpy())
+        return {k: metrics[k] for k in ("acsa", "f_macro", "g_macro")}
+
+    def keep_best(self, record: dict[str, Any]) -> None:
+        """Keep the weights of the best validation ACSA (the last epoch's without validation)."""
+        score = None
+        if len(self.data.y_val):
+            if "val" not in record:
+                return
+            score = record["val"]["acsa"]
+            if self.best["score"] is not None and score <= self.best["score"]:
+                return
+        self.best = {"score": score, "epoch": self.epoch}
+        self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.run_dir is not None:
+            save_checkpoint(self.run_dir / BEST, {"model": self.best_weights, **self.best})
+
+    def save(self) -> None:
+        if self.run_dir is not None:
+            save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict())
+
+
+class Trainer(EpochTrainer):
+    """DGC: encoder pre-training, the LVO step, the joint step and the oversampled head step."""
+
+    shown = ("recon", "mmd", "cls")
+    remedy = ("a lower learning rate (--lr), gradient clipping (--grad-clip) or a smaller "
+              "--sampling-rate")
+
+    def __init__(self, model: DGC, cfg: RunConfig, data: TrainData,
+                 run_dir: Path | None = None, progress: bool = False,
+                 log: Callable[[str], None] = print):
+        super().__init__(model, cfg, data, run_dir, progress, log)
+        t = cfg.train
+        self.encoder_optimizer = torch.optim.Adam(model.encoder.parameters(), lr=t.lr,
+                                                  betas=(t.beta1, 0.999))
+        self.history = {"pretrain": None, "epochs": [], "trace_points": trace_points(data.y)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(),
+                "encoder_optimizer": self.encoder_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.encoder_optimizer.load_state_dict(state["encoder_optimizer"])
+
+    def prepare(self) -> None:
+        if self.history["pretrain"] is None:
+            self.history["pretrain"] = self.pretrain()
+
+    def describe(self) -> dict[str, Any]:
+        return {"trace": self.trace()}
 
     def pretrain(self) -> dict[str, Any]:
         """Moment-match the encoder's codes to N(0, I), stopping once the loss is below tol."""
@@ -155,29 +273,10 @@ class Trainer:
             steps += 1
         return {"steps": steps, "loss": loss_value}
 
-    def train_epoch(self) -> dict[str, Any]:
-        t = self.cfg.train
-        n = len(self.data.y)
-        order = torch.randperm(n, generator=self.generator)
-        batches = [order[i:i + t.batch_size] for i in range(0, n, t.batch_size)]
-        batches = [b for b in batches if len(b) >= 2]
-        sums: dict[str, float] = {}
-        for i, index in enumerate(batches):
-            lr = learning_rate(self.cfg, self.epoch + i / len(batches))
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            for name, value in self.train_step(index).items():
-                sums[name] = sums.get(name, 0.0) + value
-            self.step += 1
-        record = {name: value / len(batches) for name, value in sums.items()}
-        return {"epoch": self.epoch + 1, "lr": learning_rate(self.cfg, self.epoch), **record}
-
     def train_step(self, index: torch.Tensor) -> dict[str, float]:
         """LVO step (optional), joint step, then the label-head step on oversampled codes."""
         t = self.cfg.train
-        x, y = self.data.x[index], self.data.y[index]
-        if t.augment:
-            x = augment_batch(x, t.crop_pad, self.data.hflip, self.generator)
+        x, y = self.batch(index)
         values: dict[str, float] = {}
         if t.lvo:
             loss, _, _ = self.objective(x, y)
@@ -224,29 +323,12 @@ class Trainer:
         return torch.randn(n, self.model.cfg.latent_dim,
                            generator=self.generator).to(self.data.x.device)
 
-    def clip(self, parameters: Any) -> None:
-        if self.cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(parameters, self.cfg.train.grad_clip)
-
-    def check_finite(self, terms: dict[str, torch.Tensor]) -> None:
-        for name, value in terms.items():
-            if not torch.isfinite(value):
-                raise DGCError(
-                    f"the {name} loss became {float(value.detach())} at epoch {self.epoch + 1}, "
-                    f"step {self.step + 1}; the last good checkpoint is kept. Try a lower learning "
-                    "rate (--lr), gradient clipping (--grad-clip) or a smaller --sampling-rate"
-                )
-
-    # -- evaluation and checkpoints ---------------------------------------------------------
-    def validate(self) -> dict[str, float]:
-        """ACSA, F_macro and G_macro on the validation split with the run's prediction rule."""
+    def validation_scores(self) -> torch.Tensor:
+        """The run's prediction rule with `train.val_samples` samples."""
         p = self.cfg.predict
         cfg = PredictConfig(samples=self.cfg.train.val_samples, rule=p.rule, top_k=p.top_k,
                             mmd_term=p.mmd_term, decode_batch=p.decode_batch)
-        scores = class_scores(self.model, self.data.x_val, cfg, seed=self.cfg.seed)
-        metrics = compute_metrics(self.data.y_val.numpy(), scores.argmax(1).cpu().numpy(),
-                                  self.data.train_counts.numpy())
-        return {k: metrics[k] for k in ("acsa", "f_macro", "g_macro")}
+        return class_scores(self.model, self.data.x_val, cfg, seed=self.cfg.seed)
 
     def trace(self) -> dict[str, list[float]]:
         """μ and σ of the first latent coordinate of two fixed training points (paper Fig. 4)."""
@@ -257,24 +339,6 @@ class Trainer:
             mu, logvar = self.model.encoder(self.data.x[index], self.data.y[index])
         self.model.train(was_training)
         return {"mu": mu[:, 0].tolist(), "sigma": std_from_logvar(logvar)[:, 0].tolist()}
-
-    def keep_best(self, record: dict[str, Any]) -> None:
-        """Keep the weights of the best validation ACSA (the last epoch's without validation)."""
-        score = None
-        if len(self.data.y_val):
-            if "val" not in record:
-                return
-            score = record["val"]["acsa"]
-            if self.best["score"] is not None and score <= self.best["score"]:
-                return
-        self.best = {"score": score, "epoch": self.epoch}
-        self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        if self.run_dir is not None:
-            save_checkpoint(self.run_dir / BEST, {"model": self.best_weights, **self.best})
-
-    def save(self) -> None:
-        if self.run_dir is not None:
-            save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict())
 
 
 def trace_points(y: torch.Tensor) -> list[int]:

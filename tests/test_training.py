@@ -25,7 +25,7 @@ from dgc.training import TrainData, Trainer, learning_rate
 
 METRIC_KEYS = {"acsa", "f_macro", "g_macro", "r_mi", "p_ma", "accuracy", "precision_macro",
                "recall_macro", "specificity_macro", "f_micro", "g_micro", "per_class",
-               "seconds_train", "seconds_predict"}
+               "ece", "seconds_train", "seconds_predict"}
 SECONDS = ("seconds_train", "seconds_predict")
 
 

@@ -1,0 +1,133 @@
+"""Tests for dgc.sweep and `dgc sweep`: a digits sweep of two sampling rates and one seed."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import dgc.sweep
+from dgc import plots
+from dgc.cli import main
+from dgc.config import RunConfig, apply_overrides, build_config
+from dgc.errors import DGCError
+from dgc.methods import get_method
+from dgc.sweep import parse_values, run_name, run_sweep, setting_of, summarise
+
+HEADLINE = ("acsa", "f_macro", "g_macro", "r_mi", "p_ma")
+
+
+def read(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def base_config() -> RunConfig:
+    """What the fixture's `dgc sweep` command line asks for, before the swept value."""
+    cfg = get_method("dgc").configure(build_config("digits", "cpu", method="dgc"))
+    return apply_overrides(cfg, ["train.epochs=2", "train.pretrain_batch=200",
+                                 "predict.samples=1"])
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`dgc sweep` over r = 0 and 1 with seed 1: two 2-epoch digits runs."""
+    out = tmp_path_factory.mktemp("sweep") / "sweep"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["sweep", "--exp", "digits", "--param", "sampling-rate", "--values", "1,0",
+                     "--seeds", "1", "--epochs", "2", "--preset", "cpu", "--quiet",
+                     "--set", "train.pretrain_batch=200", "--set", "predict.samples=1",
+                     "--out", str(out)])
+    assert code == 0
+    assert "sweep.json, sweep.png and sweep.md written" in stdout.getvalue()
+    assert "| sampling-rate | runs | ACSA |" in stdout.getvalue()
+    return out
+
+
+def test_sweep_writes_its_runs_json_plot_and_table(swept: Path) -> None:
+    record = read(swept / "sweep.json")
+    assert record["param"] == "sampling-rate" and record["setting"] == "train.sampling_rate"
+    assert record["values"] == [0, 1] and record["seeds"] == [1] and record["epochs"] == 2
+    assert [(r["value"], r["seed"], r["dir"]) for r in record["runs"]] == [
+        (0, 1, "sampling-rate-0-s1"), (1, 1, "sampling-rate-1-s1")]
+    for run in record["runs"]:
+        run_dir = swept / run["dir"]
+        config = read(run_dir / "config.json")
+        assert config["train"]["sampling_rate"] == run["value"]
+        assert config["train"]["epochs"] == 2 and config["method"] == "dgc"
+        metrics = read(run_dir / "metrics.json")
+        assert all(run[k] == metrics[k] for k in HEADLINE)
+    for row, run in zip(record["summary"], record["runs"], strict=True):
+        assert row["value"] == run["value"] and row["n"] == 1
+        assert all(row[k] == {"mean": run[k], "std": 0.0} for k in HEADLINE)
+    with Image.open(swept / "sweep.png") as image:
+        assert image.size == plots.pixel_size("sweep")
+    table = (swept / "sweep.md").read_text()
+    assert "| 0 | 1 |" in table and "| 1 | 1 |" in table
+
+
+def test_second_call_skips_finished_runs(swept: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = read(swept / "sweep.json")
+
+    def must_not_train(*_: Any, **__: Any) -> None:
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(dgc.sweep, "train_run", must_not_train)
+    logged: list[str] = []
+    record = run_sweep(base_config(), "sampling-rate", [0, 1], [1], swept, progress=False,
+                       log=logged.append)
+    assert record == before
+    assert sum("finished" in line for line in logged) == 2
+
+
+def test_interrupted_run_resumes_and_changed_settings_are_refused(
+        swept: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "sweep"
+    shutil.copytree(swept, copy)
+    finished = read(copy / "sweep.json")
+    (copy / "sampling-rate-1-s1" / "metrics.json").unlink()  # as if stopped before the end
+    base = base_config()
+    record = run_sweep(base, "sampling-rate", [0, 1], [1], copy, progress=False,
+                       log=lambda _: None)
+    assert record["runs"] == finished["runs"]  # resumed from its checkpoint: same numbers
+    changed = apply_overrides(base, ["train.lr=0.01"])
+    with pytest.raises(DGCError, match="other settings .*train.lr"):
+        run_sweep(changed, "sampling-rate", [0], [1], copy, progress=False, log=lambda _: None)
+
+
+def test_values_params_and_summary() -> None:
+    assert parse_values("0.6, 0.2,1,0.2") == [0.2, 0.6, 1]
+    for bad in ("0.2,,0.4", "low", "true", "nan", "[1]"):
+        with pytest.raises(DGCError, match="comma-separated numbers"):
+            parse_values(bad)
+    assert setting_of("sampling-rate") == "train.sampling_rate"
+    assert setting_of("train.lr") == "train.lr"
+    with pytest.raises(DGCError, match="cannot sweep"):
+        setting_of("learning-rate")
+    assert run_name("sampling-rate", 0.2, 3) == "sampling-rate-0.2-s3"
+    runs = [{"value": v, "seed": s, **{k: v + s / 10 for k in HEADLINE}}
+            for v in (0.2, 1.0) for s in (1, 2, 3)]
+    rows = summarise(runs, [0.2, 1.0])
+    assert [r["n"] for r in rows] == [3, 3]
+    assert rows[0]["acsa"]["mean"] == pytest.approx(0.4)
+    assert rows[1]["g_macro"]["std"] == pytest.approx(np.std([1.1, 1.2, 1.3], ddof=1))
+
+
+def test_sweep_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["sweep", "--exp", "digits", "--out", str(tmp_path / "s")]
+    assert main([*args, "--values", "0.2,x"]) == 2
+    assert "comma-separated numbers" in capsys.readouterr().err
+    assert main([*args, "--values", "0.2", "--seeds", "3-1"]) == 2
+    assert "backwards" in capsys.readouterr().err
+    assert main([*args, "--values", "-1"]) == 2
+    assert "sampling-rate must be >= 0" in capsys.readouterr().err
+    assert main([*args, "--values", "1", "--param", "model.nothing"]) == 2
+    assert "no setting 'nothing'" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
