@@ -1,4 +1,6 @@
-"""The `dgc` command line: train, evaluate and predict (run `dgc COMMAND --help`).
+"""The `dgc` command line: train, evaluate, predict, report, sample, sweep and bench.
+
+Run `dgc COMMAND --help` for each command's options.
 
 `dgc --exp fashion --seed 1` with no command trains, like the original `run.py`. Problems with
 the user's input end in one line on stderr and exit code 2; `--debug` shows the traceback.
@@ -38,14 +40,6 @@ from dgc.sweep import parse_values, run_sweep
 
 COMMANDS = ("train", "evaluate", "predict", "report", "sweep", "sample", "bench")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
-PAPER_DGC = {  # SPEC §7, the paper's DGC row
-    "mnist": {"acsa": 0.9480, "f_macro": 0.9474, "g_macro": 0.9704, "r_mi": 0.8276, "p_ma": 0.9270},
-    "fashion": {"acsa": 0.8364, "f_macro": 0.8314, "g_macro": 0.9010, "r_mi": 0.8864,
-                "p_ma": 0.6900},
-    "svhn": {"acsa": 0.7493, "f_macro": 0.7535, "g_macro": 0.8501, "r_mi": 0.4882, "p_ma": 0.5348},
-    "celeba": {"acsa": 0.6755, "f_macro": 0.6454, "g_macro": 0.7779, "r_mi": 0.2987,
-               "p_ma": 0.7603},
-}
 
 
 def parse_profile(text: str) -> tuple[int, ...]:
@@ -203,8 +197,8 @@ def command_train(args: argparse.Namespace) -> None:
     print(format_metrics(metrics, title=f"{cfg.method} on {cfg.exp}, seed {cfg.seed} (test set)"))
     print(f"training {metrics['seconds_train']:.0f} s, test prediction "
           f"{metrics['seconds_predict']:.0f} s; files in {cfg.out}")
-    if exp in PAPER_DGC:
-        print(paper_comparison(metrics, PAPER_DGC[exp]))
+    if exp in PUBLISHED:
+        print(paper_comparison(metrics, PUBLISHED[exp]["DGC"]))
     if not args.no_report:
         print(f"dgc: report written to {write_report(cfg.out, progress=not args.quiet)}")
 
@@ -381,7 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dgc: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("dgc: interrupted; the last complete epoch is saved, rerun with --resume",
+        resume = "the same command with --resume" if args.command == "train" else "the same command"
+        print(f"dgc: interrupted; the last complete epoch is saved, rerun {resume} to continue",
               file=sys.stderr)
         return 130
     return 0

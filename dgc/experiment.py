@@ -158,9 +158,10 @@ def to_train_data(data: ImbalancedData, cfg: RunConfig) -> TrainData:
     x, y, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.train.val_fraction,
                                           cfg.seed)
     return TrainData(
-        x=images_to_tensor(x, cfg.device), y=torch.from_numpy(y).long(),
+        x=images_to_tensor(x, cfg.device), y=torch.from_numpy(y).long().to(cfg.device),
         train_counts=torch.as_tensor(data.train_counts, dtype=torch.long),
-        x_val=images_to_tensor(x_val, cfg.device), y_val=torch.from_numpy(y_val).long(),
+        x_val=images_to_tensor(x_val, cfg.device),
+        y_val=torch.from_numpy(y_val).long().to(cfg.device),
         hflip=data.hflip,
     )
 

@@ -87,7 +87,7 @@ class EpochTrainer:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, 0.999))
         self.generator = torch.Generator().manual_seed(cfg.seed)
         counts = data.train_counts.double()
-        self.log_prior = torch.log(counts / counts.sum()).float()
+        self.log_prior = torch.log(counts / counts.sum()).float().to(data.x.device)
         self.epoch = 0
         self.step = 0
         self.seconds = 0.0
@@ -201,7 +201,7 @@ class EpochTrainer:
     def validate(self) -> dict[str, float]:
         """ACSA, F_macro and G_macro on the validation split."""
         scores = self.validation_scores()
-        metrics = compute_metrics(self.data.y_val.numpy(), scores.argmax(1).cpu().numpy(),
+        metrics = compute_metrics(self.data.y_val.cpu().numpy(), scores.argmax(1).cpu().numpy(),
                                   self.data.train_counts.numpy())
         return {k: metrics[k] for k in ("acsa", "f_macro", "g_macro")}
 
@@ -343,7 +343,7 @@ class Trainer(EpochTrainer):
 
 def trace_points(y: torch.Tensor) -> list[int]:
     """The first training image of the largest and of the smallest class present."""
-    counts = np.bincount(y.numpy())
+    counts = np.bincount(y.cpu().numpy())
     present = np.flatnonzero(counts)
     first, last = present[np.argmax(counts[present])], present[np.argmin(counts[present])]
     return [int(torch.nonzero(y == first)[0]), int(torch.nonzero(y == last)[0])]
