@@ -62,6 +62,20 @@ def add_predict_options(parser: argparse.ArgumentParser) -> None:
                         help="SPEC §4 as written: Bayes rule over every class (no pruning)")
 
 
+def add_series_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that train a series of runs (sweep, bench)."""
+    parser.add_argument("--exp", default="fashion", choices=dataset_names())
+    parser.add_argument("--preset", choices=("cpu", "paper"),
+                        help="default: paper with a CUDA device, cpu otherwise")
+    parser.add_argument("--epochs", type=int, help="epochs for every run")
+    parser.add_argument("--data-dir", help="folder holding the dataset's files")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="any other setting, applied to every run")
+    parser.add_argument("--device", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dgc", description="Deep Generative Classifier for class-imbalanced data.")
@@ -113,22 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sweep = commands.add_parser("sweep", help="train over the values of one setting and seeds")
-    sweep.add_argument("--exp", default="fashion", choices=dataset_names())
     sweep.add_argument("--param", default="sampling-rate",
                        help="sampling-rate, or any setting written section.field")
     sweep.add_argument("--values", required=True, help="comma-separated, e.g. 0.2,0.4,0.6")
     sweep.add_argument("--seeds", default="1", help="e.g. 1-5, 7,8 or 1-3,7 (default 1)")
     sweep.add_argument("--method", default="dgc", choices=list(METHODS))
-    sweep.add_argument("--preset", choices=("cpu", "paper"),
-                       help="default: paper with a CUDA device, cpu otherwise")
-    sweep.add_argument("--epochs", type=int)
-    sweep.add_argument("--data-dir", help="folder holding the dataset's files")
-    sweep.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                       help="any other setting, applied to every run of the sweep")
     sweep.add_argument("--out", help="sweep folder (default runs/sweep-<exp>-<method>-<param>)")
-    sweep.add_argument("--device", choices=("cpu", "cuda"))
-    sweep.add_argument("--threads", type=int, help="CPU threads for torch")
-    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_series_options(sweep)
 
     sample = commands.add_parser("sample", help="generate new images of one class")
     sample.add_argument("run_dir")
@@ -139,24 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, help="random seed (default: the run's)")
 
     bench = commands.add_parser("bench", help="compare methods over seeds: tables and t-tests")
-    bench.add_argument("--exp", default="fashion", choices=dataset_names())
     bench.add_argument("--methods", default="all",
                        help=f"comma-separated, from {', '.join(METHODS)}; or all (default)")
     bench.add_argument("--seeds", default="1-5", help="e.g. 1-5, 7,8 or 1-3,7 (default 1-5)")
-    bench.add_argument("--preset", choices=("cpu", "paper"),
-                       help="default: paper with a CUDA device, cpu otherwise")
     bench.add_argument("--recipe", choices=("on", "off"), default="on",
                        help="crop + flip augmentation and a cosine schedule for every method")
     bench.add_argument("--paper", action="store_true",
                        help="add the paper's published rows (SPEC §7) to the tables")
-    bench.add_argument("--epochs", type=int, help="epochs for every method")
-    bench.add_argument("--data-dir", help="folder holding the dataset's files")
-    bench.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                       help="any other setting, applied to every run")
     bench.add_argument("--out", help="benchmark folder (default runs/bench-<exp>-<preset>)")
-    bench.add_argument("--device", choices=("cpu", "cuda"))
-    bench.add_argument("--threads", type=int, help="CPU threads for torch")
-    bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_series_options(bench)
     return parser
 
 
