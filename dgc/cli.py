@@ -167,12 +167,18 @@ def predict_settings(args: argparse.Namespace, base: object) -> object:
     return dataclasses.replace(base, **changes)
 
 
-def command_train(args: argparse.Namespace) -> None:
+def hardware(args: argparse.Namespace) -> tuple[bool, str, str]:
+    """(CUDA present, preset, device): `paper` and `cuda` when a GPU is there, else `cpu`."""
     cuda = torch.cuda.is_available()
     preset = args.preset or ("paper" if cuda else "cpu")
     device = args.device or ("cuda" if cuda else "cpu")
     if device == "cuda" and not cuda:
         raise DGCError("--device cuda was asked for but no CUDA device is available")
+    return cuda, preset, device
+
+
+def command_train(args: argparse.Namespace) -> None:
+    cuda, preset, device = hardware(args)
     exp = "npz" if args.data else args.exp
     cfg = build_config(exp, preset, seed=args.seed, method=args.method,
                        data_dir=args.data or args.data_dir, profile=args.profile,
@@ -295,11 +301,8 @@ def command_report(args: argparse.Namespace) -> None:
 
 
 def command_sweep(args: argparse.Namespace) -> None:
-    cuda = torch.cuda.is_available()
-    device = args.device or ("cuda" if cuda else "cpu")
-    if device == "cuda" and not cuda:
-        raise DGCError("--device cuda was asked for but no CUDA device is available")
-    cfg = build_config(args.exp, args.preset or ("paper" if cuda else "cpu"), method=args.method,
+    _, preset, device = hardware(args)
+    cfg = build_config(args.exp, preset, method=args.method,
                        data_dir=args.data_dir, device=device, threads=args.threads)
     cfg = get_method(args.method).configure(cfg)
     if args.epochs is not None:
@@ -326,11 +329,7 @@ def command_sample(args: argparse.Namespace) -> None:
 
 
 def command_bench(args: argparse.Namespace) -> None:
-    cuda = torch.cuda.is_available()
-    preset = args.preset or ("paper" if cuda else "cpu")
-    device = args.device or ("cuda" if cuda else "cpu")
-    if device == "cuda" and not cuda:
-        raise DGCError("--device cuda was asked for but no CUDA device is available")
+    cuda, preset, device = hardware(args)
     if args.paper and args.exp not in PUBLISHED:
         raise DGCError(f"--paper: the paper publishes no numbers for {args.exp}, only for "
                        f"{', '.join(PUBLISHED)}")
