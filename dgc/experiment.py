@@ -215,7 +215,8 @@ def evaluate_run(run_dir: str | Path, predict: PredictConfig) -> tuple[dict[str,
                               y_prob=probs)
     metrics.update(seconds_predict=round(seconds, 2), predict=asdict(predict))
     tag = f"{predict.rule}-s{predict.samples}" + (f"-top{predict.top_k}" if predict.top_k else "")
-    path = Path(run_dir) / f"eval-{tag}{'-mmd' if predict.mmd_term else ''}.json"
+    tag += ("-mmd" if predict.mmd_term else "") + ("-importance" if predict.importance else "")
+    path = Path(run_dir) / f"eval-{tag}.json"
     write_json(path, metrics)
     return metrics, path
 
