@@ -8,9 +8,11 @@ method, not the network. Baselines differ only in their `BaselineConfig` (dgc.co
   logit-adjusted cross-entropy (Menon et al. 2021);
 * class weights: none, inverse frequency, or the "effective number" weights of Cui et al. 2019,
   optionally deferred to the last epochs (DRW, Cao et al. 2019);
-* resampling: none, random oversampling redrawn every epoch, or SMOTE (imbalanced-learn) once
-  on the flattened training images. Both bring every class to the largest one's count, so
-  their epochs visit C · n_max rows (4.4× as many as the others on Fashion-MNIST).
+* resampling: none, class-balanced random oversampling, or SMOTE (imbalanced-learn) once on
+  the flattened training images. An epoch of either still visits N rows, as many as the
+  training split holds, now drawn with every class equally likely, so every method gets the
+  same number of gradient steps (oversampling to C · n_max rows per epoch would give the
+  resampling methods 4.4× the steps of the others on Fashion-MNIST).
 
 A weighted loss is the plain weighted mean (1/N) Σ_i w_{y_i} ℓ_i, as Cui et al. define it (not
 PyTorch's Σ w ℓ / Σ w, which cancels the weights' overall scale batch by batch). Training goes
@@ -170,16 +172,22 @@ class BaselineLoss:
 
 # -- resampling -------------------------------------------------------------------------------
 
-def oversampled_order(y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random oversampling: every row once plus rows of each smaller class drawn with
-    replacement until it has as many as the largest, all in a random order."""
-    counts = torch.bincount(y)
-    largest = int(counts.max())
+def balanced_order(y: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """`n` rows with the classes present in `y` equally often (±1), in a random order.
+
+    A class contributes whole random permutations of its rows before any row repeats, so a
+    small class is oversampled by repetition and a large one is covered across epochs.
+    """
+    classes = torch.nonzero(torch.bincount(y)).flatten()
+    quota = torch.full((len(classes),), n // len(classes), dtype=torch.long)
+    quota[torch.randperm(len(classes), generator=generator)[:n % len(classes)]] += 1
     pieces = []
-    for c in torch.nonzero(counts).flatten().tolist():
+    for c, wanted in zip(classes.tolist(), quota.tolist(), strict=True):
         rows = torch.nonzero(y == c).flatten()
-        extra = torch.randint(len(rows), (largest - len(rows),), generator=generator)
-        pieces += [rows, rows[extra]]
+        rounds = -(-wanted // len(rows))
+        cycled = torch.cat([rows[torch.randperm(len(rows), generator=generator)]
+                            for _ in range(rounds)])
+        pieces.append(cycled[:wanted])
     order = torch.cat(pieces)
     return order[torch.randperm(len(order), generator=generator)]
 
@@ -217,12 +225,14 @@ class ClassifierTrainer(EpochTrainer):
     """One gradient step per batch on the baseline's loss; everything else is `EpochTrainer`'s.
 
     The whole-set training counts (`data.train_counts`) set the class weights, margins and
-    prior, as they set DGC's; SMOTE replaces the training rows once, before the first epoch.
+    prior, as they set DGC's; SMOTE replaces the training rows once, before the first epoch,
+    and every epoch draws as many rows as the training split had before it.
     """
 
     def __init__(self, model: Classifier, cfg: RunConfig, data: TrainData,
                  run_dir: Path | None = None, progress: bool = False,
                  log: Callable[[str], None] = print):
+        self.rows_per_epoch = len(data.y)
         if cfg.baseline.resample == "smote":
             x, y = smote(data.x, data.y, cfg.baseline.smote_k, cfg.seed)
             log(f"dgc: SMOTE grew the training split from {len(data.y)} to {len(y)} images")
@@ -231,9 +241,12 @@ class ClassifierTrainer(EpochTrainer):
         self.loss = BaselineLoss(cfg.baseline, data.train_counts, cfg.train.epochs)
 
     def epoch_order(self) -> torch.Tensor:
+        """N rows per epoch for every method: class-balanced for `ros`, a fresh random subset
+        of the (balanced) SMOTE set for `smote`."""
         if self.cfg.baseline.resample == "ros":
-            return oversampled_order(self.data.y, self.generator)
-        return super().epoch_order()
+            return balanced_order(self.data.y, self.rows_per_epoch, self.generator)
+        order = super().epoch_order()
+        return order[:self.rows_per_epoch]
 
     def train_step(self, index: torch.Tensor) -> dict[str, float]:
         x, y = self.batch(index)

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from dgc.benchmark import PUBLISHED, parse_methods, parse_seeds, plan, run_bench
-from dgc.config import apply_overrides, build_config, validate
+from dgc.config import SPEC_SAMPLES, apply_overrides, build_config, validate
 from dgc.data import dataset_names
 from dgc.errors import DGCError
 from dgc.experiment import (
@@ -59,7 +59,8 @@ def add_predict_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--importance", action="store_true",
                         help="add the importance correction log p(z) - log q(z|x,y)")
     parser.add_argument("--exact", action="store_true",
-                        help="SPEC §4 as written: Bayes rule over every class (no pruning)")
+                        help="SPEC §4 as written: Bayes rule over every class, S = 10 unless "
+                             "--samples says otherwise")
 
 
 def add_series_options(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +75,8 @@ def add_series_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--exact", action="store_true",
+                        help="every DGC run predicts with SPEC §4 as written (all classes, S = 10)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,8 +166,17 @@ def predict_settings(args: argparse.Namespace, base: object) -> object:
     if args.importance:
         changes["importance"] = True
     if args.exact:
-        changes.update(rule="bayes", top_k=None)
+        changes.update(rule="bayes", top_k=None, samples=args.samples or SPEC_SAMPLES)
     return dataclasses.replace(base, **changes)
+
+
+def series_overrides(args: argparse.Namespace) -> list[str]:
+    """The `--set` list of a sweep or benchmark, with `--epochs` and `--exact` folded in."""
+    overrides = [f"train.epochs={args.epochs}"] if args.epochs is not None else []
+    if args.exact:
+        overrides += ["predict.rule=bayes", "predict.top_k=null",
+                      f"predict.samples={SPEC_SAMPLES}"]
+    return overrides + args.set
 
 
 def hardware(args: argparse.Namespace) -> tuple[bool, str, str]:
@@ -304,10 +316,7 @@ def command_sweep(args: argparse.Namespace) -> None:
     _, preset, device = hardware(args)
     cfg = build_config(args.exp, preset, method=args.method,
                        data_dir=args.data_dir, device=device, threads=args.threads)
-    cfg = get_method(args.method).configure(cfg)
-    if args.epochs is not None:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=args.epochs))
-    cfg = apply_overrides(cfg, args.set)
+    cfg = apply_overrides(get_method(args.method).configure(cfg), series_overrides(args))
     values, seeds = parse_values(args.values), parse_seeds(args.seeds)
     out = Path(args.out or Path("runs") / f"sweep-{args.exp}-{args.method}-{args.param}")
     run_sweep(cfg, args.param, values, seeds, out, progress=not args.quiet)
@@ -335,7 +344,7 @@ def command_bench(args: argparse.Namespace) -> None:
                        f"{', '.join(PUBLISHED)}")
     methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
     recipe = args.recipe == "on"
-    overrides = ([f"train.epochs={args.epochs}"] if args.epochs is not None else []) + args.set
+    overrides = series_overrides(args)
     default = Path("runs") / f"bench-{args.exp}-{preset}{'' if recipe else '-norecipe'}"
     out = Path(args.out or default)
     configs = plan(args.exp, methods, seeds, out, preset=preset, recipe=recipe,

@@ -20,6 +20,7 @@ BASELINE_LOSSES = ("ce", "focal", "ldam", "logit-adjust")
 CLASS_WEIGHTINGS = ("none", "inverse", "effective")
 RESAMPLERS = ("none", "ros", "smote")
 SECTIONS = ("model", "train", "predict", "baseline")
+SPEC_SAMPLES = 10  # S of SPEC §4
 
 
 @dataclass
@@ -70,7 +71,7 @@ class PredictConfig:
     it out); `decode_batch` bounds memory as the number of codes per decoder pass.
     """
 
-    samples: int = 10
+    samples: int = SPEC_SAMPLES
     rule: str = "bayes"
     top_k: int | None = None
     mmd_term: bool = False

@@ -16,6 +16,7 @@ from dgc.baselines import (
     BaselineLoss,
     Classifier,
     ClassifierTrainer,
+    balanced_order,
     build_classifier,
     cross_entropy,
     effective_number_weights,
@@ -24,7 +25,6 @@ from dgc.baselines import (
     ldam_loss,
     ldam_margins,
     logit_adjusted_loss,
-    oversampled_order,
     smote,
 )
 from dgc.benchmark import bench_config
@@ -172,16 +172,28 @@ def test_baseline_loss_dispatch_matches_the_functions() -> None:
 
 # -- resampling -------------------------------------------------------------------------------
 
-def test_random_oversampling_balances_and_keeps_every_row() -> None:
+def test_balanced_order_draws_n_rows_with_equal_classes() -> None:
     y = torch.tensor([0] * 12 + [1] * 5 + [2] * 2)
-    first = oversampled_order(y, torch.Generator().manual_seed(3))
-    assert torch.bincount(y[first]).tolist() == [12, 12, 12]
-    assert set(first.tolist()) == set(range(len(y)))
-    again = oversampled_order(y, torch.Generator().manual_seed(3))
+    first = balanced_order(y, len(y), torch.Generator().manual_seed(3))
+    assert len(first) == len(y)
+    counts = torch.bincount(y[first]).tolist()
+    assert sorted(counts) == [6, 6, 7]
+    # a small class repeats only after all its rows were drawn; a large one has no repeats
+    assert set(first[y[first] == 2].tolist()) == {17, 18}
+    assert set(first[y[first] == 1].tolist()) == set(range(12, 17))
+    majority = first[y[first] == 0]
+    assert len(set(majority.tolist())) == len(majority)
+    again = balanced_order(y, len(y), torch.Generator().manual_seed(3))
     assert torch.equal(first, again)
     generator = torch.Generator().manual_seed(3)
-    oversampled_order(y, generator)
-    assert not torch.equal(first, oversampled_order(y, generator))  # redrawn every epoch
+    balanced_order(y, len(y), generator)
+    assert not torch.equal(first, balanced_order(y, len(y), generator))  # redrawn every epoch
+
+
+def test_balanced_order_handles_missing_classes_and_exact_quotas() -> None:
+    y = torch.tensor([0] * 9 + [2] * 3)
+    order = balanced_order(y, 12, torch.Generator().manual_seed(0))
+    assert torch.bincount(y[order], minlength=3).tolist() == [6, 0, 6]
 
 
 def test_smote_balances_with_in_range_synthetic_images() -> None:
@@ -323,3 +335,4 @@ def test_smote_trainer_grows_only_the_training_split(digits_data: ImbalancedData
     assert torch.equal(trainer.data.x_val, data.x_val)
     assert torch.equal(trainer.data.train_counts, data.train_counts)
     assert any("SMOTE" in line for line in logs)
+    assert len(trainer.epoch_order()) == len(data.y)  # same steps per epoch as every method

@@ -98,7 +98,7 @@ def test_training_without_a_command(trained: tuple[Path, str]) -> None:
 def test_evaluate_writes_a_new_file(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     metrics_before = (run_dir / "metrics.json").read_bytes()
     assert main(["evaluate", str(run_dir), "--samples", "2"]) == 0
-    written = run_dir / "eval-bayes-s2.json"
+    written = run_dir / "eval-bayes-s2-top2.json"  # the run's default keeps top-2
     assert written.is_file()
     assert str(written) in capsys.readouterr().out
     assert (run_dir / "metrics.json").read_bytes() == metrics_before
@@ -252,3 +252,26 @@ def test_unknown_dataset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
         main(["--exp", "nosuch", "--out", str(tmp_path / "r")])
     assert exit_info.value.code == 2
     assert "invalid choice: 'nosuch'" in capsys.readouterr().err
+
+
+def test_default_prediction_is_top2_and_exact_restores_spec(tmp_path: Path) -> None:
+    from dgc.cli import build_parser, predict_settings, series_overrides
+    from dgc.config import PredictConfig, apply_overrides, build_config
+    from dgc.methods import get_method
+
+    cfg = get_method("dgc").configure(build_config("fashion", "cpu"))
+    assert (cfg.predict.top_k, cfg.predict.samples) == (2, 1)
+    faithful = get_method("dgc-faithful").configure(build_config("fashion", "cpu"))
+    assert (faithful.predict.top_k, faithful.predict.samples) == (None, 10)
+    parser = build_parser()
+    exact = predict_settings(parser.parse_args(["evaluate", "run", "--exact"]), cfg.predict)
+    assert exact == PredictConfig(samples=10, top_k=None, rule="bayes")
+    fewer = predict_settings(parser.parse_args(["evaluate", "run", "--exact", "--samples", "3"]),
+                             cfg.predict)
+    assert (fewer.top_k, fewer.samples) == (None, 3)
+    args = parser.parse_args(["bench", "--exact", "--epochs", "3", "--set", "train.lr=0.01"])
+    changed = apply_overrides(cfg, series_overrides(args))
+    assert (changed.predict.top_k, changed.predict.samples, changed.predict.rule) == (
+        None, 10, "bayes")
+    assert (changed.train.epochs, changed.train.lr) == (3, 0.01)
+    assert series_overrides(parser.parse_args(["sweep", "--values", "1"])) == []
