@@ -22,12 +22,12 @@ from dgc.baselines import Classifier, ClassifierTrainer, build_classifier, class
 from dgc.config import PredictConfig, RunConfig, validate
 from dgc.data import ImbalancedData, load_imbalanced, split_validation
 from dgc.errors import DGCError
-from dgc.io import atomic_write, load_checkpoint, read_json, write_json
+from dgc.io import atomic_write, load_checkpoint, load_newest_checkpoint, read_json, write_json
 from dgc.methods import get_method
 from dgc.metrics import compute_metrics
 from dgc.model import DGC, count_parameters, images_to_tensor
 from dgc.prediction import decompose, predict_proba
-from dgc.training import BEST, CHECKPOINT, TrainData, Trainer
+from dgc.training import BEST, CHECKPOINT, PREVIOUS, TrainData, Trainer
 
 # Settings that may differ when a run is resumed: they do not change its numbers.
 RESUMABLE_DIFFERENCES = {"out", "data_dir", "threads", "train.epochs"}
@@ -167,11 +167,12 @@ def to_train_data(data: ImbalancedData, cfg: RunConfig) -> TrainData:
 
 
 def resume_trainer(trainer: Trainer, out: Path, cfg: RunConfig, log: Any) -> None:
-    """Continue from `checkpoint.pt`, refusing a configuration that changes the result."""
-    if not (out / CHECKPOINT).exists():
+    """Continue from `checkpoint.pt` (or the generation before it, should it be damaged),
+    refusing a configuration that changes the result."""
+    state = load_newest_checkpoint(out / CHECKPOINT, out / PREVIOUS, log)
+    if state is None:
         log(f"dgc: no checkpoint in {out} yet; starting from scratch")
         return
-    state = load_checkpoint(out / CHECKPOINT)
     try:  # settings added since the checkpoint was written get their defaults
         saved = RunConfig.from_dict(state["config"]).to_dict()
     except (KeyError, TypeError) as error:
@@ -182,7 +183,8 @@ def resume_trainer(trainer: Trainer, out: Path, cfg: RunConfig, log: Any) -> Non
         raise DGCError("cannot resume: the configuration differs from the checkpoint's in "
                        + "; ".join(differences) + ". Use the same settings, or another --out")
     trainer.load_state_dict(state)
-    trainer.best_weights = load_checkpoint(out / BEST)["model"]
+    if trainer.best["epoch"] is not None:  # no best yet before the first validated epoch
+        trainer.best_weights = load_checkpoint(out / BEST)["model"]
     log(f"dgc: resuming {out} after epoch {trainer.epoch} of {cfg.train.epochs}")
 
 

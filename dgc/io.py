@@ -1,10 +1,17 @@
-"""Safe files: atomic writes of JSON, text and checkpoints, and checked checkpoint loading."""
+"""Safe files: atomic writes of JSON, text and checkpoints, and checked checkpoint loading.
+
+A checkpoint can keep its previous generation beside it, so a damaged newest file still leaves
+one to resume from.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +20,44 @@ import torch
 from dgc.errors import DGCError
 
 
-def atomic_write(path: str | Path, write: Any, mode: str = "wb") -> None:
+def atomic_write(path: str | Path, write: Any, mode: str = "wb",
+                 previous: str | Path | None = None) -> None:
     """Write through `write(file)` into a temporary file beside `path`, flush, then rename.
 
-    A crash or a full disk leaves either the old file or the new one, never half of one.
+    A crash, Ctrl-C or a full disk leaves either the old file or the new one, never half of
+    one, and no temporary file. With `previous`, the old `path` is renamed to it first.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise write_error(path, error) from error
     try:
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if previous is not None and path.is_file():
+            os.replace(path, previous)
         os.replace(tmp, path)
     except OSError as error:
         Path(tmp).unlink(missing_ok=True)
-        raise DGCError(f"could not write {path}: {error.strerror or error}") from error
+        raise write_error(path, error) from error
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_error(path: Path, error: OSError) -> DGCError:
+    """The one-line report of a failed write, with the likely fix."""
+    if error.errno == errno.ENOSPC:
+        fix = f"free some space on the disk holding {path.parent}"
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = f"make {path.parent} writable or choose another output location"
+    else:
+        fix = f"check that {path.parent} exists and is writable"
+    return DGCError(f"could not write {path}: {error.strerror or error}; any earlier version of "
+                    f"it is unchanged. To fix: {fix}, then rerun")
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -51,20 +77,66 @@ def read_json(path: str | Path) -> Any:
         raise DGCError(f"{path} is not readable JSON: {error}") from error
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save(state, f))
+def save_checkpoint(path: str | Path, state: dict[str, Any],
+                    previous: str | Path | None = None) -> None:
+    """Atomically `torch.save` `state`; with `previous`, the old file becomes that one."""
+    atomic_write(path, lambda f: torch.save(state, f), previous=previous)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load with `weights_only=True`; a missing, truncated or foreign file is a DGCError."""
+    """Load with `weights_only=True`; a missing, truncated, corrupted or foreign file is a DGCError.
+
+    torch does not check its archive's CRC-32s, so a flipped bit in the weights would load
+    silently: the archive is tested first.
+    """
     path = Path(path)
     if not path.is_file():
         raise DGCError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for damaged files
-        raise DGCError(f"checkpoint {path} is damaged or not a dgc checkpoint ({error}); "
-                       "delete it to start again, or restore it from a backup") from error
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        state = torch.load(path, map_location="cpu", weights_only=True) if bad is None else None
+    except Exception as error:  # zipfile and torch raise many types for damaged files
+        raise damaged(path, str(error)) from error
+    if bad is not None:
+        raise damaged(path, f"its part {bad} fails its CRC-32 check")
     if not isinstance(state, dict) or "model" not in state:
         raise DGCError(f"checkpoint {path} is not a dgc checkpoint (no model weights in it)")
+    return state
+
+
+def damaged(path: Path, reason: str) -> DGCError:
+    return DGCError(f"checkpoint {path} is damaged or not a dgc checkpoint ({reason}); "
+                    "delete it to start again, or restore it from a backup")
+
+
+def load_newest_checkpoint(path: Path, previous: Path,
+                           log: Callable[[str], None]) -> dict[str, Any] | None:
+    """`path`, or `previous` when `path` is missing or damaged; None when neither exists.
+
+    A damaged `path` is renamed to `<name>.damaged`, so that the next save does not rotate it
+    over the good previous generation.
+    """
+    if not path.exists() and not previous.exists():
+        return None
+    try:
+        return load_checkpoint(path)
+    except DGCError:
+        if not previous.exists():
+            raise
+    try:
+        state = load_checkpoint(previous)
+    except DGCError as error:
+        raise DGCError(f"neither {path.name} nor its previous generation {previous.name} in "
+                       f"{path.parent} can be loaded ({error})") from error
+    problem = "it is missing"
+    if path.exists():
+        aside = path.with_name(path.name + ".damaged")
+        try:
+            os.replace(path, aside)
+        except OSError as error:
+            raise write_error(aside, error) from error
+        problem = f"it is damaged or not a dgc checkpoint; moved it to {aside.name}"
+    log(f"dgc: cannot load {path} ({problem}). Resuming from the previous checkpoint "
+        f"{previous.name} (epoch {state.get('epoch')})")
     return state

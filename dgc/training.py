@@ -38,6 +38,7 @@ from dgc.model import DGC, reparameterise, std_from_logvar
 from dgc.prediction import class_scores
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"  # the generation before CHECKPOINT, should that be damaged
 BEST = "best.pt"
 
 
@@ -221,7 +222,8 @@ class EpochTrainer:
 
     def save(self) -> None:
         if self.run_dir is not None:
-            save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict())
+            save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict(),
+                            previous=self.run_dir / PREVIOUS)
 
 
 class Trainer(EpochTrainer):
