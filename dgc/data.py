@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import http.client
 import logging
+import math
 import os
 import tempfile
 import urllib.request
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from dgc.errors import DGCError
+from dgc.matfile import read_mat_arrays
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +192,7 @@ def _parse_idx(data: bytes, path: Path) -> np.ndarray:
             f"{len(data)}; download it again"
         )
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: a damaged header cannot overflow
     found = len(data) - header
     if found < expected:
         raise DGCError(
@@ -331,33 +333,30 @@ def load_fashion(data_dir: PathLike | None = None) -> RawData:
 
 
 def _read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    from scipy.io import loadmat
-
-    try:
-        mat = loadmat(path)
-    except Exception as exc:  # scipy raises many unrelated types for damaged files
-        raise DGCError(f"cannot read SVHN file {path} as a MATLAB .mat file: {exc}") from exc
-    if "X" not in mat or "y" not in mat:
+    arrays = read_mat_arrays(path, ("X", "y"))
+    if "X" not in arrays or "y" not in arrays:
         raise DGCError(f"SVHN file {path} lacks the arrays 'X' and 'y'; is it a *_32x32.mat file?")
-    x, y = mat["X"], mat["y"]
+    x, y = arrays["X"], arrays["y"]
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8:
         raise DGCError(
             f"SVHN file {path}: X is {x.dtype} of shape {x.shape}; expected uint8 of shape "
             "(32, 32, 3, N)"
         )
     n = x.shape[3]
-    if y.shape not in ((n, 1), (n,)) or not np.issubdtype(y.dtype, np.integer):
+    whole = np.issubdtype(y.dtype, np.integer) or (
+        np.issubdtype(y.dtype, np.floating) and np.array_equal(y, np.round(y)))
+    if y.shape not in ((n, 1), (n,)) or not whole:
         raise DGCError(
-            f"SVHN file {path}: y is {y.dtype} of shape {y.shape}; expected integers of shape "
-            f"({n}, 1) to match X"
+            f"SVHN file {path}: y is {y.dtype} of shape {y.shape}; expected whole numbers of "
+            f"shape ({n}, 1) to match X"
         )
-    y = y.reshape(n).astype(np.int64)
+    y = y.reshape(n)
     if n and (y.min() < 1 or y.max() > 10):
         raise DGCError(
             f"SVHN file {path}: labels span {y.min()}..{y.max()}; the format uses 1..10 "
             "(10 stands for digit 0)"
         )
-    return np.ascontiguousarray(x.transpose(3, 0, 1, 2)), y % 10
+    return np.ascontiguousarray(x.transpose(3, 0, 1, 2)), y.astype(np.int64) % 10
 
 
 def load_svhn(data_dir: PathLike | None = None) -> RawData:
@@ -596,7 +595,16 @@ def _npz_labels(y: np.ndarray, key: str, path: Path) -> np.ndarray:
         )
     if y.size and y.min() < 0:
         raise DGCError(f"{path}: {key} contains negative label {y.min()}; labels must be 0..C-1")
+    if y.size and int(y.max()) > np.iinfo(np.int64).max:
+        raise DGCError(f"{path}: {key} contains label {y.max()}; labels must be 0..C-1")
     return y.astype(np.int64)
+
+
+# What numpy and zipfile raise for a damaged .npz: a bad deflate stream (zlib.error), an unknown
+# compression method (NotImplementedError), a stray encryption flag (RuntimeError), a size field
+# asking for more memory than there is (MemoryError), besides the usual types.
+_ARCHIVE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+                   NotImplementedError, RuntimeError, MemoryError)
 
 
 def load_npz(data_dir: PathLike | None = None) -> RawData:
@@ -604,10 +612,13 @@ def load_npz(data_dir: PathLike | None = None) -> RawData:
     if data_dir is None:
         raise DGCError("the npz dataset needs the path of your .npz file (pass it as --data-dir)")
     path = Path(data_dir).expanduser()
+    if not path.is_file():
+        problem = "it is a folder" if path.is_dir() else "no such file"
+        raise DGCError(f"cannot read {path}: {problem}; give the path of your .npz file")
     keys = ("x_train", "y_train", "x_test", "y_test")
     try:
         npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except _ARCHIVE_ERRORS as exc:
         raise DGCError(f"cannot read {path} as an .npz archive: {exc}") from exc
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise DGCError(f"{path} is a single .npy array; save your arrays with np.savez")
@@ -621,7 +632,7 @@ def load_npz(data_dir: PathLike | None = None) -> RawData:
         try:
             arrays = {k: npz[k] for k in keys}
             names = npz["class_names"] if "class_names" in npz.files else None
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        except _ARCHIVE_ERRORS as exc:
             raise DGCError(f"cannot read the arrays in {path}: {exc}") from exc
 
     x_train = _npz_images(arrays["x_train"], "x_train", path)
@@ -641,10 +652,13 @@ def load_npz(data_dir: PathLike | None = None) -> RawData:
     present = np.union1d(y_train, y_test)
     num_classes = int(present.max()) + 1
     if len(present) != num_classes:
-        gaps = sorted(set(range(num_classes)) - set(present.tolist()))
+        # at most ten of the gaps, found without enumerating a range as large as the max label
+        gaps = np.setdiff1d(np.arange(min(num_classes, len(present) + 10)), present)[:10]
+        more = ", ..." if num_classes - len(present) > len(gaps) else ""
         raise DGCError(
             f"{path}: labels must form a contiguous range 0..C-1 across train and test, but "
-            f"{gaps} never occur (max label {num_classes - 1}); renumber the classes"
+            f"[{', '.join(map(str, gaps))}{more}] never occur (max label {num_classes - 1}); "
+            "renumber the classes"
         )
     unseen = sorted(set(range(num_classes)) - set(np.unique(y_train).tolist()))
     if unseen:
