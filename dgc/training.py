@@ -187,11 +187,15 @@ class EpochTrainer:
             torch.nn.utils.clip_grad_norm_(parameters, self.cfg.train.grad_clip)
 
     def check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        """Stop at the first non-finite loss term, before it reaches the weights or a file."""
         for name, value in terms.items():
             if not torch.isfinite(value):
+                kept = ("" if self.run_dir is None else
+                        f"; {self.run_dir / CHECKPOINT} keeps epoch {self.epoch}" if self.epoch
+                        else "; no epoch had finished, so no checkpoint was written")
                 raise DGCError(
                     f"the {name} loss became {float(value.detach())} at epoch {self.epoch + 1}, "
-                    f"step {self.step + 1}; the last good checkpoint is kept. Try {self.remedy}"
+                    f"step {self.step + 1}{kept}. Try {self.remedy} in a new run"
                 )
 
     # -- evaluation and checkpoints ---------------------------------------------------------
@@ -266,6 +270,7 @@ class Trainer(EpochTrainer):
             index = torch.randperm(n, generator=self.generator)[: t.pretrain_batch]
             mu, logvar = self.model.encoder(self.data.x[index], self.data.y[index])
             loss = moment_matching_loss(reparameterise(mu, logvar, self.noise(len(index))))
+            self.check_finite({"pre-training moment-matching": loss})
             loss_value = float(loss.detach())
             if loss_value < t.pretrain_tol or steps >= t.pretrain_steps:
                 break
