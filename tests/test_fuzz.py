@@ -7,9 +7,9 @@ examples is bounded so the whole file runs in a few seconds.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -72,13 +72,6 @@ def damaged(draw: st.DrawFn, valid: bytes) -> bytes:
     return bytes(content)
 
 
-def reads_or_refuses(read: Callable[[], object]) -> None:
-    try:
-        read()
-    except DGCError:
-        pass
-
-
 @pytest.mark.parametrize("compress", [True, False])
 def test_idx_reader_fuzz(tmp_path: Path, compress: bool) -> None:
     path = tmp_path / "train-images-idx3-ubyte.gz"
@@ -87,7 +80,8 @@ def test_idx_reader_fuzz(tmp_path: Path, compress: bool) -> None:
     @given(damaged(idx_file(compress)))
     def check(content: bytes) -> None:
         path.write_bytes(content)
-        reads_or_refuses(lambda: data.read_idx(path))
+        with contextlib.suppress(DGCError):
+            data.read_idx(path)
 
     check()
 
@@ -102,7 +96,8 @@ def test_svhn_mat_reader_fuzz(tmp_path: Path, compress: bool) -> None:
     @given(damaged(valid))
     def check(content: bytes) -> None:
         (tmp_path / data.SVHN_FILES[0]).write_bytes(content)
-        reads_or_refuses(lambda: data.load_svhn(tmp_path))
+        with contextlib.suppress(DGCError):
+            data.load_svhn(tmp_path)
 
     check()
 
@@ -115,7 +110,8 @@ def test_npz_loader_fuzz(tmp_path: Path, compress: bool) -> None:
     @given(damaged(npz_file(compress)))
     def check(content: bytes) -> None:
         path.write_bytes(content)
-        reads_or_refuses(lambda: data.load_npz(path))
+        with contextlib.suppress(DGCError):
+            data.load_npz(path)
 
     check()
 

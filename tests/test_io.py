@@ -1,4 +1,4 @@
-"""Tests for dgc.io: atomic writes under faults, checkpoint integrity and the previous generation."""
+"""Tests for dgc.io: atomic writes under faults, checkpoint integrity, the previous generation."""
 
 from __future__ import annotations
 
