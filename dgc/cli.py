@@ -9,10 +9,13 @@ the user's input end in one line on stderr and exit code 2; `--debug` shows the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,14 @@ from dgc.report import sample_class, write_report
 from dgc.sweep import parse_values, run_sweep
 
 COMMANDS = ("train", "evaluate", "predict", "report", "sweep", "sample", "bench")
+# What an interrupted command keeps: every finished epoch is checkpointed, every finished run kept.
+RESUME_HINTS = {
+    "train": "; rerun the same command with --resume to continue from the last complete epoch",
+    "sweep": "; rerun the same command to continue: finished runs are kept and the unfinished "
+             "one resumes from its last complete epoch",
+    "bench": "; rerun the same command to continue: finished runs are kept and the unfinished "
+             "one resumes from its last complete epoch",
+}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
 
@@ -372,15 +383,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                "predict": command_predict, "report": command_report, "sweep": command_sweep,
                "sample": command_sample, "bench": command_bench}[args.command]
     try:
-        handler(args)
+        with sigterm_as_interrupt():
+            handler(args)
     except DGCError as error:
         if args.debug:
             raise
         print(f"dgc: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        resume = "the same command with --resume" if args.command == "train" else "the same command"
-        print(f"dgc: interrupted; the last complete epoch is saved, rerun {resume} to continue",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        print(f"dgc: interrupted{RESUME_HINTS.get(args.command, '')}", file=sys.stderr)
+        return 143 if isinstance(interrupt, Terminated) else 130
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. from a job scheduler), which stops a command the way Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Raise `Terminated` on SIGTERM while a command runs (signals reach the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)

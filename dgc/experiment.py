@@ -132,7 +132,13 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
     log(f"dgc: training counts per class {', '.join(map(str, data.train_counts))} "
         f"({len(data.y_train)} images, {cfg.train.val_fraction:.0%} held out for validation); "
         f"test counts {', '.join(map(str, np.bincount(data.y_test)))}")
-    trainer.fit()
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        saved = (f"{out / CHECKPOINT} holds the last complete epoch"
+                 if (out / CHECKPOINT).is_file() else "no epoch had finished, nothing is saved")
+        log(f"dgc: interrupted; {saved}")
+        raise
     write_json(out / "history.json", trainer.history)
     model.load_state_dict(trainer.best_weights)
     started = time.perf_counter()

@@ -1,0 +1,152 @@
+"""Interrupted runs lose at most the epoch in progress, and resume to the same numbers.
+
+`dgc train` on digits runs in a subprocess that is killed (SIGKILL) or interrupted (SIGINT, as
+Ctrl-C sends it) once its first epoch is checkpointed; `--resume` then finishes it in-process,
+and its metrics must equal those of an uninterrupted run with the same seed. A benchmark is
+stopped with SIGTERM, as a job scheduler would, and resumed the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dgc.training
+from dgc.cli import main
+from dgc.io import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ["train", "--exp", "digits", "--seed", "1", "--epochs", "4", "--samples", "1",
+         "--quiet", "--no-report", "--threads", "1", "--set", "train.pretrain_batch=200"]
+RESUME_HINT = ("dgc: interrupted; rerun the same command with --resume to continue from the "
+               "last complete epoch")
+
+
+def metrics(run_dir: Path) -> dict[str, Any]:
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    return {k: v for k, v in saved.items() if not k.startswith("seconds_")}
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The metrics of the same run, uninterrupted."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    assert main([*TRAIN, "--out", str(out)]) == 0
+    return metrics(out)
+
+
+def start_training(out: Path) -> subprocess.Popen[str]:
+    """`python -m dgc train ...` with Ctrl-C's default behaviour, whatever the caller ignores."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dgc", *TRAIN, "--out", str(out)], cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for_first_checkpoint(process: subprocess.Popen[str], out: Path) -> None:
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint.pt").exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.01)
+
+
+def resume(out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main([*TRAIN, "--resume", "--out", str(out)]) == 0
+    assert "resuming" in capsys.readouterr().out
+
+
+def test_sigkill_then_resume_gives_the_same_metrics(tmp_path: Path, straight: dict[str, Any],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    process = start_training(out)
+    wait_for_first_checkpoint(process, out)
+    process.kill()
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "metrics.json").exists()
+    assert 1 <= load_checkpoint(out / "checkpoint.pt")["epoch"] < 4
+    resume(out, capsys)
+    assert metrics(out) == straight
+
+
+def test_sigint_saves_and_says_how_to_resume(tmp_path: Path, straight: dict[str, Any],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    process = start_training(out)
+    wait_for_first_checkpoint(process, out)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == RESUME_HINT
+    assert "checkpoint.pt holds the last complete epoch" in stdout
+    assert "Traceback" not in stderr
+    assert not (out / "metrics.json").exists()
+    assert not list(out.glob(".*.tmp"))  # the epoch in progress was not saved half-way
+    resume(out, capsys)
+    assert metrics(out) == straight
+
+
+def test_ctrl_c_mid_epoch_discards_that_epoch_only(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C halfway through epoch 2, before any validation (every second epoch) chose a best
+    model: the checkpoint holds epoch 1, and the resumed run ends like a straight one."""
+    train = [*TRAIN, "--epochs", "2", "--set", "train.eval_every=2"]
+    real_step = dgc.training.Trainer.train_step
+
+    def interrupted_in_epoch_two(self: dgc.training.Trainer, index: Any) -> dict[str, float]:
+        if self.epoch == 1 and self.step == 12:
+            raise KeyboardInterrupt
+        return real_step(self, index)
+
+    monkeypatch.setattr(dgc.training.Trainer, "train_step", interrupted_in_epoch_two)
+    out = tmp_path / "run"
+    assert main([*train, "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip() == RESUME_HINT
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert (state["epoch"], state["step"], state["best"]["epoch"]) == (1, 8, None)
+    assert not (out / "best.pt").exists()
+
+    monkeypatch.undo()
+    assert main([*train, "--resume", "--out", str(out)]) == 0
+    assert main([*train, "--out", str(tmp_path / "straight")]) == 0
+    assert metrics(out) == metrics(tmp_path / "straight")
+
+
+def test_sigterm_stops_a_benchmark_which_then_resumes(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    bench = ["bench", "--exp", "digits", "--methods", "dgc", "--seeds", "1", "--epochs", "2",
+             "--threads", "1", "--quiet", "--set", "train.pretrain_batch=200"]
+    real_step = dgc.training.Trainer.train_step
+
+    def terminated_in_epoch_two(self: dgc.training.Trainer, index: Any) -> dict[str, float]:
+        if self.epoch == 1 and self.step == 12:  # halfway through the second epoch
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+            signal.raise_signal(signal.SIGTERM)
+        return real_step(self, index)
+
+    monkeypatch.setattr(dgc.training.Trainer, "train_step", terminated_in_epoch_two)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "bench"
+    assert main([*bench, "--out", str(out)]) == 143
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert "rerun the same command to continue" in capsys.readouterr().err
+    assert load_checkpoint(out / "dgc-s1" / "checkpoint.pt")["epoch"] == 1
+    assert not (out / "results.json").exists()
+
+    monkeypatch.undo()
+    assert main([*bench, "--out", str(out)]) == 0
+    assert main([*bench, "--out", str(tmp_path / "straight")]) == 0
+    assert metrics(out / "dgc-s1") == metrics(tmp_path / "straight" / "dgc-s1")
