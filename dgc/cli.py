@@ -24,7 +24,7 @@ from PIL import Image
 
 from dgc.benchmark import PUBLISHED, parse_methods, parse_seeds, plan, run_bench
 from dgc.config import SPEC_SAMPLES, apply_overrides, build_config, validate
-from dgc.data import dataset_names
+from dgc.data import dataset_names, is_numpy_file
 from dgc.errors import DGCError
 from dgc.experiment import (
     decompose_run,
@@ -290,9 +290,11 @@ def load_array(path: Path) -> np.ndarray:
     if not path.exists():
         raise DGCError(f"input {path} does not exist")
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False) if is_numpy_file(path) else None
     except (OSError, ValueError) as error:
         raise DGCError(f"{path} is not a .npy or .npz file numpy can read: {error}") from error
+    if loaded is None:
+        raise DGCError(f"{path} is neither a .npy nor an .npz file; save the images with np.save")
     if isinstance(loaded, np.ndarray):
         return loaded
     with loaded:

@@ -600,6 +600,16 @@ def _npz_labels(y: np.ndarray, key: str, path: Path) -> np.ndarray:
     return y.astype(np.int64)
 
 
+# How .npz (zip, possibly empty) and .npy files start; np.load takes anything else for a pickle.
+NUMPY_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")
+
+
+def is_numpy_file(path: Path) -> bool:
+    """Whether `path` starts like an .npz or .npy file (it must exist and be readable)."""
+    with path.open("rb") as handle:
+        return handle.read(6).startswith(NUMPY_MAGICS)
+
+
 # What numpy and zipfile raise for a damaged .npz: a bad deflate stream (zlib.error), an unknown
 # compression method (NotImplementedError), a stray encryption flag (RuntimeError), a size field
 # asking for more memory than there is (MemoryError), besides the usual types.
@@ -617,9 +627,12 @@ def load_npz(data_dir: PathLike | None = None) -> RawData:
         raise DGCError(f"cannot read {path}: {problem}; give the path of your .npz file")
     keys = ("x_train", "y_train", "x_test", "y_test")
     try:
-        npz = np.load(path, allow_pickle=False)
+        npz = np.load(path, allow_pickle=False) if is_numpy_file(path) else None
     except _ARCHIVE_ERRORS as exc:
         raise DGCError(f"cannot read {path} as an .npz archive: {exc}") from exc
+    if npz is None:
+        raise DGCError(f"cannot read {path}: it is neither an .npz archive nor an .npy file; "
+                       "save your arrays with np.savez")
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise DGCError(f"{path} is a single .npy array; save your arrays with np.savez")
     with npz:

@@ -124,10 +124,11 @@ BAD_DATA: dict[str, tuple[Callable[[Path], list[str]], str]] = {
         lambda t: ["--exp", "mnist", "--data-dir", str(idx_dir(t / "m", last_label=12))],
         "labels must be in 0..9"),
     "not mat": (lambda t: ["--exp", "svhn", "--data-dir", str(svhn_dir(
-        t / "s", lambda p: p.write_text("MATLAB? no, text")))], "as a MATLAB .mat file"),
+        t / "s", lambda p: p.write_text("MATLAB? no, text")))], "is not a MATLAB v5 .mat file"),
     "mat wrong shape": (lambda t: ["--exp", "svhn", "--data-dir", str(svhn_dir(
         t / "s", wrong_mat))], "expected uint8 of shape (32, 32, 3, N)"),
-    "not npz": (lambda t: ["--data", str(not_npz(t / "d.npz"))], "as an .npz archive"),
+    "not npz": (lambda t: ["--data", str(not_npz(t / "d.npz"))],
+                "neither an .npz archive nor an .npy file"),
     "npz wrong shape": (lambda t: ["--data", str(write_npz(
         t / "d.npz", x_train=np.zeros((6, 64), np.uint8)))], "x_train has shape (6, 64)"),
     "npz wrong dtype": (lambda t: ["--data", str(write_npz(
