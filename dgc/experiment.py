@@ -115,7 +115,8 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DGCError(f"cannot create the output directory {out}: {error.strerror}") from error
+        raise DGCError(f"cannot create the output directory {out}: {error.strerror}; "
+                       "choose another --out") from error
     data = load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
     model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
     trainer_type = ClassifierTrainer if isinstance(model, Classifier) else Trainer
