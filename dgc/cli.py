@@ -369,6 +369,26 @@ def command_bench(args: argparse.Namespace) -> None:
     print((out / "table.md").read_text(), end="")
     print(f"dgc: results.json and table.md written to {out}")
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. from a job scheduler), which stops a command the way Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Raise `Terminated` on SIGTERM while a command runs (signals reach the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -397,23 +417,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 143 if isinstance(interrupt, Terminated) else 130
     return 0
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (e.g. from a job scheduler), which stops a command the way Ctrl-C does."""
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Raise `Terminated` on SIGTERM while a command runs (signals reach the main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum: int, frame: object) -> None:
-        raise Terminated
-
-    before = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)

@@ -23,7 +23,7 @@ from dgc import data
 from dgc.errors import DGCError
 from dgc.io import load_checkpoint, save_checkpoint
 
-FUZZ = settings(max_examples=60, deadline=None)
+FUZZ = settings(max_examples=50, deadline=None)
 
 
 def idx_file(compress: bool) -> bytes:

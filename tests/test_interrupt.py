@@ -1,8 +1,9 @@
 """Interrupted runs lose at most the epoch in progress, and resume to the same numbers.
 
-`dgc train` on digits runs in a subprocess that is killed (SIGKILL) or interrupted (SIGINT, as
-Ctrl-C sends it) once its first epoch is checkpointed; `--resume` then finishes it in-process,
-and its metrics must equal those of an uninterrupted run with the same seed. A benchmark is
+Two `dgc train` runs on digits start as subprocesses; once its first epoch is checkpointed, one
+is killed (SIGKILL) and the other interrupted (SIGINT, as Ctrl-C sends it). `--resume` then
+finishes each in-process, and its metrics must equal those of an uninterrupted run with the
+same seed. A benchmark is
 stopped with SIGTERM, as a job scheduler would, and resumed the same way.
 """
 
@@ -66,35 +67,31 @@ def resume(out: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "resuming" in capsys.readouterr().out
 
 
-def test_sigkill_then_resume_gives_the_same_metrics(tmp_path: Path, straight: dict[str, Any],
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "run"
-    process = start_training(out)
-    wait_for_first_checkpoint(process, out)
-    process.kill()
-    process.communicate()
-    assert process.returncode == -signal.SIGKILL
-    assert not (out / "metrics.json").exists()
-    assert 1 <= load_checkpoint(out / "checkpoint.pt")["epoch"] < 4
-    resume(out, capsys)
-    assert metrics(out) == straight
+def test_sigkill_and_sigint_mid_run_then_resume(tmp_path: Path, straight: dict[str, Any],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Two runs at once (each pays for starting Python): one killed, one interrupted."""
+    killed, interrupted = tmp_path / "killed", tmp_path / "interrupted"
+    processes = {killed: start_training(killed), interrupted: start_training(interrupted)}
+    wait_for_first_checkpoint(processes[killed], killed)
+    processes[killed].kill()
+    wait_for_first_checkpoint(processes[interrupted], interrupted)
+    processes[interrupted].send_signal(signal.SIGINT)
 
+    processes[killed].communicate(timeout=300)
+    assert processes[killed].returncode == -signal.SIGKILL
+    assert 1 <= load_checkpoint(killed / "checkpoint.pt")["epoch"] < 4
 
-def test_sigint_saves_and_says_how_to_resume(tmp_path: Path, straight: dict[str, Any],
-                                             capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "run"
-    process = start_training(out)
-    wait_for_first_checkpoint(process, out)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 130, stderr
+    stdout, stderr = processes[interrupted].communicate(timeout=300)
+    assert processes[interrupted].returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == RESUME_HINT
     assert "checkpoint.pt holds the last complete epoch" in stdout
     assert "Traceback" not in stderr
-    assert not (out / "metrics.json").exists()
-    assert not list(out.glob(".*.tmp"))  # the epoch in progress was not saved half-way
-    resume(out, capsys)
-    assert metrics(out) == straight
+    assert not list(interrupted.glob(".*.tmp"))  # the epoch in progress was not saved half-way
+
+    for out in (killed, interrupted):
+        assert not (out / "metrics.json").exists()
+        resume(out, capsys)
+        assert metrics(out) == straight
 
 
 def test_ctrl_c_mid_epoch_discards_that_epoch_only(tmp_path: Path,
