@@ -20,12 +20,18 @@ BASELINE_LOSSES = ("ce", "focal", "ldam", "logit-adjust")
 CLASS_WEIGHTINGS = ("none", "inverse", "effective")
 RESAMPLERS = ("none", "ros", "smote")
 SECTIONS = ("model", "train", "predict", "baseline")
+PRIORS = ("normal", "mixture", "class")
 SPEC_SAMPLES = 10  # S of SPEC §4
 
 
 @dataclass
 class ModelConfig:
-    """Architecture of SPEC §1; `width`/`decoder_width`: first layer's filters (paper: 128)."""
+    """Architecture of SPEC §1; `width`/`decoder_width`: first layer's filters (paper: 128).
+
+    `prior` is p(z): "normal" N(0, I) as SPEC §1; "mixture" a learned Gaussian mixture with one
+    component per class (DGCMM, SPEC §9); "class" the same mixture with component c tied to
+    class c, i.e. a learned class-conditional prior p(z | y = c).
+    """
 
     latent_dim: int = 64
     width: int = 128
@@ -35,11 +41,17 @@ class ModelConfig:
     kernel: int = 4
     label_in_mean: bool = True
     init: str = "paper"
+    prior: str = "normal"
 
 
 @dataclass
 class TrainConfig:
-    """Objective (SPEC §2), latent oversampling (§3) and schedule of training."""
+    """Objective (SPEC §2), latent oversampling (§3) and schedule of training.
+
+    `prior_weight` weighs the KL of q(z|x,y) to a learned prior (`model.prior` other than
+    "normal"), the DGCMM regulariser that stands beside (or, with `mmd_weight` 0, replaces) the
+    MMD to N(0, I).
+    """
 
     epochs: int = 50
     batch_size: int = 100
@@ -47,6 +59,7 @@ class TrainConfig:
     schedule: str = "manual"
     beta1: float = 0.5
     mmd_weight: float = 1.0
+    prior_weight: float = 1.0
     cls_weight: float | None = None
     logit_adjust_tau: float = 0.0
     lvo: bool = True
@@ -236,6 +249,9 @@ def validate(cfg: RunConfig) -> None:
         (m.latent_dim >= 1 and m.width >= 1 and m.decoder_width >= 1,
          "latent size and widths must be positive"),
         (m.init in ("paper", "torch"), f"init must be 'paper' or 'torch', got {m.init!r}"),
+        (m.prior in PRIORS, f"model.prior must be one of {PRIORS}, got {m.prior!r}"),
+        (t.mmd_weight >= 0 and t.prior_weight >= 0, "train.mmd_weight and train.prior_weight "
+                                                    "must be >= 0"),
         (cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1, got {cfg.threads}"),
         *baseline_checks(cfg.baseline),
     ]

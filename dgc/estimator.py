@@ -29,7 +29,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from dgc.config import ModelConfig, PredictConfig, RunConfig, TrainConfig, validate
+from dgc.config import PRIORS, ModelConfig, PredictConfig, RunConfig, TrainConfig, validate
 from dgc.data import split_validation
 from dgc.errors import DGCError
 from dgc.io import load_checkpoint, save_checkpoint
@@ -90,6 +90,9 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         code does (an effective weight of `batch_size`).
     logit_adjust_tau : τ of the logit-adjusted cross-entropy (0: plain cross-entropy).
     validation_fraction : stratified share held out to select the best epoch; 0 keeps the last.
+    prior : p(z): "normal" (N(0, I) with the MMD, as the paper), "mixture" (DGCMM's learned
+        mixture, one component per class, with its KL in place of the MMD) or "class" (the
+        mixture with component c tied to class c).
     device : torch device for training and prediction.
     random_state : seed of the initialisation, data order, noise and validation split.
     verbose : >0 shows a progress bar over the epochs.
@@ -107,8 +110,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
                  epochs: int = 100, batch_size: int = 64, learning_rate: float = 1e-3,
                  sampling_rate: float = 0.6, samples: int = 10, cls_weight: float | None = 1.0,
                  logit_adjust_tau: float = 1.0, validation_fraction: float = 0.0,
-                 device: str = "cpu", random_state: int | np.random.RandomState | None = None,
-                 verbose: int = 0):
+                 prior: str = "normal", device: str = "cpu",
+                 random_state: int | np.random.RandomState | None = None, verbose: int = 0):
         self.latent_dim = latent_dim
         self.width = width
         self.hidden = hidden
@@ -120,6 +123,7 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         self.cls_weight = cls_weight
         self.logit_adjust_tau = logit_adjust_tau
         self.validation_fraction = validation_fraction
+        self.prior = prior
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -191,6 +195,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         if not _is_number(self.validation_fraction) or not 0 <= self.validation_fraction < 1:
             raise DGCError(f"validation_fraction must be in [0, 1), got "
                            f"{self.validation_fraction!r}")
+        if self.prior not in PRIORS:
+            raise DGCError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
         try:
             device = torch.device(self.device)
         except (RuntimeError, TypeError) as error:
@@ -207,7 +213,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
             schedule="cosine", cls_weight=None if self.cls_weight is None
             else float(self.cls_weight), logit_adjust_tau=float(self.logit_adjust_tau),
             lvo=False, sampling_rate=float(self.sampling_rate), augment=False,
-            val_fraction=float(self.validation_fraction))
+            val_fraction=float(self.validation_fraction),
+            mmd_weight=1.0 if self.prior == "normal" else 0.0)
         cfg = RunConfig(exp="sklearn", seed=seed, method="dgc", preset="estimator",
                         device=str(self.device), model=self._model_config(),
                         train=train, predict=self._predict_config())
@@ -217,9 +224,11 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
     def _model_config(self) -> ModelConfig:
         if self._is_table():
             return ModelConfig(latent_dim=self.latent_dim, width=self.width,
-                               decoder_width=self.width, hidden=self.hidden, init="torch")
+                               decoder_width=self.width, hidden=self.hidden, init="torch",
+                               prior=self.prior)
         return ModelConfig(latent_dim=self.latent_dim, width=self.width,
-                           decoder_width=max(1, self.width // 4), hidden=self.hidden)
+                           decoder_width=max(1, self.width // 4), hidden=self.hidden,
+                           prior=self.prior)
 
     def _predict_config(self) -> PredictConfig:
         return PredictConfig(samples=self.samples, rule="bayes")

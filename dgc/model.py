@@ -2,6 +2,8 @@
 
     p(x, y, z) = N(z; 0, I) · p(x | z) · p(y | z)
 
+or, with a learned mixture prior (DGCMM, SPEC §9), p(z) = Σ_c π_c N(z; m_c, s_c²).
+
 The encoder's convolutional trunk sees the image alone; the label enters after the flatten, as
 `Linear(concat(flat, onehot(y)))`, written here as `Linear(flat) + Embedding(y)` (the same map),
 so the trunk runs once per image however many classes are scored. Convolutions use TensorFlow's
@@ -187,6 +189,54 @@ class LabelHead(nn.Module):
         return self.net(z)
 
 
+class MixturePrior(nn.Module):
+    """A learned p(z) = Σ_c π_c N(z; m_c, diag s_c²) with one component per class (DGCMM).
+
+    Untied ("mixture"), the components are free and q(z|x,y) is pulled towards them by the
+    VaDE regulariser, each in proportion to its responsibility for the code. Tied ("class"),
+    component c is class c's prior p(z | y = c): the regulariser is the KL to the label's own
+    component, and the Bayes rule scores a class's codes under that class's component, so the
+    latent geometry takes part in the decision. Densities omit the −(k/2)·log 2π they all share.
+    """
+
+    def __init__(self, n_classes: int, latent_dim: int, tied: bool):
+        super().__init__()
+        self.tied = tied
+        self.logits = nn.Parameter(torch.zeros(n_classes))
+        self.means = nn.Parameter(torch.randn(n_classes, latent_dim))
+        self.logvar = nn.Parameter(torch.zeros(n_classes, latent_dim))
+
+    def components(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z; m_c, s_c²) for every component: (..., k) → (..., C)."""
+        logvar = self.logvar.clamp(-LOGVAR_CLIP, LOGVAR_CLIP)
+        distance = (z[..., None, :] - self.means).pow(2) / logvar.exp()
+        return -0.5 * (distance + logvar).sum(-1)
+
+    def log_density(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log p(z | y) when tied, else the mixture's log p(z); `y` broadcasts against z[..., 0]."""
+        per_component = self.components(z)
+        if self.tied:
+            index = y.expand(per_component.shape[:-1])[..., None]
+            return per_component.gather(-1, index).squeeze(-1)
+        return torch.logsumexp(torch.log_softmax(self.logits, 0) + per_component, dim=-1)
+
+    def kl(self, mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor,
+           y: torch.Tensor) -> torch.Tensor:
+        """Batch mean of KL(q(z|x,y) ‖ prior): to the label's component when tied, else VaDE's
+        responsibility-weighted KL plus the KL of the responsibilities to π."""
+        prior_logvar = self.logvar.clamp(-LOGVAR_CLIP, LOGVAR_CLIP)
+        # (B, C): KL(N(μ, σ²) ‖ N(m_c, s_c²)) for every component
+        per_component = 0.5 * (prior_logvar - logvar[:, None, :]
+                               + (logvar.exp()[:, None, :] + (mu[:, None, :] - self.means).pow(2))
+                               / prior_logvar.exp() - 1.0).sum(-1)
+        if self.tied:
+            return per_component.gather(1, y[:, None]).mean()
+        log_pi = torch.log_softmax(self.logits, 0)
+        log_gamma = torch.log_softmax(log_pi + self.components(z), dim=1)
+        gamma = log_gamma.exp()
+        return (gamma * (per_component + log_gamma - log_pi)).sum(1).mean()
+
+
 class DGC(nn.Module):
     """The whole generative classifier; `image_shape` is (H, W, C), or (d,) for feature vectors."""
 
@@ -201,6 +251,8 @@ class DGC(nn.Module):
         else:
             self.decoder = Decoder(self.image_shape, cfg)
         self.head = LabelHead(n_classes, cfg)
+        self.prior = (MixturePrior(n_classes, cfg.latent_dim, tied=cfg.prior == "class")
+                      if cfg.prior != "normal" else None)
         if cfg.init == "paper":
             self.apply(paper_init)
         self.to(memory_format=torch.channels_last)  # faster convolutions on the CPU

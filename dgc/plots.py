@@ -42,6 +42,7 @@ LOSS_TERMS = {
     "loss": "total objective L (joint step)",
     "recon": "reconstruction 0.5·||x − G_X(z)||²",
     "mmd": "IMQ-MMD of the codes to N(0, I)",
+    "prior_kl": "KL of q(z|x,y) to the learned mixture prior",
     "cls": "cross-entropy term of L",
     "head_cls": "label-head step on oversampled codes",
     "lvo": "extra encoder (LVO) step: L",

@@ -5,6 +5,9 @@ For every image x and class c, S codes z_c^s ~ q(z | x, y = c) are scored by
     log w_c^s = −½‖x − G_X(z_c^s)‖²  +  log softmax(G_Y(z_c^s))_c
     score_c   = log mean_s exp(log w_c^s),     p(y | x) = softmax_c(score_c)
 
+With a learned mixture prior (DGCMM) the rule also adds log p(z_c^s | y = c) (class-tied) or
+the mixture's log p(z_c^s) to log w_c^s: the `latent` term.
+
 The trunk runs once per image, every (class, sample) code of a batch of images goes through the
 decoder in one pass, and the noise ε^s is drawn once per call from a seeded generator and shared
 by all images and classes, so the same model gives the same answer for an image whatever else is
@@ -33,7 +36,7 @@ def class_scores(model: DGC, x: torch.Tensor, cfg: PredictConfig, seed: int = 0,
     `terms` overrides the ones `cfg.rule` and `cfg.importance` choose (see `sample_terms`).
     """
     if terms is None:
-        terms = RULE_TERMS[cfg.rule] + (("prior",) if cfg.importance else ())
+        terms = rule_terms(model, cfg)
     n_classes, k = model.n_classes, model.cfg.latent_dim
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(cfg.samples, k, generator=generator).to(x.device)
@@ -54,13 +57,31 @@ def class_scores(model: DGC, x: torch.Tensor, cfg: PredictConfig, seed: int = 0,
     return torch.cat(scores)
 
 
+def rule_terms(model: DGC, cfg: PredictConfig) -> tuple[str, ...]:
+    """The terms of `cfg.rule`: a learned prior's `latent` term joins the full Bayes rule."""
+    terms = RULE_TERMS[cfg.rule]
+    if cfg.rule == "bayes" and model.prior is not None:
+        terms += ("latent",)
+    return terms + (("prior",) if cfg.importance else ())
+
+
+def latent_term(model: DGC, codes: torch.Tensor) -> torch.Tensor:
+    """log p(z) of codes (B, C, S, k) under the model's prior, class c's for row c when tied;
+    up to a constant shared by every class."""
+    if model.prior is None:
+        return -0.5 * codes.pow(2).sum(-1)
+    classes = torch.arange(codes.shape[1], device=codes.device).view(1, -1, 1)
+    return model.prior.log_density(codes, classes)
+
+
 def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[str, ...],
                  kept: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Per-sample log-weight terms, each (B, C, S), and the codes (B, C, S, k).
 
-    `label` = log softmax(G_Y(z))_c, `recon` = −½‖x − G_X(z)‖², `prior` = log p(z) − log q(z|x,c)
-    (the importance correction Eq. 9 leaves out). Classes outside the label term's `kept` best
-    are −inf.
+    `label` = log softmax(G_Y(z))_c, `recon` = −½‖x − G_X(z)‖², `latent` = log p(z) under the
+    model's prior (`latent_term`), `prior` = log p(z) − log q(z|x,c) (the importance correction
+    Eq. 9 leaves out). Classes outside the `kept` best by the cheap terms (label, and latent
+    when it is used) are −inf.
     """
     mu, logvar = model.encoder.all_classes(model.encoder.features(x))
     std = std_from_logvar(logvar)
@@ -72,20 +93,24 @@ def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[
     out: dict[str, torch.Tensor] = {}
     if "label" in terms:
         out["label"] = label
-    if "prior" in terms:  # log N(z; 0, I) − log N(z; μ, σ²), constants cancel
-        out["prior"] = (-0.5 * codes.pow(2).sum(-1) + 0.5 * noise.pow(2).sum(-1)
-                        + torch.log(std).sum(-1)[:, :, None])
+    if "latent" in terms or "prior" in terms:
+        latent = latent_term(model, codes)
+        if "latent" in terms:
+            out["latent"] = latent
+        if "prior" in terms:  # − log N(z; μ, σ²) up to the same constant as `latent`
+            out["prior"] = (latent + 0.5 * noise.pow(2).sum(-1)
+                            + torch.log(std).sum(-1)[:, :, None])
+    ranking = torch.logsumexp(label + out.get("latent", 0.0), dim=2)
     if "recon" in terms:
         classes = torch.arange(n_classes, device=x.device).expand(batch, n_classes)
         if kept < n_classes:
-            classes = torch.logsumexp(label, dim=2).topk(kept, dim=1).indices
+            classes = ranking.topk(kept, dim=1).indices
         index = classes[:, :, None].expand(batch, kept, samples)
         chosen = codes.gather(1, classes[:, :, None, None].expand(batch, kept, samples, k))
         recon = model.decoder(chosen.reshape(-1, k)).view(batch, kept, samples, *x.shape[1:])
         error = -0.5 * (recon - x[:, None, None]).pow(2).flatten(3).sum(-1)
         out["recon"] = torch.full_like(label, -math.inf).scatter(1, index, error)
     elif kept < n_classes:
-        ranking = torch.logsumexp(label, dim=2)
         dropped = ranking.topk(n_classes - kept, dim=1, largest=False).indices
         for name in out:
             out[name] = out[name].scatter(1, dropped[:, :, None].expand(-1, -1, samples),
@@ -101,8 +126,11 @@ def decompose(model: DGC, x: torch.Tensor, y: np.ndarray, cfg: PredictConfig,
     """
     exact = dataclasses.replace(cfg, top_k=None, mmd_term=False)
     report = {}
-    for terms in (("label",), ("recon",), ("prior",), ("recon", "label"),
-                  ("recon", "label", "prior")):
+    combinations = [("label",), ("recon",), ("prior",), ("recon", "label"),
+                    ("recon", "label", "prior")]
+    if model.prior is not None:
+        combinations[3:3] = [("latent",), ("label", "latent"), ("recon", "label", "latent")]
+    for terms in combinations:
         score = class_scores(model, x, exact, seed, terms)
         prediction = score.argmax(1).cpu().numpy()
         recalls = [float(np.mean(prediction[y == c] == c)) for c in np.unique(y)]

@@ -37,6 +37,8 @@ from dgc.metrics import compute_metrics
 from dgc.model import DGC, reparameterise, std_from_logvar
 from dgc.prediction import class_scores
 
+TERM_NAMES = {"recon": "reconstruction", "mmd": "MMD", "prior_kl": "prior KL",
+              "cls": "cross-entropy"}
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the generation before CHECKPOINT, should that be damaged
 BEST = "best.pt"
@@ -233,7 +235,7 @@ class EpochTrainer:
 class Trainer(EpochTrainer):
     """DGC: encoder pre-training, the LVO step, the joint step and the oversampled head step."""
 
-    shown = ("recon", "mmd", "cls")
+    shown = ("recon", "mmd", "prior_kl", "cls")
     remedy = ("a lower learning rate (--lr), gradient clipping (--grad-clip) or a smaller "
               "--sampling-rate")
 
@@ -314,16 +316,23 @@ class Trainer(EpochTrainer):
 
     def objective(self, x: torch.Tensor,
                   y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
-        """L = ½‖x − G_X(z)‖² + λ·MMD_IMQ(z, prior) + w_cls·CE(y, G_Y(z))  (SPEC §2)."""
+        """L = ½‖x − G_X(z)‖² + λ·MMD_IMQ(z, N(0, I)) + w_cls·CE(y, G_Y(z))  (SPEC §2),
+        plus β·KL(q(z|x,y) ‖ learned prior) with a mixture prior (DGCMM); a term whose weight
+        is 0 is not computed."""
         t = self.cfg.train
         out = self.model(x, y, self.noise(len(y)))
-        recon = reconstruction_loss(x, out["recon"])
-        mmd = imq_mmd(out["z"], self.noise(len(y)))
-        cls = classification_loss(out["logits"], y, t.cls_weight, self.log_prior,
-                                  t.logit_adjust_tau)
-        self.check_finite({"reconstruction": recon, "MMD": mmd, "cross-entropy": cls})
-        loss = recon + t.mmd_weight * mmd + cls
-        terms = {"recon": recon, "mmd": mmd, "cls": cls}
+        terms = {"recon": reconstruction_loss(x, out["recon"])}
+        loss = terms["recon"]
+        if t.mmd_weight:
+            terms["mmd"] = imq_mmd(out["z"], self.noise(len(y)))
+            loss = loss + t.mmd_weight * terms["mmd"]
+        if self.model.prior is not None and t.prior_weight:
+            terms["prior_kl"] = self.model.prior.kl(out["mu"], out["logvar"], out["z"], y)
+            loss = loss + t.prior_weight * terms["prior_kl"]
+        terms["cls"] = classification_loss(out["logits"], y, t.cls_weight, self.log_prior,
+                                           t.logit_adjust_tau)
+        loss = loss + terms["cls"]
+        self.check_finite({TERM_NAMES[name]: value for name, value in terms.items()})
         return loss, {name: float(value.detach()) for name, value in terms.items()}, out
 
     def noise(self, n: int) -> torch.Tensor:

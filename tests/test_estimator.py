@@ -213,6 +213,7 @@ def test_clear_errors_for_bad_input() -> None:
     ("validation_fraction", 1.0, r"validation_fraction must be in \[0, 1\)"),
     ("cls_weight", 0.0, "cls_weight must be None"),
     ("samples", 0, "samples must be a positive integer"),
+    ("prior", "gmm", "prior must be one of normal, mixture, class"),
     ("device", "gpu-please", "is not a torch device"),
 ])
 def test_bad_hyper_parameters_name_the_argument(param: str, value: object, message: str) -> None:
@@ -328,3 +329,18 @@ def test_images_in_any_layout_and_scaling_train_the_same(digits_data: Imbalanced
     uint8.save(tmp_path / "images.pt")
     loaded = DGCClassifier.load(tmp_path / "images.pt")
     np.testing.assert_array_equal(loaded.predict_proba(x_test), proba)
+
+
+@pytest.mark.parametrize("prior", ["mixture", "class"])
+def test_mixture_prior_estimator_learns_and_round_trips(table: tuple[np.ndarray, ...],
+                                                        digits_data: ImbalancedData,
+                                                        tmp_path: Path, prior: str) -> None:
+    x, y, x_test, y_test = table
+    fitted = DGCClassifier(**FAST, prior=prior, random_state=0).fit(x, y)
+    assert fitted.model_.prior is not None and fitted.model_.prior.tied == (prior == "class")
+    assert "prior_kl" in fitted.history_["epochs"][-1]
+    metrics = compute_metrics(y_test, fitted.predict(x_test), digits_data.train_counts)
+    assert metrics["acsa"] > 0.3  # chance is 0.1
+    fitted.save(tmp_path / "mm.pt")
+    loaded = DGCClassifier.load(tmp_path / "mm.pt")
+    np.testing.assert_array_equal(loaded.predict_proba(x_test), fitted.predict_proba(x_test))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from dgc.config import ModelConfig
-from dgc.model import DGC, Encoder, encoder_depth, images_to_tensor, same_pad
+from dgc.model import DGC, Encoder, MixturePrior, encoder_depth, images_to_tensor, same_pad
 
 SMALL = ModelConfig(latent_dim=8, width=4, decoder_width=2, hidden=32)
 
@@ -148,3 +151,76 @@ def test_images_to_tensor() -> None:
     torch.testing.assert_close(x, expected)
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     np.testing.assert_array_equal(images, copy)
+
+
+# -- the learned mixture prior (DGCMM) --------------------------------------------------------
+
+def mixture_prior(tied: bool) -> MixturePrior:
+    torch.manual_seed(3)
+    prior = MixturePrior(n_classes=3, latent_dim=5, tied=tied)
+    with torch.no_grad():
+        prior.logits.copy_(torch.tensor([1.0, 0.0, -1.0]))
+        prior.logvar.normal_(0.0, 0.5)
+    return prior
+
+
+def test_tied_prior_kl_is_the_gaussian_kl_to_the_label_component() -> None:
+    prior = mixture_prior(tied=True)
+    mu, logvar = torch.randn(4, 5), torch.randn(4, 5) * 0.3
+    y = torch.tensor([0, 2, 1, 2])
+    q = torch.distributions.Normal(mu, logvar.mul(0.5).exp())
+    p = torch.distributions.Normal(prior.means[y], prior.logvar[y].mul(0.5).exp())
+    expected = torch.distributions.kl_divergence(q, p).sum(1).mean()
+    torch.testing.assert_close(prior.kl(mu, logvar, mu, y), expected)
+
+
+def test_mixture_kl_reduces_to_one_component_when_all_are_equal() -> None:
+    """VaDE's regulariser: identical components and uniform π give the plain Gaussian KL."""
+    prior = mixture_prior(tied=False)
+    with torch.no_grad():
+        prior.logits.zero_()
+        prior.means.copy_(prior.means[:1].expand(3, -1))
+        prior.logvar.copy_(prior.logvar[:1].expand(3, -1))
+    mu, logvar = torch.randn(4, 5), torch.randn(4, 5) * 0.3
+    q = torch.distributions.Normal(mu, logvar.mul(0.5).exp())
+    p = torch.distributions.Normal(prior.means[0], prior.logvar[0].mul(0.5).exp())
+    expected = torch.distributions.kl_divergence(q, p).sum(1).mean()
+    z = mu + torch.randn(4, 5)
+    torch.testing.assert_close(prior.kl(mu, logvar, z, torch.zeros(4, dtype=torch.long)),
+                               expected)
+    # distinct components: Σ γ_c (KL_c + log γ_c − log π_c) ≥ −log Σ π_c exp(−KL_c) (Gibbs),
+    # with equality at γ_c ∝ π_c exp(−KL_c)
+    prior = mixture_prior(tied=False)
+    with torch.no_grad():
+        p = torch.distributions.Normal(prior.means, prior.logvar.mul(0.5).exp())
+        per_component = torch.distributions.kl_divergence(
+            torch.distributions.Normal(mu[:, None, :], logvar[:, None, :].mul(0.5).exp()),
+            p).sum(-1)
+        log_pi = torch.log_softmax(prior.logits, 0)
+        bound = -torch.logsumexp(log_pi - per_component, dim=1).mean()
+        kl = prior.kl(mu, logvar, z, torch.zeros(4, dtype=torch.long))
+    assert float(kl) >= float(bound) - 1e-5
+
+
+def test_mixture_log_density_matches_torch_distributions() -> None:
+    prior = mixture_prior(tied=False)
+    z = torch.randn(7, 5)
+    components = torch.distributions.Independent(
+        torch.distributions.Normal(prior.means, prior.logvar.mul(0.5).exp()), 1)
+    mixture = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=prior.logits), components)
+    const = 0.5 * 5 * math.log(2 * math.pi)
+    torch.testing.assert_close(prior.log_density(z, torch.zeros(7, dtype=torch.long)),
+                               mixture.log_prob(z) + const)
+    tied = mixture_prior(tied=True)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 2])
+    torch.testing.assert_close(tied.log_density(z, y),
+                               components.log_prob(z[:, None, :])[torch.arange(7), y] + const)
+
+
+def test_models_have_a_prior_only_when_asked() -> None:
+    cfg = ModelConfig(latent_dim=4, width=4, decoder_width=2, hidden=16)
+    assert DGC((8, 8, 1), 3, cfg).prior is None
+    model = DGC((8, 8, 1), 3, dataclasses.replace(cfg, prior="class"))
+    assert model.prior.tied and model.prior.means.shape == (3, 4)
+    assert not DGC((8, 8, 1), 3, dataclasses.replace(cfg, prior="mixture")).prior.tied

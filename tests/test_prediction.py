@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from dgc.config import ModelConfig, PredictConfig
 from dgc.model import DGC
-from dgc.prediction import class_scores, predict_proba
+from dgc.prediction import class_scores, decompose, predict_proba
 
 N_CLASSES = 3
 SHAPE = (8, 8, 1)
@@ -137,3 +138,72 @@ def test_predict_proba(model: DGC) -> None:
     pruned = predict_proba(model, images, PredictConfig(samples=2, top_k=2), seed=1)
     assert np.all((pruned == 0).sum(1) == 1)
     np.testing.assert_allclose(pruned.sum(1), 1.0, atol=1e-5)
+
+
+# -- a learned mixture prior (DGCMM) ----------------------------------------------------------
+
+@pytest.mark.parametrize("prior", ["mixture", "class"])
+def test_bayes_rule_adds_the_learned_prior(tiny_model_cfg: ModelConfig, images: torch.Tensor,
+                                           prior: str) -> None:
+    """The fast rule equals SPEC §4's slow loop plus log p(z) (class c's component when tied)."""
+    torch.manual_seed(0)
+    model = DGC(SHAPE, N_CLASSES, dataclasses.replace(tiny_model_cfg, prior=prior))
+    with torch.no_grad():
+        model.prior.logits.copy_(torch.tensor([0.5, -0.2, 0.1]))
+        model.prior.logvar.normal_(0.0, 0.3)
+        model.encoder.logvar.bias.fill_(-1.0)  # σ ≈ 0.6, so the samples really differ
+    fast = class_scores(model, images, PredictConfig(samples=3), seed=4)
+
+    generator = torch.Generator().manual_seed(4)
+    noise = torch.randn(3, model.cfg.latent_dim, generator=generator)
+    model.eval()
+    components = torch.distributions.Normal(model.prior.means.detach(),
+                                            model.prior.logvar.detach().mul(0.5).exp())
+    log_pi = torch.log_softmax(model.prior.logits.detach(), 0)
+    const = 0.5 * model.cfg.latent_dim * math.log(2 * math.pi)  # dropped by the model
+    slow = torch.empty(len(images), N_CLASSES)
+    with torch.no_grad():
+        for i in range(len(images)):
+            for c in range(N_CLASSES):
+                mu, logvar = model.encoder(images[i:i + 1], torch.tensor([c]))
+                z = mu + torch.sqrt(1e-8 + logvar.exp()) * noise  # (S, k)
+                recon = -0.5 * (images[i:i + 1] - model.decoder(z)).pow(2).flatten(1).sum(1)
+                label = torch.log_softmax(model.head(z), dim=1)[:, c]
+                per_component = components.log_prob(z[:, None, :]).sum(-1) + const  # (S, C)
+                latent = (per_component[:, c] if prior == "class"
+                          else torch.logsumexp(log_pi + per_component, dim=1))
+                slow[i, c] = torch.logsumexp(recon + label + latent, 0) - math.log(3)
+    torch.testing.assert_close(fast, slow, atol=2e-4, rtol=1e-5)
+
+
+def test_top_k_ranks_by_label_and_latent_terms(tiny_model_cfg: ModelConfig,
+                                               images: torch.Tensor) -> None:
+    """Pruning keeps the classes the cheap terms (label + class-tied prior) rank best."""
+    torch.manual_seed(0)
+    model = DGC(SHAPE, N_CLASSES, dataclasses.replace(tiny_model_cfg, prior="class"))
+    cheap = class_scores(model, images, PredictConfig(samples=2), seed=1,
+                         terms=("label", "latent"))
+    pruned = class_scores(model, images, PredictConfig(samples=2, top_k=1), seed=1)
+    assert torch.equal(torch.isfinite(pruned).nonzero()[:, 1], cheap.argmax(1))
+
+
+@pytest.mark.parametrize("prior", ["normal", "class"])
+def test_decompose_scores_each_term_alone(tiny_model_cfg: ModelConfig, images: torch.Tensor,
+                                          prior: str) -> None:
+    torch.manual_seed(0)
+    model = DGC(SHAPE, N_CLASSES, dataclasses.replace(tiny_model_cfg, prior=prior))
+    y = np.array([0, 1, 2, 0, 1, 2])
+    report = decompose(model, images, y, PredictConfig(samples=2, top_k=1), seed=3)
+    expected = ["label", "recon", "prior", "recon+label", "recon+label+prior"]
+    if prior != "normal":
+        expected[3:3] = ["latent", "label+latent", "recon+label+latent"]
+    assert list(report) == expected
+    for terms, row in report.items():
+        # every class is scored (no pruning), so the ACSA is the score's own
+        score = class_scores(model, images, PredictConfig(samples=2), seed=3,
+                             terms=tuple(terms.split("+")))
+        recalls = [np.mean(score.argmax(1).numpy()[y == c] == c) for c in range(N_CLASSES)]
+        assert row["acsa"] == pytest.approx(np.mean(recalls))
+        assert row["spread"] == pytest.approx(float((score.max(1).values
+                                                     - score.min(1).values).mean()))
+        assert row["spread"] > 0

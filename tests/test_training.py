@@ -21,6 +21,7 @@ from dgc.config import RunConfig, apply_overrides, build_config
 from dgc.data import ImbalancedData
 from dgc.errors import DGCError
 from dgc.experiment import build_model, evaluate_run, load_run, to_train_data, train_run
+from dgc.methods import get_method
 from dgc.training import TrainData, Trainer, learning_rate
 
 METRIC_KEYS = {"acsa", "f_macro", "g_macro", "r_mi", "p_ma", "accuracy", "precision_macro",
@@ -293,3 +294,22 @@ def test_resume_to_more_epochs_with_epoch_dependent_schedule(
         train_run(digits_config(tmp_path / "split", *settings, "train.epochs=3"),
                   resume=True, progress=False, log=quiet)
 
+
+
+@pytest.mark.parametrize("prior", ["mixture", "class"])
+def test_mixture_prior_trains_and_replaces_the_mmd(digits_config: Callable[..., RunConfig],
+                                                   tmp_path: Path, prior: str) -> None:
+    """A mixture prior (untied, or tied to the classes) is learned, logs its KL, skips the MMD."""
+    dgcmm = get_method("dgcmm").configure(build_config("fashion", "cpu"))
+    assert (dgcmm.model.prior, dgcmm.train.mmd_weight) == ("mixture", 0.0)
+    cfg = digits_config(tmp_path, "train.epochs=10", "train.lr=0.003", f"model.prior={prior}",
+                        "train.mmd_weight=0")
+    metrics = train_run(cfg, progress=False, log=quiet)
+    assert metrics["acsa"] > 0.3  # a majority-class predictor has 0.1
+    epochs = read(tmp_path / "history.json")["epochs"]
+    assert all("prior_kl" in e and "mmd" not in e for e in epochs)
+    assert all(math.isfinite(e["prior_kl"]) for e in epochs)
+    learned = load_run(tmp_path).model.prior  # log-variances start at 0, weights uniform
+    assert float(learned.logvar.detach().abs().max()) > 1e-3
+    if prior == "mixture":
+        assert float(learned.logits.detach().abs().max()) > 1e-4
