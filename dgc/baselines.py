@@ -254,7 +254,7 @@ class ClassifierTrainer(EpochTrainer):
         self.check_finite({f"{self.cfg.method} training": loss})
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.clip(self.model.parameters())
+        self.finish_gradients(self.model.parameters())
         self.optimizer.step()
         return {"loss": float(loss.detach())}
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dgc import distributed
 from dgc.benchmark import PUBLISHED, parse_methods, parse_seeds, plan, run_bench
 from dgc.config import SPEC_SAMPLES, apply_overrides, build_config, validate
 from dgc.data import dataset_names
@@ -205,9 +206,14 @@ def command_train(args: argparse.Namespace) -> None:
     cfg = apply_overrides(cfg, args.set)
     cfg = dataclasses.replace(cfg, out=args.out or default_out(cfg))
     validate(cfg)
-    print(f"dgc: preset {preset} ({'CUDA found' if cuda else 'no CUDA device'}), "
-          f"device {device}")
-    metrics = train_run(cfg, resume=args.resume, progress=not args.quiet)
+    with distributed.session(device):
+        main = distributed.is_main()
+        if main:
+            print(f"dgc: preset {preset} ({'CUDA found' if cuda else 'no CUDA device'}), "
+                  f"device {device}")
+        metrics = train_run(cfg, resume=args.resume, progress=not args.quiet)
+    if not main:
+        return  # process 0 of torchrun's group reports the run
     print(format_metrics(metrics, title=f"{cfg.method} on {cfg.exp}, seed {cfg.seed} (test set)"))
     print(f"training {metrics['seconds_train']:.0f} s, test prediction "
           f"{metrics['seconds_predict']:.0f} s; files in {cfg.out}")
@@ -372,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                "predict": command_predict, "report": command_report, "sweep": command_sweep,
                "sample": command_sample, "bench": command_bench}[args.command]
     try:
+        if distributed.launched() and args.command != "train":
+            raise DGCError(f"only `dgc train` runs under torchrun; run `dgc {args.command}` as "
+                           "one process")
         handler(args)
     except DGCError as error:
         if args.debug:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dgc import distributed
 from dgc.augment import augment_batch
 from dgc.config import PredictConfig, RunConfig
 from dgc.errors import DGCError
@@ -153,19 +154,33 @@ class EpochTrainer:
         """The training rows of one epoch, in the order they are visited."""
         return torch.randperm(len(self.data.y), generator=self.generator)
 
+    def shared_order(self) -> torch.Tensor:
+        """`epoch_order`, the same in every torchrun process, which then each draw their own
+        noise and augmentation; both are seeded by (seed, epoch), so resuming stays exact."""
+        if distributed.world_size() == 1:
+            return self.epoch_order()
+        self.generator.manual_seed(distributed.derived_seed(self.cfg.seed, self.epoch))
+        order = self.epoch_order()
+        self.generator.manual_seed(distributed.derived_seed(self.cfg.seed, self.epoch,
+                                                            distributed.rank()))
+        return order
+
     def train_epoch(self) -> dict[str, Any]:
         t = self.cfg.train
-        order = self.epoch_order()
-        batches = [order[i:i + t.batch_size] for i in range(0, len(order), t.batch_size)]
-        batches = [b for b in batches if len(b) >= 2]
+        world, rank = distributed.world_size(), distributed.rank()
+        order = self.shared_order()
+        size = t.batch_size * world  # under torchrun each process takes its share of a step
+        batches = [order[i:i + size] for i in range(0, len(order), size)]
+        batches = [b for b in batches if len(b) >= 2 * world]
         sums: dict[str, float] = {}
         for i, index in enumerate(batches):
             lr = learning_rate(self.cfg, self.epoch + i / len(batches))
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            for name, value in self.train_step(index).items():
+            for name, value in self.train_step(index[rank::world]).items():
                 sums[name] = sums.get(name, 0.0) + value
             self.step += 1
+        distributed.average_buffers(self.model)
         record = {name: value / len(batches) for name, value in sums.items()}
         return {"epoch": self.epoch + 1, "lr": learning_rate(self.cfg, self.epoch), **record}
 
@@ -181,7 +196,10 @@ class EpochTrainer:
             x = augment_batch(x, t.crop_pad, self.data.hflip, self.generator)
         return x, y
 
-    def clip(self, parameters: Any) -> None:
+    def finish_gradients(self, parameters: Any) -> None:
+        """Average the gradients over torchrun's processes (none without it), then clip them."""
+        parameters = list(parameters)
+        distributed.average_gradients(parameters)
         if self.cfg.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(parameters, self.cfg.train.grad_clip)
 
@@ -264,11 +282,12 @@ class Trainer(EpochTrainer):
             index = torch.randperm(n, generator=self.generator)[: t.pretrain_batch]
             mu, logvar = self.model.encoder(self.data.x[index], self.data.y[index])
             loss = moment_matching_loss(reparameterise(mu, logvar, self.noise(len(index))))
-            loss_value = float(loss.detach())
+            loss_value = float(distributed.mean(loss.detach()))
             if loss_value < t.pretrain_tol or steps >= t.pretrain_steps:
                 break
             self.encoder_optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(self.model.encoder.parameters())
             self.encoder_optimizer.step()
             steps += 1
         return {"steps": steps, "loss": loss_value}
@@ -282,13 +301,13 @@ class Trainer(EpochTrainer):
             loss, _, _ = self.objective(x, y)
             self.encoder_optimizer.zero_grad(set_to_none=True)
             loss.backward(inputs=list(self.model.encoder.parameters()))
-            self.clip(self.model.encoder.parameters())
+            self.finish_gradients(self.model.encoder.parameters())
             self.encoder_optimizer.step()
             values["lvo"] = float(loss.detach())
         loss, terms, out = self.objective(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.clip(self.model.parameters())
+        self.finish_gradients(self.model.parameters())
         self.optimizer.step()
         values.update(terms, loss=float(loss.detach()))
 
@@ -300,7 +319,7 @@ class Trainer(EpochTrainer):
         self.check_finite({"oversampled cross-entropy": head_loss})
         self.optimizer.zero_grad(set_to_none=True)
         head_loss.backward()
-        self.clip(self.model.head.parameters())
+        self.finish_gradients(self.model.head.parameters())
         self.optimizer.step()
         values["head_cls"] = float(head_loss.detach())
         return values
