@@ -62,6 +62,8 @@ def add_predict_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exact", action="store_true",
                         help="SPEC §4 as written: Bayes rule over every class, S = 10 unless "
                              "--samples says otherwise")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bfloat16 autocast on CUDA (train: training and prediction)")
 
 
 def add_series_options(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +80,8 @@ def add_series_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--exact", action="store_true",
                         help="every DGC run predicts with SPEC §4 as written (all classes, S = 10)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bfloat16 autocast on CUDA, in training and prediction")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +170,8 @@ def predict_settings(args: argparse.Namespace, base: object) -> object:
                                  ("top_k", args.top_k)) if v is not None}
     if args.importance:
         changes["importance"] = True
+    if args.bf16:
+        changes["bf16"] = True
     if args.exact:
         changes.update(rule="bayes", top_k=None, samples=args.samples or SPEC_SAMPLES)
     return dataclasses.replace(base, **changes)
@@ -177,6 +183,8 @@ def series_overrides(args: argparse.Namespace) -> list[str]:
     if args.exact:
         overrides += ["predict.rule=bayes", "predict.top_k=null",
                       f"predict.samples={SPEC_SAMPLES}"]
+    if args.bf16:
+        overrides += ["train.bf16=true", "predict.bf16=true"]
     return overrides + args.set
 
 
@@ -201,6 +209,8 @@ def command_train(args: argparse.Namespace) -> None:
                                        ("sampling_rate", args.sampling_rate),
                                        ("val_fraction", args.val_fraction),
                                        ("grad_clip", args.grad_clip)) if v is not None}
+    if args.bf16:
+        train_changes["bf16"] = True
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_changes),
                               predict=predict_settings(args, cfg.predict))
     cfg = apply_overrides(cfg, args.set)

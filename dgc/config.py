@@ -21,6 +21,8 @@ CLASS_WEIGHTINGS = ("none", "inverse", "effective")
 RESAMPLERS = ("none", "ros", "smote")
 SECTIONS = ("model", "train", "predict", "baseline")
 SPEC_SAMPLES = 10  # S of SPEC §4
+BF16_NEEDS_CUDA = ("--bf16 (bfloat16 autocast) is for CUDA devices: on the CPU it is slower than "
+                   "float32 and only changes the numbers; drop --bf16 or use --device cuda")
 
 
 @dataclass
@@ -39,7 +41,10 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Objective (SPEC §2), latent oversampling (§3) and schedule of training."""
+    """Objective (SPEC §2), latent oversampling (§3) and schedule of training.
+
+    `bf16` runs the training steps' forward passes under bfloat16 autocast (CUDA only).
+    """
 
     epochs: int = 50
     batch_size: int = 100
@@ -60,6 +65,7 @@ class TrainConfig:
     val_fraction: float = 0.0
     eval_every: int = 1
     val_samples: int = 1
+    bf16: bool = False
 
 
 @dataclass
@@ -68,7 +74,8 @@ class PredictConfig:
 
     `top_k` spends the decoder only on the K classes the label term ranks best (None: all, as
     SPEC §4); `importance` adds log p(z) − log q(z|x,y) to every sample's weight (Eq. 9 leaves
-    it out); `decode_batch` bounds memory as the number of codes per decoder pass.
+    it out); `decode_batch` bounds memory as the number of codes per decoder pass; `bf16`
+    predicts (and validates) under bfloat16 autocast (CUDA only).
     """
 
     samples: int = SPEC_SAMPLES
@@ -77,6 +84,7 @@ class PredictConfig:
     mmd_term: bool = False
     importance: bool = False
     decode_batch: int = 4096
+    bf16: bool = False
 
 
 @dataclass
@@ -237,6 +245,7 @@ def validate(cfg: RunConfig) -> None:
          "latent size and widths must be positive"),
         (m.init in ("paper", "torch"), f"init must be 'paper' or 'torch', got {m.init!r}"),
         (cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1, got {cfg.threads}"),
+        (not (t.bf16 or p.bf16) or cfg.device.startswith("cuda"), BF16_NEEDS_CUDA),
         *baseline_checks(cfg.baseline),
     ]
     for ok, message in checks:

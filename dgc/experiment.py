@@ -21,7 +21,7 @@ import torch
 
 from dgc import distributed
 from dgc.baselines import Classifier, ClassifierTrainer, build_classifier, classifier_proba
-from dgc.config import PredictConfig, RunConfig, validate
+from dgc.config import BF16_NEEDS_CUDA, PredictConfig, RunConfig, validate
 from dgc.data import ImbalancedData, load_imbalanced, split_validation
 from dgc.errors import DGCError
 from dgc.io import atomic_write, load_checkpoint, read_json, write_json
@@ -103,8 +103,10 @@ def build_model(cfg: RunConfig, image_shape: tuple[int, int, int],
 def predict_images(model: DGC | Classifier, images: np.ndarray, cfg: RunConfig,
                    predict: PredictConfig) -> np.ndarray:
     """Class probabilities (N, C) of uint8 images: DGC's Bayes rule, or a classifier's softmax."""
+    if predict.bf16 and not cfg.device.startswith("cuda"):
+        raise DGCError(BF16_NEEDS_CUDA)
     if isinstance(model, Classifier):
-        return classifier_proba(model, images, device=cfg.device)
+        return classifier_proba(model, images, device=cfg.device, bf16=predict.bf16)
     return predict_proba(model, images, predict, seed=cfg.seed, device=cfg.device)
 
 
@@ -246,6 +248,7 @@ def evaluate_run(run_dir: str | Path, predict: PredictConfig) -> tuple[dict[str,
     metrics.update(seconds_predict=round(seconds, 2), predict=asdict(predict))
     tag = f"{predict.rule}-s{predict.samples}" + (f"-top{predict.top_k}" if predict.top_k else "")
     tag += ("-mmd" if predict.mmd_term else "") + ("-importance" if predict.importance else "")
+    tag += "-bf16" if predict.bf16 else ""
     path = Path(run_dir) / f"eval-{tag}.json"
     write_json(path, metrics)
     return metrics, path

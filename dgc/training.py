@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dgc import distributed
+from dgc import distributed, precision
 from dgc.augment import augment_batch
 from dgc.config import PredictConfig, RunConfig
 from dgc.errors import DGCError
@@ -196,6 +197,10 @@ class EpochTrainer:
             x = augment_batch(x, t.crop_pad, self.data.hflip, self.generator)
         return x, y
 
+    def mixed_precision(self) -> AbstractContextManager[Any]:
+        """bfloat16 autocast for a forward pass when `train.bf16` asks for it."""
+        return precision.autocast(self.cfg.train.bf16, self.data.x.device.type)
+
     def finish_gradients(self, parameters: Any) -> None:
         """Average the gradients over torchrun's processes (none without it), then clip them."""
         parameters = list(parameters)
@@ -280,8 +285,9 @@ class Trainer(EpochTrainer):
         steps = 0
         while True:
             index = torch.randperm(n, generator=self.generator)[: t.pretrain_batch]
-            mu, logvar = self.model.encoder(self.data.x[index], self.data.y[index])
-            loss = moment_matching_loss(reparameterise(mu, logvar, self.noise(len(index))))
+            with self.mixed_precision():
+                mu, logvar = self.model.encoder(self.data.x[index], self.data.y[index])
+                loss = moment_matching_loss(reparameterise(mu, logvar, self.noise(len(index))))
             loss_value = float(distributed.mean(loss.detach()))
             if loss_value < t.pretrain_tol or steps >= t.pretrain_steps:
                 break
@@ -314,8 +320,9 @@ class Trainer(EpochTrainer):
         rows = oversampling_index(y, self.data.train_counts, t.sampling_rate)
         mu, logvar = out["mu"].detach()[rows], out["logvar"].detach()[rows]
         z = reparameterise(mu, logvar, self.noise(len(rows)))
-        head_loss = classification_loss(self.model.head(z), y[rows], t.cls_weight,
-                                        self.log_prior, t.logit_adjust_tau)
+        with self.mixed_precision():
+            head_loss = classification_loss(self.model.head(z), y[rows], t.cls_weight,
+                                            self.log_prior, t.logit_adjust_tau)
         self.check_finite({"oversampled cross-entropy": head_loss})
         self.optimizer.zero_grad(set_to_none=True)
         head_loss.backward()
@@ -328,11 +335,12 @@ class Trainer(EpochTrainer):
                   y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
         """L = ½‖x − G_X(z)‖² + λ·MMD_IMQ(z, prior) + w_cls·CE(y, G_Y(z))  (SPEC §2)."""
         t = self.cfg.train
-        out = self.model(x, y, self.noise(len(y)))
-        recon = reconstruction_loss(x, out["recon"])
-        mmd = imq_mmd(out["z"], self.noise(len(y)))
-        cls = classification_loss(out["logits"], y, t.cls_weight, self.log_prior,
-                                  t.logit_adjust_tau)
+        with self.mixed_precision():
+            out = self.model(x, y, self.noise(len(y)))
+            recon = reconstruction_loss(x, out["recon"])
+            mmd = imq_mmd(out["z"], self.noise(len(y)))
+            cls = classification_loss(out["logits"], y, t.cls_weight, self.log_prior,
+                                      t.logit_adjust_tau)
         self.check_finite({"reconstruction": recon, "MMD": mmd, "cross-entropy": cls})
         loss = recon + t.mmd_weight * mmd + cls
         terms = {"recon": recon, "mmd": mmd, "cls": cls}
@@ -346,7 +354,7 @@ class Trainer(EpochTrainer):
         """The run's prediction rule with `train.val_samples` samples."""
         p = self.cfg.predict
         cfg = PredictConfig(samples=self.cfg.train.val_samples, rule=p.rule, top_k=p.top_k,
-                            mmd_term=p.mmd_term, decode_batch=p.decode_batch)
+                            mmd_term=p.mmd_term, decode_batch=p.decode_batch, bf16=p.bf16)
         return class_scores(self.model, self.data.x_val, cfg, seed=self.cfg.seed)
 
     def trace(self) -> dict[str, list[float]]:
