@@ -1,9 +1,12 @@
-"""Tests for the GPU options: `--device cuda` and `--bf16` refused clearly without CUDA, and the
-bfloat16 code paths exercised on the CPU (PyTorch's CPU autocast stands in for CUDA's)."""
+"""Tests for the GPU path: `--device cuda`, `--bf16` and benchmarks/gpu_check.sh stop clearly
+without CUDA, and the bfloat16 code paths run on the CPU (its autocast stands in for CUDA's)."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from dgc.methods import get_method
 from dgc.prediction import class_scores
 from dgc.training import Trainer
 
+ROOT = Path(__file__).resolve().parents[1]
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusals")
 
 
@@ -37,6 +41,16 @@ def test_gpu_options_are_refused_without_cuda(option: list[str], tmp_path: Path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and ("no CUDA device" in err or "--bf16" in err)
     assert not out.exists()
+
+
+@no_cuda
+def test_gpu_check_script_stops_clearly_without_cuda(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out")}
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "sees no CUDA device" in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing was generated or trained
 
 
 def test_bf16_needs_a_cuda_device(digits_config: Callable[..., RunConfig], tmp_path: Path,
