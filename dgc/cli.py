@@ -217,13 +217,13 @@ def command_train(args: argparse.Namespace) -> None:
     cfg = dataclasses.replace(cfg, out=args.out or default_out(cfg))
     validate(cfg)
     with distributed.session(device):
-        main = distributed.is_main()
-        if main:
+        reports = distributed.is_main()  # process 0 of torchrun's group reports the run
+        if reports:
             print(f"dgc: preset {preset} ({'CUDA found' if cuda else 'no CUDA device'}), "
                   f"device {device}")
         metrics = train_run(cfg, resume=args.resume, progress=not args.quiet)
-    if not main:
-        return  # process 0 of torchrun's group reports the run
+    if not reports:
+        return
     print(format_metrics(metrics, title=f"{cfg.method} on {cfg.exp}, seed {cfg.seed} (test set)"))
     print(f"training {metrics['seconds_train']:.0f} s, test prediction "
           f"{metrics['seconds_predict']:.0f} s; files in {cfg.out}")

@@ -156,8 +156,9 @@ class EpochTrainer:
         return torch.randperm(len(self.data.y), generator=self.generator)
 
     def shared_order(self) -> torch.Tensor:
-        """`epoch_order`, the same in every torchrun process, which then each draw their own
-        noise and augmentation; both are seeded by (seed, epoch), so resuming stays exact."""
+        """`epoch_order`, the same in every torchrun process, seeded by (seed, epoch); each
+        process then draws its own noise and augmentation, seeded by (seed, epoch, rank), so a
+        resumed run continues exactly."""
         if distributed.world_size() == 1:
             return self.epoch_order()
         self.generator.manual_seed(distributed.derived_seed(self.cfg.seed, self.epoch))
