@@ -36,6 +36,7 @@ from torch import nn
 from dgc.config import BaselineConfig, ModelConfig, RunConfig
 from dgc.errors import DGCError
 from dgc.model import conv_trunk, images_to_tensor, paper_init
+from dgc.precision import autocast
 from dgc.training import EpochTrainer, TrainData
 
 PREDICT_BATCH = 1024
@@ -250,33 +251,36 @@ class ClassifierTrainer(EpochTrainer):
 
     def train_step(self, index: torch.Tensor) -> dict[str, float]:
         x, y = self.batch(index)
-        loss = self.loss(self.model(x), y.to(x.device), self.epoch)
+        with self.mixed_precision():
+            loss = self.loss(self.model(x), y.to(x.device), self.epoch)
         self.check_finite({f"{self.cfg.method} training": loss})
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.clip(self.model.parameters())
+        self.finish_gradients(self.model.parameters())
         self.optimizer.step()
         return {"loss": float(loss.detach())}
 
     def validation_scores(self) -> torch.Tensor:
-        return classifier_logits(self.model, self.data.x_val)
+        return classifier_logits(self.model, self.data.x_val, bf16=self.cfg.predict.bf16)
 
 
-def classifier_logits(model: Classifier, x: torch.Tensor,
-                      batch: int = PREDICT_BATCH) -> torch.Tensor:
-    """Logits (N, C) of a float batch (N, C, H, W) in evaluation mode."""
+def classifier_logits(model: Classifier, x: torch.Tensor, batch: int = PREDICT_BATCH,
+                      bf16: bool = False) -> torch.Tensor:
+    """Logits (N, C) of a float batch (N, C, H, W) in evaluation mode, in the batch's dtype
+    even under bfloat16 autocast."""
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
-        logits = [model(x[i:i + batch]) for i in range(0, len(x), batch)]
+    with torch.inference_mode(), autocast(bf16, x.device.type):
+        logits = [model(x[i:i + batch]).to(x.dtype) for i in range(0, len(x), batch)]
     model.train(was_training)
     if not logits:
         return torch.empty(0, model.n_classes, device=x.device)
     return torch.cat(logits)
 
 
-def classifier_proba(model: Classifier, images: np.ndarray, device: str = "cpu") -> np.ndarray:
+def classifier_proba(model: Classifier, images: np.ndarray, device: str = "cpu",
+                     bf16: bool = False) -> np.ndarray:
     """Class probabilities (N, C), the softmax of the logits, for uint8 images (N, H, W, C)."""
-    probs = torch.softmax(classifier_logits(model, images_to_tensor(images, device)).double(),
-                          dim=1)
+    logits = classifier_logits(model, images_to_tensor(images, device), bf16=bf16)
+    probs = torch.softmax(logits.double(), dim=1)
     return probs.cpu().numpy()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dgc import distributed
 from dgc.benchmark import PUBLISHED, parse_methods, parse_seeds, plan, run_bench
 from dgc.config import SPEC_SAMPLES, apply_overrides, build_config, validate
 from dgc.data import dataset_names, is_numpy_file
@@ -72,6 +73,8 @@ def add_predict_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exact", action="store_true",
                         help="SPEC §4 as written: Bayes rule over every class, S = 10 unless "
                              "--samples says otherwise")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bfloat16 autocast on CUDA (train: training and prediction)")
 
 
 def add_series_options(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +91,8 @@ def add_series_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--exact", action="store_true",
                         help="every DGC run predicts with SPEC §4 as written (all classes, S = 10)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bfloat16 autocast on CUDA, in training and prediction")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,6 +181,8 @@ def predict_settings(args: argparse.Namespace, base: object) -> object:
                                  ("top_k", args.top_k)) if v is not None}
     if args.importance:
         changes["importance"] = True
+    if args.bf16:
+        changes["bf16"] = True
     if args.exact:
         changes.update(rule="bayes", top_k=None, samples=args.samples or SPEC_SAMPLES)
     return dataclasses.replace(base, **changes)
@@ -187,6 +194,8 @@ def series_overrides(args: argparse.Namespace) -> list[str]:
     if args.exact:
         overrides += ["predict.rule=bayes", "predict.top_k=null",
                       f"predict.samples={SPEC_SAMPLES}"]
+    if args.bf16:
+        overrides += ["train.bf16=true", "predict.bf16=true"]
     return overrides + args.set
 
 
@@ -211,14 +220,21 @@ def command_train(args: argparse.Namespace) -> None:
                                        ("sampling_rate", args.sampling_rate),
                                        ("val_fraction", args.val_fraction),
                                        ("grad_clip", args.grad_clip)) if v is not None}
+    if args.bf16:
+        train_changes["bf16"] = True
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_changes),
                               predict=predict_settings(args, cfg.predict))
     cfg = apply_overrides(cfg, args.set)
     cfg = dataclasses.replace(cfg, out=args.out or default_out(cfg))
     validate(cfg)
-    print(f"dgc: preset {preset} ({'CUDA found' if cuda else 'no CUDA device'}), "
-          f"device {device}")
-    metrics = train_run(cfg, resume=args.resume, progress=not args.quiet)
+    with distributed.session(device):
+        reports = distributed.is_main()  # process 0 of torchrun's group reports the run
+        if reports:
+            print(f"dgc: preset {preset} ({'CUDA found' if cuda else 'no CUDA device'}), "
+                  f"device {device}")
+        metrics = train_run(cfg, resume=args.resume, progress=not args.quiet)
+    if not reports:
+        return
     print(format_metrics(metrics, title=f"{cfg.method} on {cfg.exp}, seed {cfg.seed} (test set)"))
     print(f"training {metrics['seconds_train']:.0f} s, test prediction "
           f"{metrics['seconds_predict']:.0f} s; files in {cfg.out}")
@@ -406,6 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                "sample": command_sample, "bench": command_bench}[args.command]
     try:
         with sigterm_as_interrupt():
+            if distributed.launched() and args.command != "train":
+                raise DGCError(f"only `dgc train` runs under torchrun; run `dgc {args.command}` "
+                               "as one process")
             handler(args)
     except DGCError as error:
         if args.debug:

@@ -22,6 +22,8 @@ RESAMPLERS = ("none", "ros", "smote")
 SECTIONS = ("model", "train", "predict", "baseline")
 PRIORS = ("normal", "mixture", "class")
 SPEC_SAMPLES = 10  # S of SPEC §4
+BF16_NEEDS_CUDA = ("--bf16 (bfloat16 autocast) is for CUDA devices: on the CPU it is slower than "
+                   "float32 and only changes the numbers; drop --bf16 or use --device cuda")
 
 
 @dataclass
@@ -51,6 +53,7 @@ class TrainConfig:
     `prior_weight` weighs the KL of q(z|x,y) to a learned prior (`model.prior` other than
     "normal"), the DGCMM regulariser that stands beside (or, with `mmd_weight` 0, replaces) the
     MMD to N(0, I).
+    `bf16` runs the training steps' forward passes under bfloat16 autocast (CUDA only).
     """
 
     epochs: int = 50
@@ -73,6 +76,7 @@ class TrainConfig:
     val_fraction: float = 0.0
     eval_every: int = 1
     val_samples: int = 1
+    bf16: bool = False
 
 
 @dataclass
@@ -81,7 +85,8 @@ class PredictConfig:
 
     `top_k` spends the decoder only on the K classes the label term ranks best (None: all, as
     SPEC §4); `importance` adds log p(z) − log q(z|x,y) to every sample's weight (Eq. 9 leaves
-    it out); `decode_batch` bounds memory as the number of codes per decoder pass.
+    it out); `decode_batch` bounds memory as the number of codes per decoder pass; `bf16`
+    predicts (and validates) under bfloat16 autocast (CUDA only).
     """
 
     samples: int = SPEC_SAMPLES
@@ -90,6 +95,7 @@ class PredictConfig:
     mmd_term: bool = False
     importance: bool = False
     decode_batch: int = 4096
+    bf16: bool = False
 
 
 @dataclass
@@ -253,6 +259,7 @@ def validate(cfg: RunConfig) -> None:
         (t.mmd_weight >= 0 and t.prior_weight >= 0, "train.mmd_weight and train.prior_weight "
                                                     "must be >= 0"),
         (cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1, got {cfg.threads}"),
+        (not (t.bf16 or p.bf16) or cfg.device.startswith("cuda"), BF16_NEEDS_CUDA),
         *baseline_checks(cfg.baseline),
     ]
     for ok, message in checks:

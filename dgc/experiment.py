@@ -8,6 +8,7 @@ are evaluated).
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import random
 import time
@@ -18,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from dgc import distributed
 from dgc.baselines import Classifier, ClassifierTrainer, build_classifier, classifier_proba
-from dgc.config import PredictConfig, RunConfig, validate
+from dgc.config import BF16_NEEDS_CUDA, PredictConfig, RunConfig, validate
 from dgc.data import ImbalancedData, load_imbalanced, split_validation
 from dgc.errors import DGCError
 from dgc.io import atomic_write, load_checkpoint, load_newest_checkpoint, read_json, write_json
@@ -50,6 +52,7 @@ def seed_everything(seed: int) -> None:
 def environment(cfg: RunConfig) -> dict[str, Any]:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "device": cfg.device, "threads": torch.get_num_threads(),
+            "processes": distributed.world_size(),
             "machine": platform.machine(), "processor": platform.processor() or None}
 
 
@@ -100,17 +103,26 @@ def build_model(cfg: RunConfig, image_shape: tuple[int, int, int],
 def predict_images(model: DGC | Classifier, images: np.ndarray, cfg: RunConfig,
                    predict: PredictConfig) -> np.ndarray:
     """Class probabilities (N, C) of uint8 images: DGC's Bayes rule, or a classifier's softmax."""
+    if predict.bf16 and not cfg.device.startswith("cuda"):
+        raise DGCError(BF16_NEEDS_CUDA)
     if isinstance(model, Classifier):
-        return classifier_proba(model, images, device=cfg.device)
+        return classifier_proba(model, images, device=cfg.device, bf16=predict.bf16)
     return predict_proba(model, images, predict, seed=cfg.seed, device=cfg.device)
 
 
 def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
               log: Any = print) -> dict[str, Any]:
-    """Train, evaluate on the test set, and write the run directory; returns the metrics."""
+    """Train, evaluate on the test set, and write the run directory; returns the metrics.
+
+    Under torchrun (`dgc.distributed`) every process trains, and process 0 alone validates,
+    logs, writes the files and returns the metrics; the others return {} after training.
+    """
     validate(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    main = distributed.is_main()
+    if not main:
+        progress, log = False, quiet
     out = Path(cfg.out or default_out(cfg))
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -120,19 +132,30 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
     data = load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
     model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
     trainer_type = ClassifierTrainer if isinstance(model, Classifier) else Trainer
-    trainer = trainer_type(model, cfg, to_train_data(data, cfg), out, progress=progress, log=log)
+    train_data = to_train_data(data, cfg)
+    if not main:
+        train_data = dataclasses.replace(train_data, x_val=train_data.x_val[:0],
+                                         y_val=train_data.y_val[:0])
+    trainer = trainer_type(model, cfg, train_data, out if main else None, progress=progress,
+                           log=log)
     if resume:
         resume_trainer(trainer, out, cfg, log)
-    write_json(out / "config.json", {
-        **cfg.to_dict(), "environment": environment(cfg), "split_sha256": data.split_sha256,
-        "n_params": count_parameters(model),
-        "data": {"class_names": list(data.class_names), "image_shape": list(data.x_train.shape[1:]),
-                 "train_counts": data.train_counts.tolist()}})
+    if main:
+        write_json(out / "config.json", {
+            **cfg.to_dict(), "environment": environment(cfg), "split_sha256": data.split_sha256,
+            "n_params": count_parameters(model),
+            "data": {"class_names": list(data.class_names),
+                     "image_shape": list(data.x_train.shape[1:]),
+                     "train_counts": data.train_counts.tolist()}})
     log(f"dgc: {cfg.method} on {cfg.exp} seed {cfg.seed}, preset {cfg.preset}, "
         f"{count_parameters(model):,} parameters, writing to {out}")
     log(f"dgc: training counts per class {', '.join(map(str, data.train_counts))} "
         f"({len(data.y_train)} images, {cfg.train.val_fraction:.0%} held out for validation); "
         f"test counts {', '.join(map(str, np.bincount(data.y_test)))}")
+    if distributed.world_size() > 1:
+        log(f"dgc: {distributed.world_size()} torchrun processes, each training on "
+            f"{cfg.train.batch_size} of the {distributed.world_size() * cfg.train.batch_size} "
+            f"images of every step")
     try:
         trainer.fit()
     except KeyboardInterrupt:
@@ -140,6 +163,11 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
                  if (out / CHECKPOINT).is_file() else "no epoch had finished, nothing is saved")
         log(f"dgc: interrupted; {saved}")
         raise
+    replicas = distributed.check_replicas(model)
+    if not main:
+        return {}
+    if replicas:
+        trainer.history["distributed"] = replicas
     write_json(out / "history.json", trainer.history)
     model.load_state_dict(trainer.best_weights)
     started = time.perf_counter()
@@ -152,6 +180,10 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
     save_predictions(out / PREDICTIONS, data.y_test, probs)
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def quiet(_: str) -> None:
+    """A log that drops its messages (the other torchrun processes)."""
 
 
 def save_predictions(path: Path, y_true: np.ndarray, probs: np.ndarray) -> None:
@@ -225,6 +257,7 @@ def evaluate_run(run_dir: str | Path, predict: PredictConfig) -> tuple[dict[str,
     metrics.update(seconds_predict=round(seconds, 2), predict=asdict(predict))
     tag = f"{predict.rule}-s{predict.samples}" + (f"-top{predict.top_k}" if predict.top_k else "")
     tag += ("-mmd" if predict.mmd_term else "") + ("-importance" if predict.importance else "")
+    tag += "-bf16" if predict.bf16 else ""
     path = Path(run_dir) / f"eval-{tag}.json"
     write_json(path, metrics)
     return metrics, path

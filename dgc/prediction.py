@@ -25,6 +25,7 @@ import torch
 from dgc.config import PredictConfig
 from dgc.losses import imq_mmd
 from dgc.model import DGC, images_to_tensor, std_from_logvar
+from dgc.precision import autocast
 
 RULE_TERMS = {"bayes": ("recon", "label"), "label": ("label",), "recon": ("recon",)}
 
@@ -46,7 +47,7 @@ def class_scores(model: DGC, x: torch.Tensor, cfg: PredictConfig, seed: int = 0,
     was_training = model.training
     model.eval()
     scores = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(cfg.bf16, x.device.type):
         for start in range(0, len(x), per_batch):
             weights, codes = sample_terms(model, x[start:start + per_batch], noise, terms, kept)
             score = torch.logsumexp(sum(weights.values()), dim=2) - math.log(cfg.samples)
@@ -87,7 +88,7 @@ def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[
     std = std_from_logvar(logvar)
     codes = mu[:, :, None, :] + std[:, :, None, :] * noise
     batch, n_classes, samples, k = codes.shape
-    log_probs = torch.log_softmax(model.head(codes), dim=-1)
+    log_probs = torch.log_softmax(model.head(codes), dim=-1, dtype=x.dtype)  # float32 in bf16
     own = torch.arange(n_classes, device=x.device).view(1, n_classes, 1, 1)
     label = log_probs.gather(-1, own.expand(batch, n_classes, samples, 1)).squeeze(-1)
     out: dict[str, torch.Tensor] = {}

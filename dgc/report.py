@@ -311,8 +311,11 @@ def write_report(run_dir: str | Path, progress: bool = False) -> Path:
         f"- training counts per class: {', '.join(map(str, run.train_counts))}",
     ]
     if generative:
-        head.append(f"- prediction: rule `{cfg.predict.rule}`, S = {cfg.predict.samples} "
-                    "samples per class")
+        p = cfg.predict
+        classes = ("every class" if p.top_k is None
+                   else f"the {p.top_k} classes the cheap terms rank best")
+        head.append(f"- prediction: rule `{p.rule}` on {classes}, S = {p.samples} samples "
+                    "per class")
     if "seconds_train" in metrics:
         head.append(f"- training {metrics['seconds_train']:.0f} s, test prediction "
                     f"{metrics.get('seconds_predict', 0):.0f} s")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dgc import distributed, precision
 from dgc.augment import augment_batch
 from dgc.config import PredictConfig, RunConfig
 from dgc.errors import DGCError
@@ -156,19 +158,34 @@ class EpochTrainer:
         """The training rows of one epoch, in the order they are visited."""
         return torch.randperm(len(self.data.y), generator=self.generator)
 
+    def shared_order(self) -> torch.Tensor:
+        """`epoch_order`, the same in every torchrun process, seeded by (seed, epoch); each
+        process then draws its own noise and augmentation, seeded by (seed, epoch, rank), so a
+        resumed run continues exactly."""
+        if distributed.world_size() == 1:
+            return self.epoch_order()
+        self.generator.manual_seed(distributed.derived_seed(self.cfg.seed, self.epoch))
+        order = self.epoch_order()
+        self.generator.manual_seed(distributed.derived_seed(self.cfg.seed, self.epoch,
+                                                            distributed.rank()))
+        return order
+
     def train_epoch(self) -> dict[str, Any]:
         t = self.cfg.train
-        order = self.epoch_order()
-        batches = [order[i:i + t.batch_size] for i in range(0, len(order), t.batch_size)]
-        batches = [b for b in batches if len(b) >= 2]
+        world, rank = distributed.world_size(), distributed.rank()
+        order = self.shared_order()
+        size = t.batch_size * world  # under torchrun each process takes its share of a step
+        batches = [order[i:i + size] for i in range(0, len(order), size)]
+        batches = [b for b in batches if len(b) >= 2 * world]
         sums: dict[str, float] = {}
         for i, index in enumerate(batches):
             lr = learning_rate(self.cfg, self.epoch + i / len(batches))
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            for name, value in self.train_step(index).items():
+            for name, value in self.train_step(index[rank::world]).items():
                 sums[name] = sums.get(name, 0.0) + value
             self.step += 1
+        distributed.average_buffers(self.model)
         record = {name: value / len(batches) for name, value in sums.items()}
         return {"epoch": self.epoch + 1, "lr": learning_rate(self.cfg, self.epoch), **record}
 
@@ -184,7 +201,14 @@ class EpochTrainer:
             x = augment_batch(x, t.crop_pad, self.data.hflip, self.generator)
         return x, y
 
-    def clip(self, parameters: Any) -> None:
+    def mixed_precision(self) -> AbstractContextManager[Any]:
+        """bfloat16 autocast for a forward pass when `train.bf16` asks for it."""
+        return precision.autocast(self.cfg.train.bf16, self.data.x.device.type)
+
+    def finish_gradients(self, parameters: Any) -> None:
+        """Average the gradients over torchrun's processes (none without it), then clip them."""
+        parameters = list(parameters)
+        distributed.average_gradients(parameters)
         if self.cfg.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(parameters, self.cfg.train.grad_clip)
 
@@ -270,14 +294,16 @@ class Trainer(EpochTrainer):
         steps = 0
         while True:
             index = torch.randperm(n, generator=self.generator)[: t.pretrain_batch]
-            mu, logvar = self.model.encoder(self.data.x[index], self.data.y[index])
-            loss = moment_matching_loss(reparameterise(mu, logvar, self.noise(len(index))))
+            with self.mixed_precision():
+                mu, logvar = self.model.encoder(self.data.x[index], self.data.y[index])
+                loss = moment_matching_loss(reparameterise(mu, logvar, self.noise(len(index))))
             self.check_finite({"pre-training moment-matching": loss})
-            loss_value = float(loss.detach())
+            loss_value = float(distributed.mean(loss.detach()))
             if loss_value < t.pretrain_tol or steps >= t.pretrain_steps:
                 break
             self.encoder_optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(self.model.encoder.parameters())
             self.encoder_optimizer.step()
             steps += 1
         return {"steps": steps, "loss": loss_value}
@@ -291,25 +317,26 @@ class Trainer(EpochTrainer):
             loss, _, _ = self.objective(x, y)
             self.encoder_optimizer.zero_grad(set_to_none=True)
             loss.backward(inputs=list(self.model.encoder.parameters()))
-            self.clip(self.model.encoder.parameters())
+            self.finish_gradients(self.model.encoder.parameters())
             self.encoder_optimizer.step()
             values["lvo"] = float(loss.detach())
         loss, terms, out = self.objective(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.clip(self.model.parameters())
+        self.finish_gradients(self.model.parameters())
         self.optimizer.step()
         values.update(terms, loss=float(loss.detach()))
 
         rows = oversampling_index(y, self.data.train_counts, t.sampling_rate)
         mu, logvar = out["mu"].detach()[rows], out["logvar"].detach()[rows]
         z = reparameterise(mu, logvar, self.noise(len(rows)))
-        head_loss = classification_loss(self.model.head(z), y[rows], t.cls_weight,
-                                        self.log_prior, t.logit_adjust_tau)
+        with self.mixed_precision():
+            head_loss = classification_loss(self.model.head(z), y[rows], t.cls_weight,
+                                            self.log_prior, t.logit_adjust_tau)
         self.check_finite({"oversampled cross-entropy": head_loss})
         self.optimizer.zero_grad(set_to_none=True)
         head_loss.backward()
-        self.clip(self.model.head.parameters())
+        self.finish_gradients(self.model.head.parameters())
         self.optimizer.step()
         values["head_cls"] = float(head_loss.detach())
         return values
@@ -320,18 +347,19 @@ class Trainer(EpochTrainer):
         plus β·KL(q(z|x,y) ‖ learned prior) with a mixture prior (DGCMM); a term whose weight
         is 0 is not computed."""
         t = self.cfg.train
-        out = self.model(x, y, self.noise(len(y)))
-        terms = {"recon": reconstruction_loss(x, out["recon"])}
-        loss = terms["recon"]
-        if t.mmd_weight:
-            terms["mmd"] = imq_mmd(out["z"], self.noise(len(y)))
-            loss = loss + t.mmd_weight * terms["mmd"]
-        if self.model.prior is not None and t.prior_weight:
-            terms["prior_kl"] = self.model.prior.kl(out["mu"], out["logvar"], out["z"], y)
-            loss = loss + t.prior_weight * terms["prior_kl"]
-        terms["cls"] = classification_loss(out["logits"], y, t.cls_weight, self.log_prior,
-                                           t.logit_adjust_tau)
-        loss = loss + terms["cls"]
+        with self.mixed_precision():
+            out = self.model(x, y, self.noise(len(y)))
+            terms = {"recon": reconstruction_loss(x, out["recon"])}
+            loss = terms["recon"]
+            if t.mmd_weight:
+                terms["mmd"] = imq_mmd(out["z"], self.noise(len(y)))
+                loss = loss + t.mmd_weight * terms["mmd"]
+            if self.model.prior is not None and t.prior_weight:
+                terms["prior_kl"] = self.model.prior.kl(out["mu"], out["logvar"], out["z"], y)
+                loss = loss + t.prior_weight * terms["prior_kl"]
+            terms["cls"] = classification_loss(out["logits"], y, t.cls_weight, self.log_prior,
+                                               t.logit_adjust_tau)
+            loss = loss + terms["cls"]
         self.check_finite({TERM_NAMES[name]: value for name, value in terms.items()})
         return loss, {name: float(value.detach()) for name, value in terms.items()}, out
 
@@ -343,7 +371,7 @@ class Trainer(EpochTrainer):
         """The run's prediction rule with `train.val_samples` samples."""
         p = self.cfg.predict
         cfg = PredictConfig(samples=self.cfg.train.val_samples, rule=p.rule, top_k=p.top_k,
-                            mmd_term=p.mmd_term, decode_batch=p.decode_batch)
+                            mmd_term=p.mmd_term, decode_batch=p.decode_batch, bf16=p.bf16)
         return class_scores(self.model, self.data.x_val, cfg, seed=self.cfg.seed)
 
     def trace(self) -> dict[str, list[float]]:

@@ -1,0 +1,230 @@
+"""Speed of DGC against the CE baseline: training and prediction images/s, peak memory.
+
+One run trains DGC (the `dgc` method) and the `ce` baseline with the same preset on the same
+data, then predicts the whole test set: DGC with the exact Bayes rule (SPEC §4: every class,
+S = 10) and with its default setting (the label term's two best classes, S = 1), CE with its
+softmax. Each phase runs in a fresh process, so its peak resident memory (ru_maxrss) is its own:
+the table shows how far the phase raised it above where the process stood before it (Python,
+torch, the data and the model); the JSON also holds the total, and the peak GPU memory on CUDA.
+
+Times are wall-clock (time.perf_counter). Training images/s is the images of an epoch × epochs
+over the epochs' time (the steps and the per-epoch validation; DGC's one-off encoder
+pre-training is reported apart, as `pretrain_seconds`). Prediction images/s is over the full
+test set, through the library's `predict_images`, after an untimed warm-up batch.
+
+    python benchmarks/speed.py                           # Fashion-MNIST, cpu preset, 2 epochs
+    python benchmarks/speed.py --exp digits --epochs 1   # a quick smoke run
+    python benchmarks/speed.py --preset paper --device cuda --bf16   # benchmarks/gpu_check.sh
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dgc.baselines import Classifier, ClassifierTrainer
+from dgc.config import SPEC_SAMPLES, PredictConfig, RunConfig, apply_overrides, build_config
+from dgc.data import dataset_names, load_imbalanced
+from dgc.experiment import build_model, predict_images, to_train_data
+from dgc.io import load_checkpoint, save_checkpoint
+from dgc.methods import get_method
+from dgc.metrics import compute_metrics
+from dgc.training import Trainer
+
+METHODS = ("dgc", "ce")
+WARMUP = 256  # test images predicted once, untimed, before the timed pass
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def configure(method: str, args: argparse.Namespace) -> RunConfig:
+    """The run configuration `dgc train` would build for these options."""
+    exp = "npz" if args.data else args.exp
+    cfg = build_config(exp, args.preset, seed=args.seed, method=method,
+                       data_dir=args.data or args.data_dir, device=args.device,
+                       threads=args.threads)
+    settings = [f"train.epochs={args.epochs}"]
+    if args.bf16:
+        settings += ["train.bf16=true", "predict.bf16=true"]
+    return apply_overrides(get_method(method).configure(cfg), settings)
+
+
+def prediction_settings(cfg: RunConfig) -> dict[str, PredictConfig]:
+    """DGC's exact rule and its default setting; a classifier has its softmax only."""
+    if get_method(cfg.method).family == "classifier":
+        return {"predict": cfg.predict}
+    exact = dataclasses.replace(cfg.predict, rule="bayes", top_k=None, samples=SPEC_SAMPLES)
+    return {"predict_exact": exact, "predict_default": cfg.predict}
+
+
+def start_gpu_peak(cfg: RunConfig) -> None:
+    if cfg.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def measured(cfg: RunConfig, before: float, seconds: float, images: int) -> dict[str, Any]:
+    peak = peak_rss_mib()
+    numbers = {"images": images, "seconds": round(seconds, 3),
+               "images_per_s": round(images / seconds, 1), "peak_rss_mib": round(peak, 1),
+               "rss_increase_mib": round(peak - before, 1)}
+    if cfg.device == "cuda":
+        numbers["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return numbers
+
+
+def train_phase(cfg: RunConfig, weights: Path) -> dict[str, Any]:
+    """Train as `train_run` does (no files but the weights), timing the epochs."""
+    data = load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
+    model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
+    trainer_type = ClassifierTrainer if isinstance(model, Classifier) else Trainer
+    trainer = trainer_type(model, cfg, to_train_data(data, cfg), log=quiet)
+    before = peak_rss_mib()
+    start_gpu_peak(cfg)
+    started = time.perf_counter()
+    trainer.fit()
+    seconds = time.perf_counter() - started
+    save_checkpoint(weights, {"model": trainer.best_weights})
+    numbers = measured(cfg, before, trainer.seconds, len(trainer.data.y) * cfg.train.epochs)
+    return {**numbers, "pretrain_seconds": round(seconds - trainer.seconds, 3)}
+
+
+def predict_phase(cfg: RunConfig, weights: Path, setting: str) -> dict[str, Any]:
+    """Predict the whole test set with one setting, after a warm-up batch."""
+    predict = prediction_settings(cfg)[setting]
+    data = load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
+    model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
+    model.load_state_dict(load_checkpoint(weights)["model"])
+    before = peak_rss_mib()
+    start_gpu_peak(cfg)
+    predict_images(model, data.x_test[:WARMUP], cfg, predict)
+    started = time.perf_counter()
+    probs = predict_images(model, data.x_test, cfg, predict)
+    seconds = time.perf_counter() - started
+    acsa = compute_metrics(data.y_test, probs.argmax(1), data.train_counts)["acsa"]
+    return {**measured(cfg, before, seconds, len(data.x_test)), "acsa": round(acsa, 4),
+            "setting": dataclasses.asdict(predict)}
+
+
+def run_phase(phase: str, cfg: RunConfig, work: Path) -> dict[str, Any]:
+    """One phase in a fresh Python process; its numbers come back as JSON on stdout."""
+    config = work / f"{cfg.method}.json"
+    config.write_text(json.dumps(cfg.to_dict()))
+    command = [sys.executable, __file__, "--phase", phase, "--config", str(config)]
+    result = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"speed.py: the {cfg.method} {phase} phase failed (exit code "
+                         f"{result.returncode}); its error is above")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+def table(results: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """The rows (quantity, DGC, CE, DGC / CE) and the Markdown table of them."""
+    dgc, ce = results["dgc"], results["ce"]
+    exact, default = dgc["predict_exact"]["setting"], dgc["predict_default"]["setting"]
+    default_name = (f"top-{default['top_k']}" if default["top_k"] else "all classes")
+    names = {"predict_exact": f"exact (all classes, S = {exact['samples']})",
+             "predict_default": f"default ({default_name}, S = {default['samples']})"}
+    rows = [("training, images/s", dgc["train"]["images_per_s"], ce["train"]["images_per_s"])]
+    rows += [(f"prediction, DGC {names[key]}, images/s", dgc[key]["images_per_s"],
+              ce["predict"]["images_per_s"]) for key in names]
+    rows.append(("training, peak memory, MiB", dgc["train"]["rss_increase_mib"],
+                 ce["train"]["rss_increase_mib"]))
+    rows += [(f"prediction, DGC {names[key]}, peak memory, MiB", dgc[key]["rss_increase_mib"],
+              ce["predict"]["rss_increase_mib"]) for key in names]
+    if "peak_gpu_mib" in dgc["train"]:
+        rows.append(("training, peak GPU memory, MiB", dgc["train"]["peak_gpu_mib"],
+                     ce["train"]["peak_gpu_mib"]))
+    records = [{"quantity": q, "dgc": a, "ce": b, "dgc_over_ce": ratio(a, b)} for q, a, b in rows]
+    lines = ["| quantity | DGC | CE | DGC / CE |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['quantity']} | {r['dgc']:,.1f} | {r['ce']:,.1f} | {r['dgc_over_ce']} |"
+              for r in records]
+    return records, "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exp", default="fashion", choices=dataset_names())
+    parser.add_argument("--data", help="your own FILE.npz instead of --exp (as `dgc train`)")
+    parser.add_argument("--data-dir", help="folder holding the dataset's files")
+    parser.add_argument("--preset", default="cpu", choices=("cpu", "paper"))
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--out", help="JSON file (default runs/speed-<exp>-<preset>-<device>.json)")
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.phase:  # a child process: one phase of one method
+        cfg = RunConfig.from_dict(json.loads(Path(args.config).read_text()))
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        weights = Path(args.config).with_suffix(".pt")
+        numbers = (train_phase(cfg, weights) if args.phase == "train"
+                   else predict_phase(cfg, weights, args.phase))
+        print(json.dumps(numbers))
+        return
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("speed.py: --device cuda, but torch sees no CUDA device")
+    exp = "npz" if args.data else args.exp
+    out = Path(args.out or f"runs/speed-{exp}-{args.preset}-{args.device}.json")
+    results: dict[str, Any] = {
+        "exp": exp, "preset": args.preset, "device": args.device, "bf16": args.bf16,
+        "epochs": args.epochs, "seed": args.seed, "threads": args.threads,
+        "environment": {"python": platform.python_version(), "torch": torch.__version__,
+                        "machine": platform.machine(), "cpus": os.cpu_count(),
+                        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None}}
+    with tempfile.TemporaryDirectory() as work:
+        for method in METHODS:
+            cfg = configure(method, args)
+            print(f"speed.py: {method}: training {args.epochs} epochs ...", flush=True)
+            results[method] = {"train": run_phase("train", cfg, Path(work))}
+            for setting in prediction_settings(cfg):
+                print(f"speed.py: {method}: {setting} ...", flush=True)
+                results[method][setting] = run_phase(setting, cfg, Path(work))
+    results["table"], markdown = table(results)
+    default = results["dgc"]["predict_default"]["images_per_s"]
+    slowdown = results["ce"]["predict"]["images_per_s"] / default
+    results["targets"] = {"dgc_default_images_per_s": default,
+                          "dgc_default_prediction_time_over_ce": round(slowdown, 2)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n{exp}, preset {args.preset}, {args.device}{' bf16' if args.bf16 else ''}, "
+          f"{args.epochs} epochs, threads {args.threads or torch.get_num_threads()}\n")
+    print(markdown)
+    print("\npeak memory: the resident memory a phase added to its process (which holds Python, "
+          "torch, the data and the model before it starts)")
+    print(f"\nDGC default prediction: {default:,.0f} images/s (target >= 1000); its prediction "
+          f"time is {slowdown:.1f}x CE's (target <= 10x). Numbers in {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Tests for the GPU path: `--device cuda`, `--bf16` and benchmarks/gpu_check.sh stop clearly
+without CUDA, and the bfloat16 code paths run on the CPU (its autocast stands in for CUDA's)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dgc.baselines import ClassifierTrainer, classifier_proba
+from dgc.cli import main
+from dgc.config import RunConfig, apply_overrides, validate
+from dgc.data import ImbalancedData
+from dgc.errors import DGCError
+from dgc.experiment import build_model, predict_images, to_train_data
+from dgc.methods import get_method
+from dgc.prediction import class_scores
+from dgc.training import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusals")
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@no_cuda
+@pytest.mark.parametrize("option", [["--device", "cuda"], ["--bf16"]])
+def test_gpu_options_are_refused_without_cuda(option: list[str], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--exp", "digits", "--epochs", "1", "--out", str(out), *option]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("no CUDA device" in err or "--bf16" in err)
+    assert not out.exists()
+
+
+@no_cuda
+def test_gpu_check_script_stops_clearly_without_cuda(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out")}
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "sees no CUDA device" in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing was generated or trained
+
+
+def test_bf16_needs_a_cuda_device(digits_config: Callable[..., RunConfig], tmp_path: Path,
+                                  digits_data: ImbalancedData) -> None:
+    for setting in ("train.bf16=true", "predict.bf16=true"):
+        with pytest.raises(DGCError, match="--bf16 .* CUDA devices"):
+            validate(digits_config(tmp_path, setting))
+    cfg = digits_config(tmp_path)
+    model = build_model(cfg, digits_data.x_train.shape[1:], 10)
+    with pytest.raises(DGCError, match="--bf16"):
+        predict_images(model, digits_data.x_test, cfg, dataclasses.replace(cfg.predict, bf16=True))
+
+
+@pytest.mark.parametrize("method", ["dgc-faithful", "ce"])
+def test_bf16_training_and_prediction_run_under_autocast(
+        method: str, digits_config: Callable[..., RunConfig], tmp_path: Path,
+        digits_data: ImbalancedData) -> None:
+    cfg = get_method(method).configure(digits_config(tmp_path, method=method))
+    cfg = apply_overrides(cfg, ["train.epochs=1", "train.pretrain_steps=2", "train.pretrain_tol=0",
+                                "train.val_fraction=0.1", "train.bf16=true", "predict.bf16=true"])
+    model = build_model(cfg, digits_data.x_train.shape[1:], 10)
+    trainer_type = ClassifierTrainer if method == "ce" else Trainer
+    trainer = trainer_type(model, cfg, to_train_data(digits_data, cfg), log=quiet)
+    record = trainer.fit()["epochs"][0]
+    assert all(np.isfinite(v) for k, v in record.items() if isinstance(v, float))
+    assert "val" in record
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+    x = trainer.data.x_val
+    if method == "ce":
+        probs = classifier_proba(model, digits_data.x_test, bf16=True)
+        assert probs.dtype == np.float64 and np.allclose(probs.sum(1), 1.0)
+        return
+    exact = dataclasses.replace(cfg.predict, samples=2, top_k=None, importance=True)
+    half = class_scores(model, x, exact, seed=1)
+    full = class_scores(model, x, dataclasses.replace(exact, bf16=False), seed=1)
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
+    assert not torch.equal(half, full)  # autocast did run in bfloat16
+    assert torch.allclose(half, full, rtol=0.05, atol=1.0)

@@ -1,0 +1,40 @@
+"""Smoke test of benchmarks/speed.py on digits: what it writes, never how fast it is."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PHASE_KEYS = {"images", "seconds", "images_per_s", "peak_rss_mib", "rss_increase_mib"}
+
+
+def test_speed_benchmark_runs_on_digits(tmp_path: Path) -> None:
+    out = tmp_path / "speed.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--exp", "digits",
+               "--epochs", "1", "--threads", "1", "--out", str(out)]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    numbers = json.loads(out.read_text())
+    assert set(numbers["dgc"]) == {"train", "predict_exact", "predict_default"}
+    assert set(numbers["ce"]) == {"train", "predict"}
+    for phases in (numbers["dgc"], numbers["ce"]):
+        for phase in phases.values():
+            assert set(phase) >= PHASE_KEYS and phase["images_per_s"] > 0
+    assert numbers["dgc"]["train"]["images"] == 390  # the digits training split, one epoch
+    assert numbers["dgc"]["predict_exact"]["images"] == 500  # the whole test set
+    exact = numbers["dgc"]["predict_exact"]["setting"]
+    default = numbers["dgc"]["predict_default"]["setting"]
+    assert (exact["top_k"], exact["samples"]) == (None, 10)
+    assert (default["top_k"], default["samples"]) == (2, 1)
+    assert len(numbers["table"]) == 6
+    assert all(set(row) == {"quantity", "dgc", "ce", "dgc_over_ce"} for row in numbers["table"])
+    assert set(numbers["targets"]) == {"dgc_default_images_per_s",
+                                       "dgc_default_prediction_time_over_ce"}
+    assert "| training, images/s |" in result.stdout
