@@ -83,10 +83,12 @@ class TrainConfig:
 class PredictConfig:
     """Bayes-rule prediction of SPEC §4.
 
-    `top_k` spends the decoder only on the K classes the label term ranks best (None: all, as
-    SPEC §4); `importance` adds log p(z) − log q(z|x,y) to every sample's weight (Eq. 9 leaves
-    it out); `decode_batch` bounds memory as the number of codes per decoder pass; `bf16`
-    predicts (and validates) under bfloat16 autocast (CUDA only).
+    `top_k` spends the decoder only on the K classes the cheap terms (the label term, and a
+    learned prior's) rank best (None: all, as SPEC §4); `importance` adds log p(z) − log q(z|x,y)
+    to every sample's weight (Eq. 9 leaves it out); `latent_weight` scales a learned prior's
+    log p(z) in the score (DGCMM; 1 is Bayes' rule); `decode_batch` bounds memory as the number
+    of codes per decoder pass; `bf16` predicts (and validates) under bfloat16 autocast (CUDA
+    only).
     """
 
     samples: int = SPEC_SAMPLES
@@ -96,6 +98,7 @@ class PredictConfig:
     importance: bool = False
     decode_batch: int = 4096
     bf16: bool = False
+    latent_weight: float = 1.0
 
 
 @dataclass
@@ -251,6 +254,7 @@ def validate(cfg: RunConfig) -> None:
         (t.sampling_rate >= 0, f"--sampling-rate must be >= 0, got {t.sampling_rate}"),
         (0 <= t.val_fraction < 1, f"--val-fraction must be in [0, 1), got {t.val_fraction}"),
         (p.samples >= 1, f"--samples must be at least 1, got {p.samples}"),
+        (p.latent_weight >= 0, f"predict.latent_weight must be >= 0, got {p.latent_weight}"),
         (p.top_k is None or p.top_k >= 1, f"top_k must be at least 1, got {p.top_k}"),
         (m.latent_dim >= 1 and m.width >= 1 and m.decoder_width >= 1,
          "latent size and widths must be positive"),

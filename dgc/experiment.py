@@ -258,6 +258,7 @@ def evaluate_run(run_dir: str | Path, predict: PredictConfig) -> tuple[dict[str,
     tag = f"{predict.rule}-s{predict.samples}" + (f"-top{predict.top_k}" if predict.top_k else "")
     tag += ("-mmd" if predict.mmd_term else "") + ("-importance" if predict.importance else "")
     tag += "-bf16" if predict.bf16 else ""
+    tag += f"-latent{predict.latent_weight:g}" if predict.latent_weight != 1.0 else ""
     path = Path(run_dir) / f"eval-{tag}.json"
     write_json(path, metrics)
     return metrics, path

@@ -49,7 +49,8 @@ def class_scores(model: DGC, x: torch.Tensor, cfg: PredictConfig, seed: int = 0,
     scores = []
     with torch.inference_mode(), autocast(cfg.bf16, x.device.type):
         for start in range(0, len(x), per_batch):
-            weights, codes = sample_terms(model, x[start:start + per_batch], noise, terms, kept)
+            weights, codes = sample_terms(model, x[start:start + per_batch], noise, terms, kept,
+                                          cfg.latent_weight)
             score = torch.logsumexp(sum(weights.values()), dim=2) - math.log(cfg.samples)
             if cfg.mmd_term:
                 score = score - batch_mmd(codes, generator)
@@ -76,13 +77,14 @@ def latent_term(model: DGC, codes: torch.Tensor) -> torch.Tensor:
 
 
 def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[str, ...],
-                 kept: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                 kept: int, latent_weight: float = 1.0) -> tuple[dict[str, torch.Tensor],
+                                                                 torch.Tensor]:
     """Per-sample log-weight terms, each (B, C, S), and the codes (B, C, S, k).
 
     `label` = log softmax(G_Y(z))_c, `recon` = −½‖x − G_X(z)‖², `latent` = log p(z) under the
-    model's prior (`latent_term`), `prior` = log p(z) − log q(z|x,c) (the importance correction
-    Eq. 9 leaves out). Classes outside the `kept` best by the cheap terms (label, and latent
-    when it is used) are −inf.
+    model's prior (`latent_term`) times `latent_weight`, `prior` = log p(z) − log q(z|x,c) (the
+    importance correction Eq. 9 leaves out). Classes outside the `kept` best by the cheap terms
+    (label, and latent when it is used) are −inf.
     """
     mu, logvar = model.encoder.all_classes(model.encoder.features(x))
     std = std_from_logvar(logvar)
@@ -97,7 +99,7 @@ def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[
     if "latent" in terms or "prior" in terms:
         latent = latent_term(model, codes)
         if "latent" in terms:
-            out["latent"] = latent
+            out["latent"] = latent_weight * latent
         if "prior" in terms:  # − log N(z; μ, σ²) up to the same constant as `latent`
             out["prior"] = (latent + 0.5 * noise.pow(2).sum(-1)
                             + torch.log(std).sum(-1)[:, :, None])

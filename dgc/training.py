@@ -371,7 +371,8 @@ class Trainer(EpochTrainer):
         """The run's prediction rule with `train.val_samples` samples."""
         p = self.cfg.predict
         cfg = PredictConfig(samples=self.cfg.train.val_samples, rule=p.rule, top_k=p.top_k,
-                            mmd_term=p.mmd_term, decode_batch=p.decode_batch, bf16=p.bf16)
+                            mmd_term=p.mmd_term, decode_batch=p.decode_batch, bf16=p.bf16,
+                            latent_weight=p.latent_weight)
         return class_scores(self.model, self.data.x_val, cfg, seed=self.cfg.seed)
 
     def trace(self) -> dict[str, list[float]]:

@@ -207,3 +207,18 @@ def test_decompose_scores_each_term_alone(tiny_model_cfg: ModelConfig, images: t
         assert row["spread"] == pytest.approx(float((score.max(1).values
                                                      - score.min(1).values).mean()))
         assert row["spread"] > 0
+
+
+def test_latent_weight_scales_the_learned_prior(tiny_model_cfg: ModelConfig,
+                                                images: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    model = DGC(SHAPE, N_CLASSES, dataclasses.replace(tiny_model_cfg, prior="mixture"))
+    with torch.no_grad():
+        model.encoder.logvar.bias.fill_(-1.0)
+    without = class_scores(model, images, PredictConfig(samples=1, latent_weight=0.0), seed=2)
+    torch.testing.assert_close(without, class_scores(model, images, PredictConfig(samples=1),
+                                                     seed=2, terms=("recon", "label")))
+    # with one sample the score is the sum of its terms, so the weight scales the prior's part
+    latent = class_scores(model, images, PredictConfig(samples=1), seed=2, terms=("latent",))
+    doubled = class_scores(model, images, PredictConfig(samples=1, latent_weight=2.0), seed=2)
+    torch.testing.assert_close(doubled, without + 2.0 * latent, atol=1e-4, rtol=1e-5)
