@@ -35,6 +35,7 @@ from dgc.errors import DGCError
 from dgc.experiment import RUN_FACTS, flatten, train_run
 from dgc.io import read_json, write_json, write_text
 from dgc.methods import METHODS, get_method
+from dgc.plots import plot_bench
 from dgc.training import CHECKPOINT
 
 VAL_FRACTION = 0.1
@@ -178,7 +179,8 @@ def check_finished(cfg: RunConfig) -> None:
 def run_bench(configs: Sequence[RunConfig], out_dir: str | Path, exp: str, recipe: bool,
               paper: bool = False, progress: bool = True,
               log: Callable[[str], None] = tqdm.write) -> dict[str, Any]:
-    """Run every unfinished pair, then write `results.json` and `table.md` into `out_dir`.
+    """Run every unfinished pair, then write `results.json`, `table.md` and `table2.png` (the
+    bar chart of Table 2, its numbers in `table2.json`) into `out_dir`.
 
     A pair that fails with a `DGCError` (e.g. a diverging loss) is reported and the others still
     run; the error is raised at the end, after both files are written from the finished runs.
@@ -202,6 +204,8 @@ def run_bench(configs: Sequence[RunConfig], out_dir: str | Path, exp: str, recip
     results["failed"] = failed
     write_json(out_dir / "results.json", results)
     write_text(out_dir / "table.md", render_table(results, paper))
+    if results["runs"]:
+        plot_bench(results, out_dir / "table2.png", PUBLISHED.get(exp) if paper else None)
     if failed:
         pairs = ", ".join(f"{f['method']} seed {f['seed']}" for f in failed)
         raise DGCError(f"{len(failed)} run(s) failed ({pairs}); the tables in {out_dir} leave "

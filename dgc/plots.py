@@ -35,6 +35,7 @@ SIZES: dict[str, tuple[float, float]] = {
     "confusion": (8.0, 7.0),
     "recall_vs_count": (8.0, 5.0),
     "sweep": (8.0, 5.0),
+    "bench": (11.0, 5.0),
     "grid": (8.0, 8.0),
 }
 # Loss terms of history.json in the order they are drawn, with what each one is.
@@ -384,6 +385,50 @@ def plot_sweep(record: dict[str, Any], path: str | Path) -> dict[str, Any]:
     ax.legend()
     save(figure, path, record)
     return record
+
+
+def plot_bench(results: dict[str, Any], path: str | Path,
+               published: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    """The benchmark's Table 2 as grouped bars: ACSA, F_macro and G_macro per method, mean ± std
+    over seeds, with the paper's published values (no error bars) after the measured methods.
+
+    `results` is the benchmark's results.json; the plotted rows are saved as the figure's data.
+    """
+    rows = [{"method": method, "published": False,
+             **{key: stat[key]["mean"] for key in VALIDATION_METRICS},
+             **{f"{key}_std": stat[key]["std"] for key in VALIDATION_METRICS},
+             "seeds": stat["acsa"]["n"]}
+            for method, stat in results["summary"].items() if stat["acsa"]["n"]]
+    if not rows:
+        raise DGCError("the benchmark has no finished runs to plot")
+    rows += [{"method": f"{name} (published)", "published": True,
+              **{key: values.get(key) for key in VALIDATION_METRICS}}
+             for name, values in (published or {}).items()]
+    figure = new_figure("bench")
+    ax = figure.add_subplot()
+    width = 0.8 / len(VALIDATION_METRICS)
+    for i, (key, label) in enumerate(VALIDATION_METRICS.items()):
+        where = [j + (i - 1) * width for j, row in enumerate(rows) if row[key] is not None]
+        shown = [row for row in rows if row[key] is not None]
+        bars = ax.bar(where, [row[key] for row in shown], width, label=label,
+                      color=colormaps["tab10"](i))
+        for x, bar, row in zip(where, bars, shown, strict=True):
+            if row["published"]:
+                bar.set_hatch("//")
+                bar.set_alpha(0.6)
+            elif row.get(f"{key}_std") is not None:
+                ax.errorbar(x, row[key], yerr=row[f"{key}_std"], color="black", capsize=2)
+    ax.set_xticks(range(len(rows)), [row["method"] for row in rows], rotation=30, ha="right")
+    lowest = min(row[key] for row in rows for key in VALIDATION_METRICS if row[key] is not None)
+    ax.set_ylim(max(0.0, lowest - 0.05), 1.0)
+    ax.set_ylabel("test metric (mean ± std over seeds)")
+    seeds = ", ".join(map(str, results["seeds"]))
+    ax.set_title(f"{results['exp']}, preset {results['preset']}, seeds {seeds}: Table 2 "
+                 "(hatched: published)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    save(figure, path, {"rows": rows})
+    return {"rows": rows}
 
 
 def render_image_grid(images: np.ndarray, title: str, path: str | Path,

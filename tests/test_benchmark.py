@@ -234,3 +234,37 @@ def test_bench_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["bench", "--exp", "digits", "--seeds", "3-1", "--out", str(tmp_path)]) == 2
     assert "runs backwards" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_bench_draws_table2(bench_dir: Path) -> None:
+    from PIL import Image
+
+    from dgc import plots
+
+    results = json.loads((bench_dir / "results.json").read_text())
+    with Image.open(bench_dir / "table2.png") as image:
+        assert image.size == plots.pixel_size("bench")
+    rows = json.loads((bench_dir / "table2.json").read_text())["rows"]
+    assert [row["method"] for row in rows] == ["dgc", "ce"]
+    for row in rows:
+        stat = results["summary"][row["method"]]
+        assert row["acsa"] == stat["acsa"]["mean"] and row["g_macro_std"] == stat["g_macro"]["std"]
+        assert row["seeds"] == 2 and not row["published"]
+
+
+def test_table2_adds_the_published_rows(tmp_path: Path) -> None:
+    from dgc.plots import plot_bench
+
+    summary = {"dgc": {key: {"mean": 0.9, "std": 0.01, "n": 3}
+                       for key in ("acsa", "f_macro", "g_macro")},
+               "ce": {key: {"mean": None, "std": None, "n": 0}
+                      for key in ("acsa", "f_macro", "g_macro")}}
+    results = {"exp": "fashion", "preset": "cpu", "seeds": [1, 2, 3], "summary": summary}
+    data = plot_bench(results, tmp_path / "t2.png", dgc.benchmark.PUBLISHED["fashion"])
+    names = [row["method"] for row in data["rows"]]
+    assert names[0] == "dgc" and "ce" not in names  # a method without finished runs is left out
+    assert names[1:] == [f"{n} (published)" for n in dgc.benchmark.PUBLISHED["fashion"]]
+    assert data["rows"][-1]["acsa"] == 0.8364 and data["rows"][-1]["published"]
+    assert (tmp_path / "t2.png").is_file() and (tmp_path / "t2.json").is_file()
+    with pytest.raises(DGCError, match="no finished runs"):
+        plot_bench({**results, "summary": {"ce": summary["ce"]}}, tmp_path / "none.png")
