@@ -17,11 +17,8 @@ import numpy as np
 
 from dgc.data import load_imbalanced
 from dgc.experiment import load_run, to_train_data
+from dgc.metrics import acsa
 from dgc.prediction import class_scores
-
-
-def acsa(y: np.ndarray, prediction: np.ndarray) -> float:
-    return float(np.mean([np.mean(prediction[y == c] == c) for c in np.unique(y)]))
 
 
 def main() -> None:

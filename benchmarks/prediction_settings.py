@@ -19,6 +19,7 @@ import numpy as np
 
 from dgc.data import load_imbalanced
 from dgc.experiment import load_run, to_train_data
+from dgc.metrics import acsa
 from dgc.prediction import class_scores
 
 TOLERANCE = 0.002
@@ -29,10 +30,6 @@ SETTINGS = [("exact S=10", {}), ("top-3 S=10", {"top_k": 3}), ("top-2 S=10", {"t
             ("top-1 S=10", {"top_k": 1}), ("exact S=1", {"samples": 1}),
             ("top-2 S=1", {"top_k": 2, "samples": 1}), ("label S=10", {"rule": "label"}),
             ("label S=1", {"rule": "label", "samples": 1})]
-
-
-def acsa(y: np.ndarray, prediction: np.ndarray) -> float:
-    return float(np.mean([np.mean(prediction[y == c] == c) for c in np.unique(y)]))
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ import torch
 from dgc.baselines import Classifier, ClassifierTrainer
 from dgc.config import SPEC_SAMPLES, PredictConfig, RunConfig, apply_overrides, build_config
 from dgc.data import dataset_names, load_imbalanced
-from dgc.experiment import build_model, predict_images, to_train_data
+from dgc.experiment import build_model, predict_images, quiet, to_train_data
 from dgc.io import load_checkpoint, save_checkpoint
 from dgc.methods import get_method
 from dgc.metrics import compute_metrics
@@ -45,10 +45,6 @@ from dgc.training import Trainer
 
 METHODS = ("dgc", "ce")
 WARMUP = 256  # test images predicted once, untimed, before the timed pass
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 def peak_rss_mib() -> float:

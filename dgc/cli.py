@@ -44,12 +44,12 @@ from dgc.sweep import parse_values, run_sweep
 
 COMMANDS = ("train", "evaluate", "predict", "report", "sweep", "sample", "bench")
 # What an interrupted command keeps: every finished epoch is checkpointed, every finished run kept.
+SERIES_HINT = ("; rerun the same command to continue: finished runs are kept and the unfinished "
+               "one resumes from its last complete epoch")
 RESUME_HINTS = {
     "train": "; rerun the same command with --resume to continue from the last complete epoch",
-    "sweep": "; rerun the same command to continue: finished runs are kept and the unfinished "
-             "one resumes from its last complete epoch",
-    "bench": "; rerun the same command to continue: finished runs are kept and the unfinished "
-             "one resumes from its last complete epoch",
+    "sweep": SERIES_HINT,
+    "bench": SERIES_HINT,
 }
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
@@ -385,6 +385,7 @@ def command_bench(args: argparse.Namespace) -> None:
     print((out / "table.md").read_text(), end="")
     print(f"dgc: results.json and table.md written to {out}")
 
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (e.g. from a job scheduler), which stops a command the way Ctrl-C does."""
 
@@ -435,4 +436,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dgc: interrupted{RESUME_HINTS.get(args.command, '')}", file=sys.stderr)
         return 143 if isinstance(interrupt, Terminated) else 130
     return 0
-

@@ -158,6 +158,12 @@ def _train_counts(train_counts) -> np.ndarray:
     return counts.astype(np.int64)
 
 
+def acsa(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean recall over the classes present in `y_true`: a quick ACSA when the class count and
+    the training counts of `compute_metrics` are not at hand (validation splits, decompositions)."""
+    return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]))
+
+
 def compute_metrics(
     y_true,
     y_pred,

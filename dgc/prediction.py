@@ -24,6 +24,7 @@ import torch
 
 from dgc.config import PredictConfig
 from dgc.losses import imq_mmd
+from dgc.metrics import acsa
 from dgc.model import DGC, images_to_tensor, std_from_logvar
 from dgc.precision import autocast
 
@@ -135,9 +136,7 @@ def decompose(model: DGC, x: torch.Tensor, y: np.ndarray, cfg: PredictConfig,
         combinations[3:3] = [("latent",), ("label", "latent"), ("recon", "label", "latent")]
     for terms in combinations:
         score = class_scores(model, x, exact, seed, terms)
-        prediction = score.argmax(1).cpu().numpy()
-        recalls = [float(np.mean(prediction[y == c] == c)) for c in np.unique(y)]
-        report["+".join(terms)] = {"acsa": float(np.mean(recalls)),
+        report["+".join(terms)] = {"acsa": acsa(y, score.argmax(1).cpu().numpy()),
                         "spread": float((score.max(1).values - score.min(1).values).mean())}
     return report
 

@@ -10,6 +10,7 @@ deterministic on the CPU and a resumed run continues exactly where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from dgc import distributed, precision
 from dgc.augment import augment_batch
-from dgc.config import PredictConfig, RunConfig
+from dgc.config import RunConfig
 from dgc.errors import DGCError
 from dgc.io import save_checkpoint
 from dgc.losses import (
@@ -369,10 +370,8 @@ class Trainer(EpochTrainer):
 
     def validation_scores(self) -> torch.Tensor:
         """The run's prediction rule with `train.val_samples` samples."""
-        p = self.cfg.predict
-        cfg = PredictConfig(samples=self.cfg.train.val_samples, rule=p.rule, top_k=p.top_k,
-                            mmd_term=p.mmd_term, decode_batch=p.decode_batch, bf16=p.bf16,
-                            latent_weight=p.latent_weight)
+        cfg = dataclasses.replace(self.cfg.predict, samples=self.cfg.train.val_samples,
+                                  importance=False)
         return class_scores(self.model, self.data.x_val, cfg, seed=self.cfg.seed)
 
     def trace(self) -> dict[str, list[float]]:
