@@ -55,7 +55,7 @@ def training_split(run: Run, data: ImbalancedData) -> TrainingSplit:
     """The split `Trainer` saw, so that history's trace indices point at the right images."""
     train = to_train_data(data, run.cfg)
     x = train.x.permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).to(torch.uint8)
-    return TrainingSplit(x.cpu().numpy(), train.y.numpy())
+    return TrainingSplit(x.cpu().numpy(), train.y.cpu().numpy())
 
 
 def as_tensor(images: np.ndarray, device: str) -> torch.Tensor:

@@ -30,7 +30,7 @@ from dgc.training import CHECKPOINT
 # Short names for the settings people sweep; any other is written section.field.
 PARAMS = {"sampling-rate": "train.sampling_rate"}
 # Settings that may differ between a finished run and the sweep asking for it.
-FREE_SETTINGS = {"out", "data_dir", "threads"}
+FREE_SETTINGS = {"out", "data_dir", "threads", "device"}
 LABELS = {"acsa": "ACSA", "f_macro": "F_macro", "g_macro": "G_macro", "r_mi": "R_MI",
           "p_ma": "P_MA"}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,19 @@ def test_bench_refuses_finished_runs_with_other_settings(
     assert main(["bench", *args, "--out", str(bench_dir)]) == 2
     err = capsys.readouterr().err
     assert "other settings" in err and "train.epochs: 2 -> 3" in err
+
+
+def test_bench_counts_runs_finished_on_another_device(
+        bench_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs trained on a lent GPU are collected on the CPU: the device is not a setting."""
+    copy = tmp_path / "bench"
+    shutil.copytree(bench_dir, copy)
+    config = copy / "ce-s1" / "config.json"
+    config.write_text(config.read_text().replace('"device": "cpu"', '"device": "cuda"'))
+    assert '"device": "cuda"' in config.read_text()
+    monkeypatch.setattr(dgc.benchmark, "train_run", lambda *_, **__: pytest.fail("retrained"))
+    assert main(["bench", *BENCH_ARGS, "--out", str(copy)]) == 0
+    assert len(json.loads((copy / "results.json").read_text())["runs"]) == 4
 
 
 def test_bench_reports_failed_runs_and_keeps_going(tmp_path: Path,

@@ -102,6 +102,17 @@ def test_interrupted_run_resumes_and_changed_settings_are_refused(
         run_sweep(changed, "sampling-rate", [0], [1], copy, progress=False, log=lambda _: None)
 
 
+def test_runs_finished_on_another_device_are_reused(swept: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "sweep"
+    shutil.copytree(swept, copy)
+    config = copy / "sampling-rate-0-s1" / "config.json"
+    config.write_text(config.read_text().replace('"device": "cpu"', '"device": "cuda"'))
+    assert '"device": "cuda"' in config.read_text()
+    record = run_sweep(base_config(), "sampling-rate", [0, 1], [1], copy, progress=False,
+                       log=lambda _: None)
+    assert record["runs"] == read(swept / "sweep.json")["runs"]
+
+
 def test_values_params_and_summary() -> None:
     assert parse_values("0.6, 0.2,1,0.2") == [0.2, 0.6, 1]
     for bad in ("0.2,,0.4", "low", "true", "nan", "[1]"):

@@ -301,7 +301,8 @@ def test_mixture_prior_trains_and_replaces_the_mmd(digits_config: Callable[..., 
                                                    tmp_path: Path, prior: str) -> None:
     """A mixture prior (untied, or tied to the classes) is learned, logs its KL, skips the MMD."""
     dgcmm = get_method("dgcmm").configure(build_config("fashion", "cpu"))
-    assert (dgcmm.model.prior, dgcmm.train.mmd_weight) == ("mixture", 0.0)
+    assert (dgcmm.model.prior, dgcmm.train.mmd_weight, dgcmm.train.prior_weight) == \
+        ("mixture", 0.0, 0.1)
     cfg = digits_config(tmp_path, "train.epochs=10", "train.lr=0.003", f"model.prior={prior}",
                         "train.mmd_weight=0")
     metrics = train_run(cfg, progress=False, log=quiet)
