@@ -35,47 +35,55 @@ def read_jobs(path: Path) -> list[str]:
     return [line for line in lines if line]
 
 
-def stop(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """SIGTERM the job's process group, then SIGKILL what is left after `grace` seconds."""
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+def stop(processes: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
+    """SIGTERM every job's process group at once, then SIGKILL what is left after `grace` s."""
+    for process in processes:
+        os.killpg(process.pid, signal.SIGTERM)
+    ends = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(max(0.0, ends - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def run_queue(jobs: list[str], parallel: int, deadline: float, min_left: float,
               log_dir: Path) -> list[dict[str, object]]:
+    """Run `jobs` (shell commands) `parallel` at a time until done or `deadline` seconds."""
     start = time.monotonic()
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PY": sys.executable, "PYTHONUNBUFFERED": "1"}
-    records: list[dict[str, object]] = []
+    records = {index: {"job": index, "command": command, "rc": None, "seconds": 0.0}
+               for index, command in enumerate(jobs)}
     running: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
-    pending = list(enumerate(jobs))
+    pending = list(records)
+
+    def finish(index: int, now: float) -> None:
+        process, began = running.pop(index)
+        records[index].update(rc=process.returncode, seconds=round(now - began, 1))
+        print(f"[{now:6.0f}s] job {index} rc {process.returncode} ({now - began:.0f}s): "
+              f"{jobs[index]}", flush=True)
+
     while pending or running:
         now = time.monotonic() - start
-        for index, (process, began) in list(running.items()):
-            if process.poll() is not None or now >= deadline:
-                if process.poll() is None:
-                    stop(process)
-                records[index].update(rc=process.returncode, seconds=round(now - began, 1))
-                print(f"[{now:6.0f}s] job {index} rc {process.returncode} "
-                      f"({now - began:.0f}s): {jobs[index]}", flush=True)
-                del running[index]
         if now >= deadline:
+            stop([process for process, _ in running.values()])
+            for index in list(running):
+                finish(index, now)
             break
+        for index in [i for i, (process, _) in running.items() if process.poll() is not None]:
+            finish(index, now)
         while pending and len(running) < parallel and deadline - now >= min_left:
-            index, command = pending.pop(0)
-            log = open(log_dir / f"job-{index:03d}.log", "wb")  # noqa: SIM115 - outlives the loop
-            process = subprocess.Popen(command, shell=True, stdout=log, stderr=subprocess.STDOUT,
-                                       env=env, start_new_session=True)
+            index = pending.pop(0)
+            with open(log_dir / f"job-{index:03d}.log", "wb") as log:  # the child keeps its copy
+                process = subprocess.Popen(jobs[index], shell=True, stdout=log,
+                                           stderr=subprocess.STDOUT, env=env,
+                                           start_new_session=True)
             running[index] = (process, now)
-            records.append({"job": index, "command": command, "started": round(now, 1)})
+            records[index]["started"] = round(now, 1)
         time.sleep(1.0)
-    for index, command in pending:
-        records.append({"job": index, "command": command, "rc": None, "seconds": 0.0})
-    return sorted(records, key=lambda r: int(r["job"]))  # type: ignore[call-overload]
+    return list(records.values())
 
 
 def pack(folders: list[Path], patterns: list[str], out: Path) -> None:
