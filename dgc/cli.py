@@ -25,7 +25,7 @@ from PIL import Image
 from dgc import distributed
 from dgc.benchmark import PUBLISHED, parse_methods, parse_seeds, plan, run_bench
 from dgc.config import SPEC_SAMPLES, apply_overrides, build_config, validate
-from dgc.data import dataset_names, is_numpy_file
+from dgc.data import dataset_names, open_numpy, read_member
 from dgc.errors import DGCError
 from dgc.experiment import (
     decompose_run,
@@ -303,21 +303,18 @@ def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, li
 
 
 def load_array(path: Path) -> np.ndarray:
+    """The images of an .npy file, or of an .npz's array 'x' (or 'images', 'x_test', or its
+    only array)."""
     if not path.exists():
         raise DGCError(f"input {path} does not exist")
-    try:
-        loaded = np.load(path, allow_pickle=False) if is_numpy_file(path) else None
-    except (OSError, ValueError) as error:
-        raise DGCError(f"{path} is not a .npy or .npz file numpy can read: {error}") from error
-    if loaded is None:
-        raise DGCError(f"{path} is neither a .npy nor an .npz file; save the images with np.save")
+    loaded = open_numpy(path, "save the images with np.save")
     if isinstance(loaded, np.ndarray):
         return loaded
     with loaded:
         preferred = [k for k in ("x", "images", "x_test") if k in loaded.files]
         if not preferred and len(loaded.files) != 1:
             raise DGCError(f"{path} holds arrays {loaded.files}; name the images 'x'")
-        return loaded[(preferred or loaded.files)[0]]
+        return read_member(loaded, (preferred or loaded.files)[0], path)
 
 
 def command_predict(args: argparse.Namespace) -> None:

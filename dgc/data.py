@@ -617,6 +617,27 @@ _ARCHIVE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error
                    NotImplementedError, RuntimeError, MemoryError)
 
 
+def open_numpy(path: Path, hint: str) -> np.ndarray | np.lib.npyio.NpzFile:
+    """np.load of an .npy or .npz file without pickles; a file that is neither, or is damaged,
+    is a DGCError naming it (`hint` says how to save a good one)."""
+    try:
+        loaded = np.load(path, allow_pickle=False) if is_numpy_file(path) else None
+    except _ARCHIVE_ERRORS as exc:
+        raise DGCError(f"cannot read {path} as an .npz archive or .npy file: {exc}") from exc
+    if loaded is None:
+        raise DGCError(f"cannot read {path}: it is neither an .npz archive nor an .npy file; "
+                       f"{hint}")
+    return loaded
+
+
+def read_member(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    """One array of an open .npz; a damaged member is a DGCError naming the file."""
+    try:
+        return npz[key]
+    except _ARCHIVE_ERRORS as exc:
+        raise DGCError(f"cannot read the array {key!r} in {path}: {exc}") from exc
+
+
 def load_npz(data_dir: PathLike | None = None) -> RawData:
     """A user's own dataset: an .npz with x_train, y_train, x_test, y_test, optional class_names."""
     if data_dir is None:
@@ -626,13 +647,7 @@ def load_npz(data_dir: PathLike | None = None) -> RawData:
         problem = "it is a folder" if path.is_dir() else "no such file"
         raise DGCError(f"cannot read {path}: {problem}; give the path of your .npz file")
     keys = ("x_train", "y_train", "x_test", "y_test")
-    try:
-        npz = np.load(path, allow_pickle=False) if is_numpy_file(path) else None
-    except _ARCHIVE_ERRORS as exc:
-        raise DGCError(f"cannot read {path} as an .npz archive: {exc}") from exc
-    if npz is None:
-        raise DGCError(f"cannot read {path}: it is neither an .npz archive nor an .npy file; "
-                       "save your arrays with np.savez")
+    npz = open_numpy(path, "save your arrays with np.savez")
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise DGCError(f"{path} is a single .npy array; save your arrays with np.savez")
     with npz:
@@ -642,11 +657,8 @@ def load_npz(data_dir: PathLike | None = None) -> RawData:
                 f"{path} lacks the arrays {', '.join(absent)}; it must hold "
                 f"{', '.join(keys)} (and optionally class_names)"
             )
-        try:
-            arrays = {k: npz[k] for k in keys}
-            names = npz["class_names"] if "class_names" in npz.files else None
-        except _ARCHIVE_ERRORS as exc:
-            raise DGCError(f"cannot read the arrays in {path}: {exc}") from exc
+        arrays = {k: read_member(npz, k, path) for k in keys}
+        names = read_member(npz, "class_names", path) if "class_names" in npz.files else None
 
     x_train = _npz_images(arrays["x_train"], "x_train", path)
     x_test = _npz_images(arrays["x_test"], "x_test", path)

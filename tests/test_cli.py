@@ -190,6 +190,12 @@ def make_bad_input(kind: str, tmp_path: Path) -> Path:
         np.save(path, np.full((2, 8, 8, 1), 3.0))
     elif kind == "not-numpy":
         path.write_text("hello")
+    elif kind == "damaged-npz":  # a good zip directory over a corrupted deflate stream
+        path = tmp_path / "damaged.npz"
+        np.savez_compressed(path, x=np.arange(2 * 64, dtype=np.uint8).reshape(2, 8, 8, 1) * 7)
+        data = bytearray(path.read_bytes())
+        data[60:120] = bytes(b ^ 0x5A for b in data[60:120])
+        path.write_bytes(bytes(data))
     elif kind == "empty-folder":
         path = tmp_path / "empty"
         path.mkdir()
@@ -203,7 +209,7 @@ def make_bad_input(kind: str, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["missing", "wrong-shape", "rgb", "out-of-range", "not-numpy",
-                                  "empty-folder", "broken-png", "no-images"])
+                                  "damaged-npz", "empty-folder", "broken-png", "no-images"])
 def test_predict_bad_input(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                            kind: str) -> None:
     source = make_bad_input(kind, tmp_path)
