@@ -259,13 +259,13 @@ def command_evaluate(args: argparse.Namespace) -> None:
                        "DGC's Bayes rule, and the run's metrics.json already holds its test "
                        "metrics")
     if args.decompose:
-        report, path = decompose_run(args.run_dir, predict_settings(args, run.cfg.predict))
+        report, path = decompose_run(args.run_dir, predict_settings(args, run.cfg.predict), run)
         print("| terms | ACSA alone | spread across classes (nats) |\n|---|---|---|")
         for terms, row in report.items():
             print(f"| {terms} | {row['acsa']:.4f} | {row['spread']:.2f} |")
         print(f"written to {path}")
         return
-    metrics, path = evaluate_run(args.run_dir, predict_settings(args, run.cfg.predict))
+    metrics, path = evaluate_run(args.run_dir, predict_settings(args, run.cfg.predict), run)
     print(format_metrics(metrics, title=f"{args.run_dir} (test set)"))
     print(f"test prediction {metrics['seconds_predict']:.1f} s; written to {path}")
 

@@ -245,9 +245,11 @@ def load_run(run_dir: str | Path) -> Run:
                np.asarray(facts["train_counts"], dtype=np.int64))
 
 
-def evaluate_run(run_dir: str | Path, predict: PredictConfig) -> tuple[dict[str, Any], Path]:
-    """Re-score a run's model on the test set into a new `eval-*.json` (never metrics.json)."""
-    run = load_run(run_dir)
+def evaluate_run(run_dir: str | Path, predict: PredictConfig,
+                 run: Run | None = None) -> tuple[dict[str, Any], Path]:
+    """Re-score a run's model (`run`, if already loaded) on the test set into a new
+    `eval-*.json` (never metrics.json)."""
+    run = run or load_run(run_dir)
     data = load_imbalanced(run.cfg.exp, run.cfg.seed, run.cfg.data_dir, run.cfg.profile)
     started = time.perf_counter()
     probs = predict_images(run.model, data.x_test, run.cfg, predict)
@@ -264,9 +266,11 @@ def evaluate_run(run_dir: str | Path, predict: PredictConfig) -> tuple[dict[str,
     return metrics, path
 
 
-def decompose_run(run_dir: str | Path, predict: PredictConfig) -> tuple[dict[str, Any], Path]:
-    """ACSA and cross-class spread of each Bayes-rule term alone on the test set."""
-    run = load_run(run_dir)
+def decompose_run(run_dir: str | Path, predict: PredictConfig,
+                  run: Run | None = None) -> tuple[dict[str, Any], Path]:
+    """ACSA and cross-class spread of each Bayes-rule term alone on the test set (`run`, if
+    already loaded, is the run's model)."""
+    run = run or load_run(run_dir)
     data = load_imbalanced(run.cfg.exp, run.cfg.seed, run.cfg.data_dir, run.cfg.profile)
     x = images_to_tensor(data.x_test, run.cfg.device)
     report = decompose(run.model, x, data.y_test, predict, seed=run.cfg.seed)
