@@ -228,13 +228,19 @@ def resume_trainer(trainer: Trainer, out: Path, cfg: RunConfig, log: Any) -> Non
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """The evaluated model (`best.pt`) of a run directory, ready to predict."""
+    """The evaluated model (`best.pt`) of a run directory, ready to predict: on the device it
+    was trained on, or on the CPU where that is a GPU this machine lacks (and `bf16`, which
+    needs one, is then off)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DGCError(f"run directory {run_dir} does not exist")
     raw = read_json(run_dir / "config.json")
     try:
         cfg = RunConfig.from_dict({k: v for k, v in raw.items() if k not in RUN_FACTS})
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            cfg = dataclasses.replace(cfg, device="cpu",
+                                      train=dataclasses.replace(cfg.train, bf16=False),
+                                      predict=dataclasses.replace(cfg.predict, bf16=False))
         facts = raw["data"]
         model = make_model(cfg, tuple(facts["image_shape"]), len(facts["class_names"]))
         model.load_state_dict(load_checkpoint(run_dir / BEST)["model"])

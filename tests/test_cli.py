@@ -6,15 +6,18 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dgc.cli import main
+from dgc.experiment import load_run
 
 CLASS_NAMES = [str(i) for i in range(10)]
 
@@ -105,6 +108,25 @@ def test_evaluate_writes_a_new_file(run_dir: Path, capsys: pytest.CaptureFixture
     evaluation = json.loads(written.read_text())
     assert evaluation["predict"]["samples"] == 2 and evaluation["predict"]["rule"] == "bayes"
     assert 0.0 <= evaluation["acsa"] <= 1.0
+
+
+def test_a_run_trained_on_a_gpu_predicts_on_a_cpu(run_dir: Path, tmp_path: Path) -> None:
+    """A run folder from a GPU machine (config device "cuda", bf16 on) is usable here."""
+    copy = tmp_path / "gpu-run"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["device"], config["train"]["bf16"], config["predict"]["bf16"] = "cuda", True, True
+    (copy / "config.json").write_text(json.dumps(config))
+    run = load_run(copy)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert run.cfg.device == expected and next(run.model.parameters()).device.type == expected
+    assert run.cfg.predict.bf16 == (expected == "cuda")
+    images = tmp_path / "x.npy"
+    np.save(images, np.zeros((3, 8, 8, 1), dtype=np.uint8))
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(copy), "--input", str(images), "--out", str(out)]) == 0
+    assert len(read_csv(out)) == 4
+    assert main(["evaluate", str(copy), "--samples", "1"]) == 0
 
 
 def test_predict_from_npy(run_dir: Path, tmp_path: Path,
