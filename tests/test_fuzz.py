@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 from scipy.io import savemat
 
 from dgc import data
+from dgc.cli import load_array
 from dgc.errors import DGCError
 from dgc.io import load_checkpoint, save_checkpoint
 
@@ -102,8 +105,10 @@ def test_svhn_mat_reader_fuzz(tmp_path: Path, compress: bool) -> None:
     check()
 
 
+@pytest.mark.parametrize("reader", [data.load_npz, load_array], ids=["--data", "predict"])
 @pytest.mark.parametrize("compress", [True, False])
-def test_npz_loader_fuzz(tmp_path: Path, compress: bool) -> None:
+def test_npz_loader_fuzz(tmp_path: Path, compress: bool, reader: Callable[[Path], Any]) -> None:
+    """Both readers of a user's .npz: a training set (`--data`) and `dgc predict --input`."""
     path = tmp_path / "mine.npz"
 
     @FUZZ
@@ -111,7 +116,7 @@ def test_npz_loader_fuzz(tmp_path: Path, compress: bool) -> None:
     def check(content: bytes) -> None:
         path.write_bytes(content)
         with contextlib.suppress(DGCError):
-            data.load_npz(path)
+            reader(path)
 
     check()
 
