@@ -157,12 +157,20 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
             f"{cfg.train.batch_size} of the {distributed.world_size() * cfg.train.batch_size} "
             f"images of every step")
     try:
-        trainer.fit()
+        return finish_run(cfg, out, trainer, model, data, main)
     except KeyboardInterrupt:
         saved = (f"{out / CHECKPOINT} holds the last complete epoch"
                  if (out / CHECKPOINT).is_file() else "no epoch had finished, nothing is saved")
         log(f"dgc: interrupted; {saved}")
         raise
+
+
+def finish_run(cfg: RunConfig, out: Path, trainer: Trainer | ClassifierTrainer,
+               model: DGC | Classifier, data: ImbalancedData,
+               main: bool) -> dict[str, Any]:
+    """Train, then (process 0 only) predict the test set and write history, predictions and
+    metrics: the part of a run that Ctrl-C may interrupt at any point."""
+    trainer.fit()
     replicas = distributed.check_replicas(model)
     if not main:
         return {}

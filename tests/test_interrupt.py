@@ -20,12 +20,13 @@ from typing import Any
 
 import pytest
 
+import dgc.experiment
 import dgc.training
 from dgc.cli import main
 from dgc.io import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = ["train", "--exp", "digits", "--seed", "1", "--epochs", "4", "--samples", "1",
+TRAIN = ["train", "--exp", "digits", "--seed", "1", "--epochs", "6", "--samples", "1",
          "--quiet", "--no-report", "--threads", "1", "--set", "train.pretrain_batch=200"]
 RESUME_HINT = ("dgc: interrupted; rerun the same command with --resume to continue from the "
                "last complete epoch")
@@ -79,7 +80,7 @@ def test_sigkill_and_sigint_mid_run_then_resume(tmp_path: Path, straight: dict[s
 
     processes[killed].communicate(timeout=300)
     assert processes[killed].returncode == -signal.SIGKILL
-    assert 1 <= load_checkpoint(killed / "checkpoint.pt")["epoch"] < 4
+    assert 1 <= load_checkpoint(killed / "checkpoint.pt")["epoch"] < 6
 
     stdout, stderr = processes[interrupted].communicate(timeout=300)
     assert processes[interrupted].returncode == 130, stderr
@@ -119,6 +120,28 @@ def test_ctrl_c_mid_epoch_discards_that_epoch_only(tmp_path: Path,
     assert main([*train, "--resume", "--out", str(out)]) == 0
     assert main([*train, "--out", str(tmp_path / "straight")]) == 0
     assert metrics(out) == metrics(tmp_path / "straight")
+
+
+def test_ctrl_c_during_test_prediction_keeps_the_trained_model(
+        tmp_path: Path, straight: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C after the last epoch, while the test set is scored: the message still points at
+    the checkpoint, and --resume only predicts."""
+    def interrupted(*_: Any, **__: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dgc.experiment, "predict_images", interrupted)
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out)]) == 130
+    captured = capsys.readouterr()
+    assert "checkpoint.pt holds the last complete epoch" in captured.out
+    assert captured.err.strip() == RESUME_HINT
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 6
+    assert not (out / "metrics.json").exists()
+
+    monkeypatch.undo()
+    resume(out, capsys)
+    assert metrics(out) == straight
 
 
 def test_sigterm_stops_a_benchmark_which_then_resumes(tmp_path: Path,
