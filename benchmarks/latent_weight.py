@@ -15,8 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from dgc.data import load_imbalanced
-from dgc.experiment import load_run, to_train_data
+from dgc.experiment import load_run, run_data, to_train_data
 from dgc.metrics import acsa
 from dgc.prediction import class_scores
 
@@ -33,7 +32,7 @@ def main() -> None:
         run = load_run(run_dir)
         if run.model.prior is None:
             raise SystemExit(f"{run_dir} has no learned prior (train it with --method dgcmm)")
-        data = load_imbalanced(run.cfg.exp, run.cfg.seed, run.cfg.data_dir, run.cfg.profile)
+        data = run_data(run.cfg)
         split = to_train_data(data, run.cfg)
         y = split.y_val.cpu().numpy()
         for weight in weights:

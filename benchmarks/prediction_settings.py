@@ -17,8 +17,7 @@ import time
 
 import numpy as np
 
-from dgc.data import load_imbalanced
-from dgc.experiment import load_run, to_train_data
+from dgc.experiment import load_run, run_data, to_train_data
 from dgc.metrics import acsa
 from dgc.prediction import class_scores
 
@@ -40,7 +39,7 @@ def main() -> None:
     rows: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in SETTINGS}
     for run_dir in args.runs:
         run = load_run(run_dir)
-        data = load_imbalanced(run.cfg.exp, run.cfg.seed, run.cfg.data_dir, run.cfg.profile)
+        data = run_data(run.cfg)
         split = to_train_data(data, run.cfg)
         y = split.y_val.cpu().numpy()
         base = dataclasses.replace(run.cfg.predict, samples=10, top_k=None, rule="bayes")

@@ -16,8 +16,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from dgc.data import load_imbalanced
-from dgc.experiment import load_run, to_train_data
+from dgc.experiment import load_run, run_data, to_train_data
+from dgc.losses import class_log_prior
 from dgc.metrics import acsa
 from dgc.model import images_to_tensor
 from dgc.prediction import class_scores
@@ -36,10 +36,9 @@ def main() -> None:
     test: dict[float, list[float]] = {t: [] for t in taus}
     for run_dir in args.runs:
         run = load_run(run_dir)
-        data = load_imbalanced(run.cfg.exp, run.cfg.seed, run.cfg.data_dir, run.cfg.profile)
+        data = run_data(run.cfg)
         split = to_train_data(data, run.cfg)
-        log_prior = torch.log(torch.as_tensor(run.train_counts / run.train_counts.sum(),
-                                              dtype=torch.float32, device=split.x_val.device))
+        log_prior = class_log_prior(run.train_counts).to(split.x_val.device)
         cfg = dataclasses.replace(run.cfg.predict, samples=args.samples, top_k=None)
         scored = {
             "val": (class_scores(run.model, split.x_val, cfg, seed=run.cfg.seed),

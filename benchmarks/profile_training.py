@@ -19,8 +19,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from dgc.baselines import ClassifierTrainer
 from dgc.config import build_config
-from dgc.data import dataset_names, load_imbalanced
-from dgc.experiment import build_model, to_train_data
+from dgc.data import dataset_names
+from dgc.experiment import build_model, run_data, to_train_data
 from dgc.methods import METHODS, get_method
 from dgc.training import Trainer
 
@@ -43,7 +43,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cfg = get_method(args.method).configure(build_config(args.exp, args.preset, seed=1,
                                                          method=args.method))
-    data = to_train_data(load_imbalanced(args.exp, cfg.seed, cfg.data_dir), cfg)
+    data = to_train_data(run_data(cfg), cfg)
     image_shape = (*data.x.shape[2:], data.x.shape[1])
     model = build_model(cfg, image_shape, len(data.train_counts))
     family = get_method(args.method).family

@@ -36,8 +36,8 @@ import torch
 
 from dgc.baselines import Classifier, ClassifierTrainer
 from dgc.config import SPEC_SAMPLES, PredictConfig, RunConfig, apply_overrides, build_config
-from dgc.data import dataset_names, load_imbalanced
-from dgc.experiment import build_model, predict_images, quiet, to_train_data
+from dgc.data import dataset_names
+from dgc.experiment import build_model, predict_images, quiet, run_data, to_train_data
 from dgc.io import load_checkpoint, save_checkpoint
 from dgc.methods import get_method
 from dgc.metrics import compute_metrics
@@ -89,7 +89,7 @@ def measured(cfg: RunConfig, before: float, seconds: float, images: int) -> dict
 
 def train_phase(cfg: RunConfig, weights: Path) -> dict[str, Any]:
     """Train as `train_run` does (no files but the weights), timing the epochs."""
-    data = load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
+    data = run_data(cfg)
     model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
     trainer_type = ClassifierTrainer if isinstance(model, Classifier) else Trainer
     trainer = trainer_type(model, cfg, to_train_data(data, cfg), log=quiet)
@@ -106,7 +106,7 @@ def train_phase(cfg: RunConfig, weights: Path) -> dict[str, Any]:
 def predict_phase(cfg: RunConfig, weights: Path, setting: str) -> dict[str, Any]:
     """Predict the whole test set with one setting, after a warm-up batch."""
     predict = prediction_settings(cfg)[setting]
-    data = load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
+    data = run_data(cfg)
     model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
     model.load_state_dict(load_checkpoint(weights)["model"])
     before = peak_rss_mib()

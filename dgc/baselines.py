@@ -35,6 +35,7 @@ from torch import nn
 
 from dgc.config import BaselineConfig, ModelConfig, RunConfig
 from dgc.errors import DGCError
+from dgc.losses import class_log_prior
 from dgc.model import conv_trunk, images_to_tensor, paper_init
 from dgc.precision import autocast
 from dgc.training import EpochTrainer, TrainData
@@ -150,7 +151,7 @@ class BaselineLoss:
                         }[settings.weighting]
         self.weights_from = round(settings.weights_from * epochs)
         self.margins = ldam_margins(counts, settings.ldam_max_margin)
-        self.log_prior = torch.log(counts.double() / counts.sum()).float()
+        self.log_prior = class_log_prior(counts)
 
     def weights_at(self, epoch: int) -> torch.Tensor | None:
         """Class weights in the 0-based `epoch` (None before deferred re-weighting starts)."""

@@ -129,7 +129,7 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
     except OSError as error:
         raise DGCError(f"cannot create the output directory {out}: {error.strerror}; "
                        "choose another --out") from error
-    data = load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
+    data = run_data(cfg)
     model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
     trainer_type = ClassifierTrainer if isinstance(model, Classifier) else Trainer
     train_data = to_train_data(data, cfg)
@@ -157,7 +157,7 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
             f"{cfg.train.batch_size} of the {distributed.world_size() * cfg.train.batch_size} "
             f"images of every step")
     try:
-        return finish_run(cfg, out, trainer, model, data, main)
+        return finish_run(cfg, out, trainer, data, main)
     except KeyboardInterrupt:
         saved = (f"{out / CHECKPOINT} holds the last complete epoch"
                  if (out / CHECKPOINT).is_file() else "no epoch had finished, nothing is saved")
@@ -166,11 +166,11 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
 
 
 def finish_run(cfg: RunConfig, out: Path, trainer: Trainer | ClassifierTrainer,
-               model: DGC | Classifier, data: ImbalancedData,
-               main: bool) -> dict[str, Any]:
+               data: ImbalancedData, main: bool) -> dict[str, Any]:
     """Train, then (process 0 only) predict the test set and write history, predictions and
     metrics: the part of a run that Ctrl-C may interrupt at any point."""
     trainer.fit()
+    model = trainer.model
     replicas = distributed.check_replicas(model)
     if not main:
         return {}
@@ -235,6 +235,11 @@ def resume_trainer(trainer: Trainer, out: Path, cfg: RunConfig, log: Any) -> Non
     log(f"dgc: resuming {out} after epoch {trainer.epoch} of {cfg.train.epochs}")
 
 
+def run_data(cfg: RunConfig) -> ImbalancedData:
+    """The imbalanced dataset a run's configuration names: its dataset, seed, folder, profile."""
+    return load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
+
+
 def load_run(run_dir: str | Path) -> Run:
     """The evaluated model (`best.pt`) of a run directory, ready to predict: on the device it
     was trained on, or on the CPU where that is a GPU this machine lacks (and `bf16`, which
@@ -264,7 +269,7 @@ def evaluate_run(run_dir: str | Path, predict: PredictConfig,
     """Re-score a run's model (`run`, if already loaded) on the test set into a new
     `eval-*.json` (never metrics.json)."""
     run = run or load_run(run_dir)
-    data = load_imbalanced(run.cfg.exp, run.cfg.seed, run.cfg.data_dir, run.cfg.profile)
+    data = run_data(run.cfg)
     started = time.perf_counter()
     probs = predict_images(run.model, data.x_test, run.cfg, predict)
     seconds = time.perf_counter() - started
@@ -285,7 +290,7 @@ def decompose_run(run_dir: str | Path, predict: PredictConfig,
     """ACSA and cross-class spread of each Bayes-rule term alone on the test set (`run`, if
     already loaded, is the run's model)."""
     run = run or load_run(run_dir)
-    data = load_imbalanced(run.cfg.exp, run.cfg.seed, run.cfg.data_dir, run.cfg.profile)
+    data = run_data(run.cfg)
     x = images_to_tensor(data.x_test, run.cfg.device)
     report = decompose(run.model, x, data.y_test, predict, seed=run.cfg.seed)
     path = Path(run_dir) / f"decomposition-s{predict.samples}.json"

@@ -46,6 +46,12 @@ def moment_matching_loss(z: torch.Tensor) -> torch.Tensor:
     return mean.pow(2).mean() + (cov - eye).pow(2).mean()
 
 
+def class_log_prior(counts: torch.Tensor) -> torch.Tensor:
+    """log π_c of the training class counts (float32), the logit-adjustment offsets."""
+    counts = torch.as_tensor(counts).double()
+    return torch.log(counts / counts.sum()).float()
+
+
 def classification_loss(logits: torch.Tensor, y: torch.Tensor, weight: float | None,
                         log_prior: torch.Tensor | None = None, tau: float = 0.0) -> torch.Tensor:
     """Cross-entropy, optionally logit-adjusted (logits + τ·log π, Menon et al. 2021).

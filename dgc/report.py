@@ -19,13 +19,14 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from dgc import plots
-from dgc.data import ImbalancedData, load_imbalanced
+from dgc.data import ImbalancedData
 from dgc.errors import DGCError
 from dgc.experiment import (
     PREDICTIONS,
     Run,
     load_run,
     predict_images,
+    run_data,
     save_predictions,
     to_train_data,
 )
@@ -131,8 +132,7 @@ def sample_class(run_dir: str | Path, class_name: str, n: int,
                        "sample from a DGC run")
     c = class_index(run.class_names, class_name)
     seed = run.cfg.seed if seed is None else seed
-    split = training_split(run, load_imbalanced(run.cfg.exp, run.cfg.seed, run.cfg.data_dir,
-                                                run.cfg.profile))
+    split = training_split(run, run_data(run.cfg))
     members = np.flatnonzero(split.y == c)
     if not len(members):
         raise DGCError(f"class {run.class_names[c]!r} has no training images in this run, so "
@@ -292,7 +292,7 @@ def write_report(run_dir: str | Path, progress: bool = False) -> Path:
     generative = isinstance(run.model, DGC)
     steps = tqdm(total=7 if generative else 3, desc="report", unit="figure",
                  disable=not progress)
-    data = load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
+    data = run_data(cfg)
     sections = outcome_sections(run_dir, run, data, figures, steps)
     plots.plot_training_curves(history, figures / "curves.png")
     steps.update()

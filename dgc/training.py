@@ -30,6 +30,7 @@ from dgc.config import RunConfig
 from dgc.errors import DGCError
 from dgc.io import save_checkpoint
 from dgc.losses import (
+    class_log_prior,
     classification_loss,
     imq_mmd,
     moment_matching_loss,
@@ -92,8 +93,7 @@ class EpochTrainer:
         t = cfg.train
         self.optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, 0.999))
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        counts = data.train_counts.double()
-        self.log_prior = torch.log(counts / counts.sum()).float().to(data.x.device)
+        self.log_prior = class_log_prior(data.train_counts).to(data.x.device)
         self.epoch = 0
         self.step = 0
         self.seconds = 0.0
