@@ -128,11 +128,11 @@ def parse_methods(text: str) -> list[str]:
 
 
 def apply_harness(cfg: RunConfig, recipe: bool) -> RunConfig:
-    """The settings every method shares in a benchmark (see the module docstring)."""
-    train = dataclasses.replace(cfg.train, val_fraction=VAL_FRACTION)
-    if recipe:
-        train = dataclasses.replace(train, augment=True, schedule="cosine")
-    return dataclasses.replace(cfg, train=train)
+    """The settings every method shares in a benchmark (see the module docstring). Recipe off
+    also undoes a method's own recipe (`dgc` augments and uses a cosine schedule by default)."""
+    schedule = "cosine" if recipe else build_config(cfg.exp, cfg.preset).train.schedule
+    return dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, val_fraction=VAL_FRACTION, augment=recipe, schedule=schedule))
 
 
 def bench_config(exp: str, method: str, seed: int, out_dir: str | Path, preset: str = "cpu",
