@@ -226,7 +226,7 @@ def collect(configs: Sequence[RunConfig], exp: str, recipe: bool) -> dict[str, A
                      "seconds_train": metrics.get("seconds_train"),
                      "seconds_predict": metrics.get("seconds_predict"),
                      "split_sha256": config.get("split_sha256"),
-                     "n_params": config.get("n_params")})
+                     "n_params": config.get("n_params"), "device": config.get("device")})
     methods = list(dict.fromkeys(cfg.method for cfg in configs))
     return {
         "exp": exp,
@@ -373,12 +373,19 @@ def render_table(results: dict[str, Any], paper: bool = False) -> str:
         lines += ["", f"## {title}", ""]
         lines += markdown(["method", "n", *(label for _, label in columns)], rows)
 
+    devices = {m: sorted({r["device"] for r in results["runs"]
+                          if r["method"] == m and r.get("device")}) for m in methods}
     lines += ["", "## Cost: seconds per seed (mean)", "",
-              "Comparable only between runs that had the machine to themselves.", ""]
-    lines += markdown(["method", "train", "test prediction"],
+              "Comparable only between runs that had the machine to themselves."]
+    if len(set().union(*devices.values())) > 1:
+        lines.append("Not every run trained on the same kind of device (last column): another "
+                     "device gives the same seed other numbers, so compare such rows loosely.")
+    lines += [""]
+    lines += markdown(["method", "train", "test prediction", "trained on"],
                       [[f"`{m}`", *(("n/a" if summary[m][k]["mean"] is None
                                      else f"{summary[m][k]['mean']:.1f}")
-                                    for k in ("seconds_train", "seconds_predict"))]
+                                    for k in ("seconds_train", "seconds_predict")),
+                        ", ".join(devices[m]) or "n/a"]
                        for m in methods])
 
     lines += ["", f"## Paired t-tests: `{REFERENCE}` against each method", ""]

@@ -426,7 +426,7 @@ def plot_bench(results: dict[str, Any], path: str | Path,
     ax.set_title(f"{results['exp']}, preset {results['preset']}, seeds {seeds}: Table 2 "
                  "(hatched: published)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend()
+    ax.legend(ncol=len(VALIDATION_METRICS), loc="upper center")  # one row, above the bars
     save(figure, path, {"rows": rows})
     return {"rows": rows}
 

@@ -224,7 +224,11 @@ def test_bench_counts_runs_finished_on_another_device(
     assert '"device": "cuda"' in config.read_text()
     monkeypatch.setattr(dgc.benchmark, "train_run", lambda *_, **__: pytest.fail("retrained"))
     assert main(["bench", *BENCH_ARGS, "--out", str(copy)]) == 0
-    assert len(json.loads((copy / "results.json").read_text())["runs"]) == 4
+    runs = json.loads((copy / "results.json").read_text())["runs"]
+    assert [r["device"] for r in runs] == ["cpu", "cuda", "cpu", "cpu"]
+    table = (copy / "table.md").read_text()
+    assert "| `ce` |" in table and "| cpu, cuda |" in table and "Not every run" in table
+    assert "Not every run" not in (bench_dir / "table.md").read_text()
 
 
 def test_bench_reports_failed_runs_and_keeps_going(tmp_path: Path,
