@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,20 @@ def start_training(out: Path) -> subprocess.Popen[str]:
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def wait_for_first_checkpoint(process: subprocess.Popen[str], out: Path) -> None:
+def stop_after_first_checkpoint(processes: dict[Path, subprocess.Popen[str]],
+                                actions: dict[Path, Callable[[subprocess.Popen[str]], None]]
+                                ) -> None:
+    """Signal each run as soon as its own first epoch is saved, whichever comes first, so a
+    fast run is not left to finish while a slow one starts."""
     deadline = time.monotonic() + 300
-    while not (out / "checkpoint.pt").exists():
-        assert process.poll() is None, process.communicate()
+    pending = dict(actions)
+    while pending:
+        for out, act in list(pending.items()):
+            if (out / "checkpoint.pt").exists():
+                act(processes[out])
+                del pending[out]
+            else:
+                assert processes[out].poll() is None, processes[out].communicate()
         assert time.monotonic() < deadline, "no checkpoint after 300 s"
         time.sleep(0.01)
 
@@ -73,17 +84,16 @@ def test_sigkill_and_sigint_mid_run_then_resume(tmp_path: Path, straight: dict[s
     """Two runs at once (each pays for starting Python): one killed, one interrupted."""
     killed, interrupted = tmp_path / "killed", tmp_path / "interrupted"
     processes = {killed: start_training(killed), interrupted: start_training(interrupted)}
-    wait_for_first_checkpoint(processes[killed], killed)
-    processes[killed].kill()
-    wait_for_first_checkpoint(processes[interrupted], interrupted)
-    processes[interrupted].send_signal(signal.SIGINT)
+    stop_after_first_checkpoint(processes, {
+        killed: lambda process: process.kill(),
+        interrupted: lambda process: process.send_signal(signal.SIGINT)})
 
     processes[killed].communicate(timeout=300)
     assert processes[killed].returncode == -signal.SIGKILL
     assert 1 <= load_checkpoint(killed / "checkpoint.pt")["epoch"] < 6
 
     stdout, stderr = processes[interrupted].communicate(timeout=300)
-    assert processes[interrupted].returncode == 130, stderr
+    assert processes[interrupted].returncode == 130, (stdout, stderr)
     assert stderr.strip().splitlines()[-1] == RESUME_HINT
     assert "checkpoint.pt holds the last complete epoch" in stdout
     assert "Traceback" not in stderr
