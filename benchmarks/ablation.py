@@ -24,13 +24,15 @@ from dgc.benchmark import (
     TABLE3,
     bench_config,
     check_finished,
+    markdown,
     mean_std,
-    number,
+    measured_row,
     p_value,
     paired_p_value,
     parse_seeds,
 )
-from dgc.config import SPEC_SAMPLES, RunConfig
+from dgc.cli import series_overrides
+from dgc.config import RunConfig
 from dgc.errors import DGCError
 from dgc.experiment import train_run
 from dgc.io import read_json, write_json, write_text
@@ -67,20 +69,15 @@ def step_config(k: int, exp: str, seed: int, bench: Path, out: Path, base: list[
 def table(rows: list[dict[str, Any]], seeds: list[int]) -> str:
     header = ["step", "change", "seeds", *(title for _, title in COLUMNS),
               "Δ ACSA (paired)", "p (ACSA, vs step before)"]
-    lines = [f"Ablation over seeds {', '.join(map(str, seeds))}: mean ± std (ddof = 1).", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    unranked = {key: None for key, _ in COLUMNS}
+    cells = []
     for k, row in enumerate(rows):
-        cells = [str(k), row["change"], str(len(row["metrics"]))]
-        for key, _ in COLUMNS:
-            stat = row["summary"][key]
-            cells.append("–" if stat["mean"] is None else
-                         number(stat["mean"]) + ("" if stat["std"] is None
-                                                 else f" ± {number(stat['std'])}"))
+        _, *stats = measured_row(row["step"], row["summary"], COLUMNS, unranked)
         delta = row.get("delta_acsa")
-        cells += ["" if delta is None else f"{delta:+.4f}",
-                  p_value(row.get("p_acsa")) if k else ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        cells.append([str(k), row["change"], *stats, "" if delta is None else f"{delta:+.4f}",
+                      p_value(row.get("p_acsa")) if k else ""])
+    lines = [f"Ablation over seeds {', '.join(map(str, seeds))}: mean ± std (ddof = 1).", ""]
+    return "\n".join(lines + markdown(header, cells)) + "\n"
 
 
 def main() -> None:
@@ -95,6 +92,7 @@ def main() -> None:
     parser.add_argument("--steps", help="which steps between to train, e.g. 1,2 (default all)")
     parser.add_argument("--exact", action="store_true", help="as `dgc bench --exact`")
     parser.add_argument("--epochs", type=int, help="as `dgc bench --epochs`")
+    parser.add_argument("--bf16", action="store_true", help="as `dgc bench --bf16`")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="as `dgc bench --set`: applied to every step, the ends included")
     parser.add_argument("--collect", action="store_true", help="train nothing; tabulate")
@@ -104,10 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
     bench, out = Path(args.bench), Path(args.out)
-    base = [f"train.epochs={args.epochs}"] if args.epochs else []
-    if args.exact:
-        base += ["predict.rule=bayes", "predict.top_k=null", f"predict.samples={SPEC_SAMPLES}"]
-    base += args.set
+    base = series_overrides(args)  # --epochs, --exact, --bf16 and --set, as `dgc bench`
     settings = {"preset": args.preset, "recipe": args.recipe == "on", "threads": args.threads,
                 "data_dir": args.data_dir}
     inner = range(1, len(STEPS) - 1)
@@ -146,8 +141,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "ablation.json", {"exp": args.exp, "seeds": seeds, "bench": str(bench),
                                        "exact": args.exact, "steps": rows, "missing": missing})
-    write_text(out / "ablation.md", table(rows, seeds))
-    print(table(rows, seeds))
+    markdown_table = table(rows, seeds)
+    write_text(out / "ablation.md", markdown_table)
+    print(markdown_table)
     if missing:
         print("not finished yet (rerun to train the steps between; run `dgc bench --methods "
               "dgc-faithful,dgc` for the ends):\n  " + "\n  ".join(missing), file=sys.stderr)
