@@ -213,6 +213,17 @@ def run_bench(configs: Sequence[RunConfig], out_dir: str | Path, exp: str, recip
     return results
 
 
+def trained_on(config: dict[str, Any]) -> str | None:
+    """The device a run trained on and, on the CPU, its thread count: either changes the
+    numbers a seed gives, so a table that mixes them must say so."""
+    env = config.get("environment") or {}
+    device = env.get("device") or config.get("device")
+    threads = env.get("threads") or config.get("threads")
+    if device != "cpu" or not threads:
+        return device
+    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
+
+
 def collect(configs: Sequence[RunConfig], exp: str, recipe: bool) -> dict[str, Any]:
     """results.json's content from the finished runs among `configs`."""
     runs = []
@@ -226,7 +237,8 @@ def collect(configs: Sequence[RunConfig], exp: str, recipe: bool) -> dict[str, A
                      "seconds_train": metrics.get("seconds_train"),
                      "seconds_predict": metrics.get("seconds_predict"),
                      "split_sha256": config.get("split_sha256"),
-                     "n_params": config.get("n_params"), "device": config.get("device")})
+                     "n_params": config.get("n_params"), "device": config.get("device"),
+                     "trained_on": trained_on(config)})
     methods = list(dict.fromkeys(cfg.method for cfg in configs))
     return {
         "exp": exp,
@@ -373,19 +385,20 @@ def render_table(results: dict[str, Any], paper: bool = False) -> str:
         lines += ["", f"## {title}", ""]
         lines += markdown(["method", "n", *(label for _, label in columns)], rows)
 
-    devices = {m: sorted({r["device"] for r in results["runs"]
-                          if r["method"] == m and r.get("device")}) for m in methods}
+    devices = {m: sorted({where for r in results["runs"] if r["method"] == m
+                          if (where := r.get("trained_on") or r.get("device"))})
+               for m in methods}
     lines += ["", "## Cost: seconds per seed (mean)", "",
               "Comparable only between runs that had the machine to themselves."]
     if len(set().union(*devices.values())) > 1:
-        lines.append("Not every run trained on the same kind of device (last column): another "
-                     "device gives the same seed other numbers, so compare such rows loosely.")
+        lines.append("Not every run trained on the same device and thread count (last column): "
+                     "either gives the same seed other numbers, so compare such rows loosely.")
     lines += [""]
     lines += markdown(["method", "train", "test prediction", "trained on"],
                       [[f"`{m}`", *(("n/a" if summary[m][k]["mean"] is None
                                      else f"{summary[m][k]['mean']:.1f}")
                                     for k in ("seconds_train", "seconds_predict")),
-                        ", ".join(devices[m]) or "n/a"]
+                        "; ".join(devices[m]) or "n/a"]
                        for m in methods])
 
     lines += ["", f"## Paired t-tests: `{REFERENCE}` against each method", ""]

@@ -49,11 +49,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's model name: another CPU gives the same seed other numbers, so runs record it
+    (`platform.processor()` is empty on Linux, hence /proc/cpuinfo)."""
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip() or None
+    return platform.processor() or None
+
+
 def environment(cfg: RunConfig) -> dict[str, Any]:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "device": cfg.device, "threads": torch.get_num_threads(),
             "processes": distributed.world_size(),
-            "machine": platform.machine(), "processor": platform.processor() or None}
+            "machine": platform.machine(), "processor": cpu_model()}
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -227,8 +227,25 @@ def test_bench_counts_runs_finished_on_another_device(
     runs = json.loads((copy / "results.json").read_text())["runs"]
     assert [r["device"] for r in runs] == ["cpu", "cuda", "cpu", "cpu"]
     table = (copy / "table.md").read_text()
-    assert "| `ce` |" in table and "| cpu, cuda |" in table and "Not every run" in table
+    assert "| `ce` |" in table and "| cpu (1 thread); cuda |" in table and "Not every run" in table
     assert "Not every run" not in (bench_dir / "table.md").read_text()
+
+
+def test_bench_flags_runs_with_other_thread_counts(
+        bench_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread count is not a setting either, but it changes a seed's numbers on the CPU."""
+    copy = tmp_path / "bench"
+    shutil.copytree(bench_dir, copy)
+    config = copy / "dgc-s2" / "config.json"
+    config.write_text(config.read_text().replace('"threads": 1', '"threads": 2'))
+    monkeypatch.setattr(dgc.benchmark, "train_run", lambda *_, **__: pytest.fail("retrained"))
+    assert main(["bench", *BENCH_ARGS, "--out", str(copy)]) == 0
+    runs = json.loads((copy / "results.json").read_text())["runs"]
+    assert [r["trained_on"] for r in runs] == ["cpu (1 thread)", "cpu (1 thread)",
+                                               "cpu (2 threads)", "cpu (1 thread)"]
+    table = (copy / "table.md").read_text()
+    assert "| `dgc` |" in table and "| cpu (1 thread); cpu (2 threads) |" in table
+    assert "same device and thread count" in table
 
 
 def test_bench_reports_failed_runs_and_keeps_going(tmp_path: Path,

@@ -20,7 +20,14 @@ import dgc.training
 from dgc.config import RunConfig, apply_overrides, build_config
 from dgc.data import ImbalancedData
 from dgc.errors import DGCError
-from dgc.experiment import build_model, evaluate_run, load_run, to_train_data, train_run
+from dgc.experiment import (
+    build_model,
+    cpu_model,
+    evaluate_run,
+    load_run,
+    to_train_data,
+    train_run,
+)
 from dgc.methods import get_method
 from dgc.training import TrainData, Trainer, learning_rate
 
@@ -192,6 +199,16 @@ def test_short_training_beats_majority_class(trained: tuple[RunConfig, dict[str,
     assert metrics["r_mi"] > 0.0  # the 6-image class is not ignored
 
 
+def test_cpu_model_reads_cpuinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n")
+    assert cpu_model(cpuinfo) == "AMD EPYC 7B13"
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")  # no model name (e.g. ARM)
+    assert cpu_model(cpuinfo) is None
+    assert cpu_model(tmp_path / "missing") is None
+
+
 def test_run_directory_files(trained: tuple[RunConfig, dict[str, Any]],
                              digits_data: ImbalancedData) -> None:
     cfg, metrics = trained
@@ -201,6 +218,7 @@ def test_run_directory_files(trained: tuple[RunConfig, dict[str, Any]],
     env = config["environment"]
     assert env["python"] == platform.python_version()
     assert env["torch"] == torch.__version__ and env["numpy"] == np.__version__
+    assert env["processor"] == cpu_model()  # the CPU's name, where Linux gives one
     assert config["data"]["train_counts"] == digits_data.train_counts.tolist()
     assert config["data"]["image_shape"] == [8, 8, 1]
     settings = {k: v for k, v in config.items()
