@@ -214,16 +214,22 @@ def test_bench_refuses_finished_runs_with_other_settings(
     assert "other settings" in err and "train.epochs: 2 -> 3" in err
 
 
+def recollect_edited(bench_dir: Path, copy: Path, run: str, old: str, new: str,
+                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copy the benchmark, edit one run's config.json, and collect it again (never retraining)."""
+    shutil.copytree(bench_dir, copy)
+    config = copy / run / "config.json"
+    config.write_text(config.read_text().replace(old, new))
+    assert new in config.read_text()
+    monkeypatch.setattr(dgc.benchmark, "train_run", lambda *_, **__: pytest.fail("retrained"))
+    assert main(["bench", *BENCH_ARGS, "--out", str(copy)]) == 0
+
+
 def test_bench_counts_runs_finished_on_another_device(
         bench_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs trained on a lent GPU are collected on the CPU: the device is not a setting."""
     copy = tmp_path / "bench"
-    shutil.copytree(bench_dir, copy)
-    config = copy / "ce-s1" / "config.json"
-    config.write_text(config.read_text().replace('"device": "cpu"', '"device": "cuda"'))
-    assert '"device": "cuda"' in config.read_text()
-    monkeypatch.setattr(dgc.benchmark, "train_run", lambda *_, **__: pytest.fail("retrained"))
-    assert main(["bench", *BENCH_ARGS, "--out", str(copy)]) == 0
+    recollect_edited(bench_dir, copy, "ce-s1", '"device": "cpu"', '"device": "cuda"', monkeypatch)
     runs = json.loads((copy / "results.json").read_text())["runs"]
     assert [r["device"] for r in runs] == ["cpu", "cuda", "cpu", "cpu"]
     table = (copy / "table.md").read_text()
@@ -235,11 +241,7 @@ def test_bench_flags_runs_with_other_thread_counts(
         bench_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The thread count is not a setting either, but it changes a seed's numbers on the CPU."""
     copy = tmp_path / "bench"
-    shutil.copytree(bench_dir, copy)
-    config = copy / "dgc-s2" / "config.json"
-    config.write_text(config.read_text().replace('"threads": 1', '"threads": 2'))
-    monkeypatch.setattr(dgc.benchmark, "train_run", lambda *_, **__: pytest.fail("retrained"))
-    assert main(["bench", *BENCH_ARGS, "--out", str(copy)]) == 0
+    recollect_edited(bench_dir, copy, "dgc-s2", '"threads": 1', '"threads": 2', monkeypatch)
     runs = json.loads((copy / "results.json").read_text())["runs"]
     assert [r["trained_on"] for r in runs] == ["cpu (1 thread)", "cpu (1 thread)",
                                                "cpu (2 threads)", "cpu (1 thread)"]
