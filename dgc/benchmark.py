@@ -216,9 +216,8 @@ def run_bench(configs: Sequence[RunConfig], out_dir: str | Path, exp: str, recip
 def trained_on(config: dict[str, Any]) -> str | None:
     """The device a run trained on and, on the CPU, its thread count: either changes the
     numbers a seed gives, so a table that mixes them must say so."""
-    env = config.get("environment") or {}
-    device = env.get("device") or config.get("device")
-    threads = env.get("threads") or config.get("threads")
+    device = config.get("device")
+    threads = (config.get("environment") or {}).get("threads") or config.get("threads")
     if device != "cpu" or not threads:
         return device
     return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
@@ -385,9 +384,8 @@ def render_table(results: dict[str, Any], paper: bool = False) -> str:
         lines += ["", f"## {title}", ""]
         lines += markdown(["method", "n", *(label for _, label in columns)], rows)
 
-    devices = {m: sorted({where for r in results["runs"] if r["method"] == m
-                          if (where := r.get("trained_on") or r.get("device"))})
-               for m in methods}
+    devices = {m: sorted({r["trained_on"] for r in results["runs"]
+                          if r["method"] == m and r.get("trained_on")}) for m in methods}
     lines += ["", "## Cost: seconds per seed (mean)", "",
               "Comparable only between runs that had the machine to themselves."]
     if len(set().union(*devices.values())) > 1:
