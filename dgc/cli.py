@@ -22,9 +22,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dgc import distributed
+from dgc import __version__, distributed
 from dgc.benchmark import PUBLISHED, parse_methods, parse_seeds, plan, run_bench
-from dgc.config import SPEC_SAMPLES, apply_overrides, build_config, validate
+from dgc.config import (
+    SPEC_SAMPLES,
+    PredictConfig,
+    RunConfig,
+    apply_overrides,
+    build_config,
+    validate,
+)
 from dgc.data import dataset_names, open_numpy, read_member
 from dgc.errors import DGCError
 from dgc.experiment import (
@@ -40,6 +47,7 @@ from dgc.methods import METHODS, get_method
 from dgc.metrics import HEADLINE, format_metrics
 from dgc.plots import render_image_grid
 from dgc.report import sample_class, write_report
+from dgc.rundir import RunDir
 from dgc.sweep import parse_values, run_sweep
 
 COMMANDS = ("train", "evaluate", "predict", "report", "sweep", "sample", "bench")
@@ -99,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dgc", description="Deep Generative Classifier for class-imbalanced data.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"dgc {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a method on an imbalanced dataset")
@@ -123,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("cpu", "cuda"))
     train.add_argument("--threads", type=int, help="CPU threads for torch")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start again in an --out that holds a run, moving that run aside "
+                            "to OUT.old-K first")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--no-report", action="store_true",
                        help="skip the figures and report.md written after training")
@@ -175,8 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def predict_settings(args: argparse.Namespace, base: object) -> object:
-    """The run's prediction settings with the command line's changes."""
+def predict_settings(args: argparse.Namespace, cfg: RunConfig) -> PredictConfig:
+    """The run's prediction settings with the command line's changes, validated."""
+    base = cfg.predict
     changes = {k: v for k, v in (("samples", args.samples), ("rule", args.rule),
                                  ("top_k", args.top_k)) if v is not None}
     if args.importance:
@@ -184,8 +197,11 @@ def predict_settings(args: argparse.Namespace, base: object) -> object:
     if args.bf16:
         changes["bf16"] = True
     if args.exact:
-        changes.update(rule="bayes", top_k=None, samples=args.samples or SPEC_SAMPLES)
-    return dataclasses.replace(base, **changes)
+        changes.update(rule="bayes", top_k=None,
+                       samples=SPEC_SAMPLES if args.samples is None else args.samples)
+    predict = dataclasses.replace(base, **changes)
+    validate(dataclasses.replace(cfg, predict=predict))
+    return predict
 
 
 def series_overrides(args: argparse.Namespace) -> list[str]:
@@ -223,7 +239,7 @@ def command_train(args: argparse.Namespace) -> None:
     if args.bf16:
         train_changes["bf16"] = True
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_changes),
-                              predict=predict_settings(args, cfg.predict))
+                              predict=predict_settings(args, cfg))
     cfg = apply_overrides(cfg, args.set)
     cfg = dataclasses.replace(cfg, out=args.out or default_out(cfg))
     validate(cfg)
@@ -232,7 +248,8 @@ def command_train(args: argparse.Namespace) -> None:
         if reports:
             print(f"dgc: preset {preset} ({'CUDA found' if cuda else 'no CUDA device'}), "
                   f"device {device}")
-        metrics = train_run(cfg, resume=args.resume, progress=not args.quiet)
+        metrics = train_run(cfg, resume=args.resume, progress=not args.quiet,
+                            overwrite=args.overwrite)
     if not reports:
         return
     print(format_metrics(metrics, title=f"{cfg.method} on {cfg.exp}, seed {cfg.seed} (test set)"))
@@ -254,18 +271,21 @@ def paper_comparison(metrics: dict, paper: dict) -> str:
 
 def command_evaluate(args: argparse.Namespace) -> None:
     run = load_run(args.run_dir)
+    predict = predict_settings(args, run.cfg)
     if get_method(run.cfg.method).family != "dgc":
         raise DGCError(f"{args.run_dir} is a {run.cfg.method} baseline run: `evaluate` re-scores "
                        "DGC's Bayes rule, and the run's metrics.json already holds its test "
                        "metrics")
     if args.decompose:
-        report, path = decompose_run(args.run_dir, predict_settings(args, run.cfg.predict), run)
+        with RunDir(args.run_dir).lock():
+            report, path = decompose_run(args.run_dir, predict, run)
         print("| terms | ACSA alone | spread across classes (nats) |\n|---|---|---|")
         for terms, row in report.items():
             print(f"| {terms} | {row['acsa']:.4f} | {row['spread']:.2f} |")
         print(f"written to {path}")
         return
-    metrics, path = evaluate_run(args.run_dir, predict_settings(args, run.cfg.predict), run)
+    with RunDir(args.run_dir).lock():
+        metrics, path = evaluate_run(args.run_dir, predict, run, progress=True)
     print(format_metrics(metrics, title=f"{args.run_dir} (test set)"))
     print(f"test prediction {metrics['seconds_predict']:.1f} s; written to {path}")
 
@@ -319,8 +339,9 @@ def load_array(path: Path) -> np.ndarray:
 
 def command_predict(args: argparse.Namespace) -> None:
     run = load_run(args.run_dir)
+    predict = predict_settings(args, run.cfg)
     images, names = read_images(Path(args.input), tuple(run.model.image_shape))
-    probs = predict_images(run.model, images, run.cfg, predict_settings(args, run.cfg.predict))
+    probs = predict_images(run.model, images, run.cfg, predict, progress=True)
     out = Path(args.out)
     try:
         with out.open("w", newline="") as handle:
@@ -335,7 +356,11 @@ def command_predict(args: argparse.Namespace) -> None:
 
 
 def command_report(args: argparse.Namespace) -> None:
-    print(f"dgc: report written to {write_report(args.run_dir, progress=not args.quiet)}")
+    if not Path(args.run_dir).is_dir():
+        raise DGCError(f"run directory {args.run_dir} does not exist")
+    with RunDir(args.run_dir).lock():
+        path = write_report(args.run_dir, progress=not args.quiet)
+    print(f"dgc: report written to {path}")
 
 
 def command_sweep(args: argparse.Namespace) -> None:
@@ -354,6 +379,10 @@ def command_sample(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise DGCError(f"--out must name a .npz file, got {out}")
+    if args.n < 1:
+        raise DGCError(f"--n must be at least 1, got {args.n}")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise DGCError(f"--seed must be in 0..2**32-1, got {args.seed}")
     images, name, sources = sample_class(args.run_dir, args.class_name, args.n, args.seed)
     atomic_write(out, lambda f: np.savez_compressed(
         f, x=images, class_name=np.array(name), source_indices=sources))
@@ -406,7 +435,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0].startswith("--") and argv[0] not in ("--help", "--debug"):
+    if argv and argv[0].startswith("--") and argv[0] not in ("--help", "--debug", "--version"):
         argv.insert(0, "train")
     if argv[:1] == ["--debug"] and (len(argv) == 1 or argv[1] not in COMMANDS):
         argv.insert(1, "train")

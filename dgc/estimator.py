@@ -33,7 +33,7 @@ from dgc.config import PRIORS, ModelConfig, PredictConfig, RunConfig, TrainConfi
 from dgc.data import split_validation
 from dgc.errors import DGCError
 from dgc.io import load_checkpoint, save_checkpoint
-from dgc.model import DGC
+from dgc.model import DGC, check_fits
 from dgc.prediction import class_scores
 from dgc.training import TrainData, Trainer
 
@@ -158,6 +158,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         self.class_counts_ = np.bincount(y_index, minlength=len(classes))
 
         cfg = self._run_config(seed)
+        check_fits(lambda: DGC(self.input_shape_, len(classes), cfg.model), self.input_shape_,
+                   cfg.model, max(cfg.train.batch_size, cfg.train.pretrain_batch), cfg.device)
         x, y_train, x_val, y_val = split_validation(self._scaled(X), y_index.astype(np.int64),
                                                     self.validation_fraction, seed)
         data = TrainData(x=self._tensor(x), y=torch.from_numpy(y_train),

@@ -18,12 +18,15 @@ log-likelihood up to a constant and training and prediction need no change.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from dgc.config import ModelConfig
+from dgc.errors import DGCError
 
 BN_MOMENTUM = 0.1  # TensorFlow's decay 0.9
 BN_EPS = 1e-5
@@ -287,3 +290,43 @@ def paper_init(module: nn.Module) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def activation_numel(image_shape: tuple[int, ...], cfg: ModelConfig) -> int:
+    """Values one image leaves in the encoder's trunk (the decoder mirrors it)."""
+    if len(image_shape) == 1:
+        return image_shape[0] + cfg.width + cfg.hidden
+    height, width, channels = image_shape
+    total = height * width * channels
+    for i in range(encoder_depth(max(height, width))):
+        height, width = math.ceil(height / 2), math.ceil(width / 2)
+        total += cfg.width * 2**i * height * width
+    return total + cfg.hidden
+
+
+def machine_memory(device: str) -> int:
+    """Bytes of memory of the device a model would train on."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(build: Callable[[], nn.Module], image_shape: tuple[int, ...], cfg: ModelConfig,
+               batch: int, device: str) -> None:
+    """Refuse, before allocating anything, a model and batch that cannot fit in the device's
+    memory: the conv nets grow with the image (a 2000×2000 input asks for tens of GB), so the
+    fix is to resize the images. `build` makes the model; it runs on torch's meta device.
+
+    The estimate: weights, gradients and Adam's two moments (4 × 4 bytes a parameter), plus
+    the batch's activations of encoder and decoder kept for the backward pass (about 8 float32
+    values per trunk value)."""
+    with torch.device("meta"):
+        params = count_parameters(build())
+    need = 16 * params + 32 * batch * activation_numel(image_shape, cfg)
+    have = machine_memory(device)
+    if need > have:
+        shape = "×".join(map(str, image_shape))
+        raise DGCError(f"inputs of shape {shape} need about {need / 2**30:.0f} GiB with this "
+                       f"architecture ({params:,} parameters, batch {batch}) but the {device} has "
+                       f"{have / 2**30:.0f} GiB; resize the images (e.g. to 32×32 or 64×64) or "
+                       "choose a smaller model.width / model.hidden")

@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from dgc import distributed, precision
+from dgc import distributed, precision, progress
 from dgc.augment import augment_batch
 from dgc.config import RunConfig
 from dgc.errors import DGCError
@@ -128,8 +127,9 @@ class EpochTrainer:
         t = self.cfg.train
         self.prepare()
         epochs = range(self.epoch, t.epochs)
-        bar = tqdm(epochs, desc="train", unit="epoch", disable=not self.progress,
-                   initial=self.epoch, total=t.epochs)
+        bar = progress.bar(epochs, self.progress, desc="train", unit="epoch",
+                           initial=self.epoch, total=t.epochs)
+        lines = self.progress and not progress.interactive()
         for _ in bar:
             started = time.perf_counter()
             record = self.train_epoch()
@@ -143,9 +143,13 @@ class EpochTrainer:
             self.history["epochs"].append(record)
             self.keep_best(record)
             self.save()
-            bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in self.shown}
-                            | ({"val_acsa": f"{record['val']['acsa']:.4f}"}
-                               if "val" in record else {}))
+            shown = ({k: f"{v:.3g}" for k, v in record.items() if k in self.shown}
+                     | ({"val_acsa": f"{record['val']['acsa']:.4f}"} if "val" in record else {}))
+            bar.set_postfix(shown)
+            if lines:  # a log file or pipe gets one line per epoch instead of the bar
+                self.log(f"dgc: epoch {self.epoch}/{t.epochs} "
+                         + " ".join(f"{k} {v}" for k, v in shown.items())
+                         + f" ({record['seconds']:.1f} s)")
         return self.history
 
     def prepare(self) -> None:

@@ -271,7 +271,7 @@ def test_invalid_value_is_refused_before_training(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--exp", "digits", "--epochs", "0", "--quiet",
                  "--out", str(tmp_path / "r")]) == 2
-    assert "--epochs must be at least 1" in one_error_line(capsys.readouterr().err)
+    assert "--epochs (train.epochs) must be at least 1" in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "r").exists()
 
 
@@ -292,10 +292,10 @@ def test_default_prediction_is_top2_and_exact_restores_spec(tmp_path: Path) -> N
     faithful = get_method("dgc-faithful").configure(build_config("fashion", "cpu"))
     assert (faithful.predict.top_k, faithful.predict.samples) == (None, 10)
     parser = build_parser()
-    exact = predict_settings(parser.parse_args(["evaluate", "run", "--exact"]), cfg.predict)
+    exact = predict_settings(parser.parse_args(["evaluate", "run", "--exact"]), cfg)
     assert exact == PredictConfig(samples=10, top_k=None, rule="bayes")
     fewer = predict_settings(parser.parse_args(["evaluate", "run", "--exact", "--samples", "3"]),
-                             cfg.predict)
+                             cfg)
     assert (fewer.top_k, fewer.samples) == (None, 3)
     args = parser.parse_args(["bench", "--exact", "--epochs", "3", "--set", "train.lr=0.01"])
     changed = apply_overrides(cfg, series_overrides(args))

@@ -138,7 +138,7 @@ def test_sweep_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main([*args, "--values", "0.2", "--seeds", "3-1"]) == 2
     assert "backwards" in capsys.readouterr().err
     assert main([*args, "--values", "-1"]) == 2
-    assert "sampling-rate must be >= 0" in capsys.readouterr().err
+    assert "sampling-rate (train.sampling_rate) must be >= 0" in capsys.readouterr().err
     assert main([*args, "--values", "1", "--param", "model.nothing"]) == 2
     assert "no setting 'nothing'" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
