@@ -42,7 +42,7 @@ from dgc.experiment import (
     predict_images,
     train_run,
 )
-from dgc.io import atomic_write
+from dgc.io import atomic_write, one_line
 from dgc.methods import METHODS, get_method
 from dgc.metrics import HEADLINE, format_metrics
 from dgc.plots import render_image_grid
@@ -303,8 +303,8 @@ def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, li
                 with Image.open(file) as image:
                     image = image.convert(mode).resize((shape[1], shape[0]))
                     images.append(np.asarray(image, dtype=np.uint8).reshape(shape))
-            except OSError as error:
-                raise DGCError(f"cannot read image {file}: {error}") from error
+            except (OSError, Image.DecompressionBombError) as error:
+                raise DGCError(f"cannot read image {file}: {one_line(str(error))}") from error
         return np.stack(images), [f.name for f in files]
     array = load_array(path)
     if array.ndim == 3:

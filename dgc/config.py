@@ -328,7 +328,9 @@ def kind_name(kind: Any) -> str:
 
 def option(key: str) -> str:
     """How the user names a setting: its command-line option where it has one."""
-    return f"{OPTIONS[key]} ({key})" if key in OPTIONS else key
+    if key not in OPTIONS:
+        return key
+    return f"{OPTIONS[key]} ({key})" if "." in key else OPTIONS[key]
 
 
 def validate(cfg: RunConfig) -> None:

@@ -633,9 +633,13 @@ def open_numpy(path: Path, hint: str) -> np.ndarray | np.lib.npyio.NpzFile:
 def read_member(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     """One array of an open .npz; a damaged member is a DGCError naming the file."""
     try:
-        return npz[key]
+        member = npz[key]
     except _ARCHIVE_ERRORS as exc:
         raise DGCError(f"cannot read the array {key!r} in {path}: {exc}") from exc
+    if not isinstance(member, np.ndarray):  # numpy hands a zip's non-.npy member over as bytes
+        raise DGCError(f"{path}: {key!r} is not a numpy array (is this a zip of other files?); "
+                       "save your arrays with np.savez")
+    return member
 
 
 def load_npz(data_dir: PathLike | None = None) -> RawData:

@@ -35,4 +35,4 @@ def steps(items: Sequence[T], desc: str, unit: str, enabled: bool) -> Iterator[T
         yield item
         if done * 10 // len(items) > shown:
             shown = done * 10 // len(items)
-            print(f"dgc: {desc}: {done} of {len(items)} {unit}s", file=sys.stderr, flush=True)
+            print(f"dgc: {desc} {done}/{len(items)} {unit}", file=sys.stderr, flush=True)
