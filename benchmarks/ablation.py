@@ -40,7 +40,7 @@ from dgc.training import CHECKPOINT
 
 # (name, what changes, the `--set` overrides it adds to the step before).
 STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("faithful", "`dgc-faithful` (SPEC §1-§4)", ()),
+    ("faithful", "`dgc-faithful` (METHOD §1-§4)", ()),
     ("no-lvo", "without the extra encoder step (LVO)", ("train.lvo=false",)),
     ("logit-adjust", "+ logit-adjusted label head, τ = 1", ("train.logit_adjust_tau=1",)),
     ("x-mean", "+ encoder mean from the image only", ("model.label_in_mean=false",)),

@@ -4,7 +4,7 @@ Every (method, seed) pair is one `train_run` in `DIR/<method>-s<seed>/`. On top 
 own configuration the harness sets what must be equal for a fair comparison, for every method
 alike (DGC and `dgc-faithful` included):
 
-* the same imbalanced training set per seed (SPEC §5) and the same stratified 10 % validation
+* the same imbalanced training set per seed (METHOD §5) and the same stratified 10 % validation
   split of it, on which every method keeps its best-ACSA checkpoint;
 * the training recipe (`recipe=True`, the default): random crop with 2-pixel padding, a
   horizontal flip where the dataset allows it, and a cosine learning-rate schedule over the
@@ -47,7 +47,7 @@ LOWER_IS_BETTER = {"ece"}
 # Settings that may differ between a finished run and a rerun of the benchmark.
 FREE_SETTINGS = {"out", "data_dir", "threads", "device"}
 
-# SPEC §7: the paper's Tables 2 and 3 (means; the DGC row's std in PUBLISHED_STD). Table 3 gives
+# METHOD §7: the paper's Tables 2 and 3 (means; the DGC row's std in PUBLISHED_STD). Table 3 gives
 # R_MI and P_MA only for DGC and for the best baseline of each column.
 PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
     "mnist": {
@@ -368,7 +368,7 @@ def render_table(results: dict[str, Any], paper: bool = False) -> str:
              "Cells: mean ± sample standard deviation over the n seeds a method finished "
              "(n/a with one seed); **bold**: best measured mean per column (lowest for ECE)."]
     if paper:
-        lines.append("Rows marked (published) are the paper's (SPEC §7), copied, not measured "
+        lines.append("Rows marked (published) are the paper's (METHOD §7), copied, not measured "
                      "here, and not ranked.")
     for title, columns in (("Table 2: class-balanced metrics", TABLE2),
                            ("Table 3: minority recall, majority precision and calibration",

@@ -25,7 +25,7 @@ from PIL import Image
 from dgc import __version__, distributed
 from dgc.benchmark import PUBLISHED, parse_methods, parse_seeds, plan, run_bench
 from dgc.config import (
-    SPEC_SAMPLES,
+    PAPER_SAMPLES,
     PredictConfig,
     RunConfig,
     apply_overrides,
@@ -72,15 +72,16 @@ def parse_profile(text: str) -> tuple[int, ...]:
 
 
 def add_predict_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--samples", type=int, help="importance samples S per class (SPEC: 10)")
+    parser.add_argument("--samples", type=int,
+                        help="importance samples S per class (the paper: 10)")
     parser.add_argument("--rule", choices=("bayes", "label", "recon"),
                         help="score: full Bayes rule, or one of its terms alone")
     parser.add_argument("--top-k", type=int, help="decode only the label term's K best classes")
     parser.add_argument("--importance", action="store_true",
                         help="add the importance correction log p(z) - log q(z|x,y)")
     parser.add_argument("--exact", action="store_true",
-                        help="SPEC §4 as written: Bayes rule over every class, S = 10 unless "
-                             "--samples says otherwise")
+                        help="the paper's rule (docs/METHOD.md §4): Bayes rule over every class, "
+                             "S = 10 unless --samples says otherwise")
     parser.add_argument("--bf16", action="store_true",
                         help="bfloat16 autocast on CUDA (train: training and prediction)")
 
@@ -98,14 +99,16 @@ def add_series_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--exact", action="store_true",
-                        help="every DGC run predicts with SPEC §4 as written (all classes, S = 10)")
+                        help="every DGC run predicts with the paper's rule (docs/METHOD.md §4: "
+                             "all classes, S = 10)")
     parser.add_argument("--bf16", action="store_true",
                         help="bfloat16 autocast on CUDA, in training and prediction")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dgc", description="Deep Generative Classifier for class-imbalanced data.")
+        prog="dgc", description="Deep Generative Classifier for class-imbalanced data. The "
+        "method and protocol: docs/METHOD.md; what each failure does: docs/RELIABILITY.md.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"dgc {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -181,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--recipe", choices=("on", "off"), default="on",
                        help="crop + flip augmentation and a cosine schedule for every method")
     bench.add_argument("--paper", action="store_true",
-                       help="add the paper's published rows (SPEC §7) to the tables")
+                       help="add the paper's published rows (docs/METHOD.md §7) to the tables")
     bench.add_argument("--out", help="benchmark folder (default runs/bench-<exp>-<preset>)")
     add_series_options(bench)
     return parser
@@ -198,7 +201,7 @@ def predict_settings(args: argparse.Namespace, cfg: RunConfig) -> PredictConfig:
         changes["bf16"] = True
     if args.exact:
         changes.update(rule="bayes", top_k=None,
-                       samples=SPEC_SAMPLES if args.samples is None else args.samples)
+                       samples=PAPER_SAMPLES if args.samples is None else args.samples)
     predict = dataclasses.replace(base, **changes)
     validate(dataclasses.replace(cfg, predict=predict))
     return predict
@@ -209,7 +212,7 @@ def series_overrides(args: argparse.Namespace) -> list[str]:
     overrides = [f"train.epochs={args.epochs}"] if args.epochs is not None else []
     if args.exact:
         overrides += ["predict.rule=bayes", "predict.top_k=null",
-                      f"predict.samples={SPEC_SAMPLES}"]
+                      f"predict.samples={PAPER_SAMPLES}"]
     if args.bf16:
         overrides += ["train.bf16=true", "predict.bf16=true"]
     return overrides + args.set

@@ -27,7 +27,7 @@ CLASS_WEIGHTINGS = ("none", "inverse", "effective")
 RESAMPLERS = ("none", "ros", "smote")
 SECTIONS = ("model", "train", "predict", "baseline")
 PRIORS = ("normal", "mixture", "class")
-SPEC_SAMPLES = 10  # S of SPEC §4
+PAPER_SAMPLES = 10  # S of METHOD §4
 TRUE_WORDS = {"true", "yes", "on", "1"}
 FALSE_WORDS = {"false", "no", "off", "0"}
 # Settings with their own command-line option, named by it in messages.
@@ -42,10 +42,10 @@ BF16_NEEDS_CUDA = ("--bf16 (bfloat16 autocast) is for CUDA devices: on the CPU i
 
 @dataclass
 class ModelConfig:
-    """Architecture of SPEC §1; `width`/`decoder_width`: first layer's filters (paper: 128).
+    """Architecture of METHOD §1; `width`/`decoder_width`: first layer's filters (paper: 128).
 
-    `prior` is p(z): "normal" N(0, I) as SPEC §1; "mixture" a learned Gaussian mixture with one
-    component per class (DGCMM, SPEC §9); "class" the same mixture with component c tied to
+    `prior` is p(z): "normal" N(0, I) as METHOD §1; "mixture" a learned Gaussian mixture with one
+    component per class (DGCMM, METHOD §9); "class" the same mixture with component c tied to
     class c, i.e. a learned class-conditional prior p(z | y = c).
     """
 
@@ -62,7 +62,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Objective (SPEC §2), latent oversampling (§3) and schedule of training.
+    """Objective (METHOD §2), latent oversampling (§3) and schedule of training.
 
     `prior_weight` weighs the KL of q(z|x,y) to a learned prior (`model.prior` other than
     "normal"), the DGCMM regulariser that stands beside (or, with `mmd_weight` 0, replaces) the
@@ -95,17 +95,17 @@ class TrainConfig:
 
 @dataclass
 class PredictConfig:
-    """Bayes-rule prediction of SPEC §4.
+    """Bayes-rule prediction of METHOD §4.
 
     `top_k` spends the decoder only on the K classes the cheap terms (the label term, and a
-    learned prior's) rank best (None: all, as SPEC §4); `importance` adds log p(z) − log q(z|x,y)
+    learned prior's) rank best (None: all, as METHOD §4); `importance` adds log p(z) − log q(z|x,y)
     to every sample's weight (Eq. 9 leaves it out); `latent_weight` scales a learned prior's
     log p(z) in the score (DGCMM; 1 is Bayes' rule); `decode_batch` bounds memory as the number
     of codes per decoder pass; `bf16` predicts (and validates) under bfloat16 autocast (CUDA
     only).
     """
 
-    samples: int = SPEC_SAMPLES
+    samples: int = PAPER_SAMPLES
     rule: str = "bayes"
     top_k: int | None = None
     mmd_term: bool = False
@@ -187,7 +187,7 @@ def family(exp: str) -> str:
 
 
 def paper_preset(exp: str) -> tuple[ModelConfig, TrainConfig, PredictConfig]:
-    """SPEC §1/§2 as published: the MNIST-like setting, or CelebA's (k = 128, MLP head)."""
+    """METHOD §1/§2 as published: the MNIST-like setting, or CelebA's (k = 128, MLP head)."""
     if family(exp) == "celeba":
         return (
             ModelConfig(latent_dim=128, kernel=5, head_hidden=(500, 500)),
@@ -202,7 +202,7 @@ def cpu_preset(exp: str) -> tuple[ModelConfig, TrainConfig, PredictConfig]:
     """A narrow network and short schedule: one Fashion-MNIST seed in minutes on two cores.
 
     Same objective and prediction as `paper`; only width, epochs and learning rate differ
-    (lr 1e-5 is too slow for a short schedule, 1e-3 is unstable: SPEC §9).
+    (lr 1e-5 is too slow for a short schedule, 1e-3 is unstable: METHOD §9).
     """
     model, train, predict = paper_preset(exp)
     if family(exp) == "digits":

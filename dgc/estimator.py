@@ -54,7 +54,7 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
 
     Training minimises ½‖x − G_X(z)‖² + MMD(z, N(0, I)) + w·CE(y, G_Y(z)) with latent
     oversampling of the minority classes; prediction is Bayes' rule by importance sampling over
-    q(z | x, y = c) for every class c (SPEC §2–§4). `predict` and `predict_proba` draw their
+    q(z | x, y = c) for every class c (METHOD §2–§4). `predict` and `predict_proba` draw their
     noise once per call from a generator seeded by the fit's seed and shared by all rows, so a
     fitted estimator gives the same answer for a row on every call and in any subset (for
     tables exactly, as prediction runs in float64; for images to float32 rounding, ~1e-7).
@@ -84,7 +84,7 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         `cpu` preset.
     hidden : units of the encoder layer where the label joins.
     epochs, batch_size, learning_rate : Adam (β1 = 0.5) with a cosine schedule.
-    sampling_rate : r of the latent oversampling (SPEC §3); 0 turns it off.
+    sampling_rate : r of the latent oversampling (METHOD §3); 0 turns it off.
     samples : S, the codes per class drawn for the Bayes rule.
     cls_weight : weight of the mean cross-entropy; None sums it over the batch as the official
         code does (an effective weight of `batch_size`).
@@ -244,7 +244,7 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
 
     # -- prediction -------------------------------------------------------------------------
     def predict_proba(self, X: Any) -> np.ndarray:
-        """p(y = c | x) by Bayes' rule (SPEC §4), columns in the order of `classes_`."""
+        """p(y = c | x) by Bayes' rule (METHOD §4), columns in the order of `classes_`."""
         scores = self._scores(X)
         return torch.softmax(scores.double(), dim=1).cpu().numpy()
 

@@ -1,4 +1,4 @@
-"""Evaluation metrics for class-imbalanced classification (SPEC §6).
+"""Evaluation metrics for class-imbalanced classification (METHOD §6).
 
 Every metric comes from the one-vs-rest counts of each class c in the confusion matrix: TP_c,
 FP_c (predicted c, truly another class), FN_c (truly c, predicted another) and TN_c. Plain
@@ -174,7 +174,7 @@ def compute_metrics(
     class_names: Sequence[str] | None = None,
     y_prob=None,
 ) -> dict:
-    """Compute every SPEC §6 metric; the number of classes C is ``len(train_counts)``.
+    """Compute every METHOD §6 metric; the number of classes C is ``len(train_counts)``.
 
     Returns a JSON-serialisable dict: the metric values are Python floats, ``per_class`` is a list
     of one dict per class (``class`` name, int ``train_count`` and ``support``, ``precision``,

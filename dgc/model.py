@@ -1,8 +1,8 @@
-"""The DGC model (SPEC §1): encoder q(z|x,y), image decoder p(x|z) and label head p(y|z).
+"""The DGC model (METHOD §1): encoder q(z|x,y), image decoder p(x|z) and label head p(y|z).
 
     p(x, y, z) = N(z; 0, I) · p(x | z) · p(y | z)
 
-or, with a learned mixture prior (DGCMM, SPEC §9), p(z) = Σ_c π_c N(z; m_c, s_c²).
+or, with a learned mixture prior (DGCMM, METHOD §9), p(z) = Σ_c π_c N(z; m_c, s_c²).
 
 The encoder's convolutional trunk sees the image alone; the label enters after the flatten, as
 `Linear(concat(flat, onehot(y)))`, written here as `Linear(flat) + Embedding(y)` (the same map),
@@ -278,7 +278,7 @@ def reparameterise(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) 
 
 
 def paper_init(module: nn.Module) -> None:
-    """Weights from N(0, 0.01²), biases 0, BatchNorm scale 1 and shift 0 (SPEC §1)."""
+    """Weights from N(0, 0.01²), biases 0, BatchNorm scale 1 and shift 0 (METHOD §1)."""
     if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
         nn.init.normal_(module.weight, 0.0, 0.01)
         if getattr(module, "bias", None) is not None:

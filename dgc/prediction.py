@@ -1,4 +1,4 @@
-"""Prediction by Bayes' rule with importance sampling (SPEC §4, paper Eq. 9).
+"""Prediction by Bayes' rule with importance sampling (METHOD §4, paper Eq. 9).
 
 For every image x and class c, S codes z_c^s ~ q(z | x, y = c) are scored by
 

@@ -1,4 +1,4 @@
-"""Training DGC (SPEC §2–§3): encoder pre-training, the LVO step, the joint step and the
+"""Training DGC (METHOD §2–§3): encoder pre-training, the LVO step, the joint step and the
 latent-oversampling step on the label head, with periodic validation and resumable checkpoints.
 `EpochTrainer` holds the loop, validation and checkpointing that the baseline classifiers
 (`dgc.baselines`) share with DGC's `Trainer`.
@@ -60,7 +60,7 @@ class TrainData:
 
 
 def learning_rate(cfg: RunConfig, epoch: float) -> float:
-    """The schedule at a (fractional) epoch; `manual` and `manual_smooth` are SPEC §2's."""
+    """The schedule at a (fractional) epoch; `manual` and `manual_smooth` are METHOD §2's."""
     t = cfg.train
     if t.schedule == "manual":
         return t.lr * (0.5 if epoch >= 30 else 1.0) * (0.2 if epoch >= 50 else 1.0)
@@ -348,7 +348,7 @@ class Trainer(EpochTrainer):
 
     def objective(self, x: torch.Tensor,
                   y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
-        """L = ½‖x − G_X(z)‖² + λ·MMD_IMQ(z, N(0, I)) + w_cls·CE(y, G_Y(z))  (SPEC §2),
+        """L = ½‖x − G_X(z)‖² + λ·MMD_IMQ(z, N(0, I)) + w_cls·CE(y, G_Y(z))  (METHOD §2),
         plus β·KL(q(z|x,y) ‖ learned prior) with a mixture prior (DGCMM); a term whose weight
         is 0 is not computed."""
         t = self.cfg.train
