@@ -32,7 +32,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from dgc.config import PRIORS, ModelConfig, PredictConfig, RunConfig, TrainConfig, validate
 from dgc.data import split_validation
 from dgc.errors import DGCError
-from dgc.io import load_checkpoint, save_checkpoint
+from dgc.io import load_checkpoint, load_weights, save_checkpoint
 from dgc.model import DGC, check_fits
 from dgc.prediction import class_scores
 from dgc.training import TrainData, Trainer
@@ -340,7 +340,7 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
                 estimator.feature_names_in_ = np.asarray(state["feature_names"], dtype=object)
             model = DGC(estimator.input_shape_, len(estimator.classes_),
                         estimator._model_config())
-            model.load_state_dict(state["model"])
+            load_weights(model, state["model"], path)
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise DGCError(f"{path} holds a DGCClassifier this version cannot read: "
                            f"{error}") from error

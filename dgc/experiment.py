@@ -24,7 +24,14 @@ from dgc.baselines import Classifier, ClassifierTrainer, build_classifier, class
 from dgc.config import BF16_NEEDS_CUDA, PredictConfig, RunConfig, validate
 from dgc.data import ImbalancedData, load_imbalanced, split_validation
 from dgc.errors import DGCError
-from dgc.io import atomic_write, load_checkpoint, load_newest_checkpoint, read_json, write_json
+from dgc.io import (
+    atomic_write,
+    load_checkpoint,
+    load_newest_checkpoint,
+    load_weights,
+    read_json,
+    write_json,
+)
 from dgc.methods import get_method
 from dgc.metrics import compute_metrics
 from dgc.model import DGC, check_fits, count_parameters, images_to_tensor
@@ -152,18 +159,8 @@ def train_locked(cfg: RunConfig, out: RunDir, resume: bool, progress: bool, log:
     """`train_run` once the folder is checked and locked: data, model, training, files."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    data = run_data(cfg)
-    if data.num_classes < 2:
-        raise DGCError(f"{cfg.exp} has one class ({data.class_names[0]}); a classifier needs "
-                       "at least two classes in its training set")
-    fingerprints = data_fingerprints(data)
-    if resume and (out / "config.json").is_file():
-        check_fingerprints(recorded_fingerprints(read_config(out / "config.json")),
-                           fingerprints, out.path, describe_source(cfg))
-    shape, n_classes = data.x_train.shape[1:], len(data.class_names)
-    check_fits(lambda: make_model(cfg, shape, n_classes), shape, cfg.model,
-               max(cfg.train.batch_size, cfg.train.pretrain_batch), cfg.device)
-    model = build_model(cfg, shape, n_classes)
+    data = checked_data(cfg, out, resume)
+    model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
     if overwrite and out.holds_run():
         log(f"dgc: moved the earlier run in {out.path} to {out.move_aside()}")
     trainer_type = ClassifierTrainer if isinstance(model, Classifier) else Trainer
@@ -177,7 +174,7 @@ def train_locked(cfg: RunConfig, out: RunDir, resume: bool, progress: bool, log:
         resume_trainer(trainer, out.path, cfg, log)
     if main:
         write_json(out / "config.json", {
-            **cfg.to_dict(), "environment": environment(cfg), **fingerprints,
+            **cfg.to_dict(), "environment": environment(cfg), **data_fingerprints(data),
             "n_params": count_parameters(model),
             "data": {"class_names": list(data.class_names),
                      "image_shape": list(data.x_train.shape[1:]),
@@ -198,6 +195,22 @@ def train_locked(cfg: RunConfig, out: RunDir, resume: bool, progress: bool, log:
                  if (out / CHECKPOINT).is_file() else "no epoch had finished, nothing is saved")
         log(f"dgc: interrupted; {saved}")
         raise
+
+
+def checked_data(cfg: RunConfig, out: RunDir, resume: bool) -> ImbalancedData:
+    """The run's data, refused when it cannot train (one class, a model too large for the
+    images) or, on resume, when it is not the data the run recorded."""
+    data = run_data(cfg)
+    if data.num_classes < 2:
+        raise DGCError(f"{describe_source(cfg)} has one class ({data.class_names[0]}); a "
+                       "classifier needs at least two classes in its training set")
+    if resume and (out / "config.json").is_file():
+        check_fingerprints(recorded_fingerprints(read_config(out / "config.json")),
+                           data_fingerprints(data), out.path, describe_source(cfg))
+    shape, n_classes = data.x_train.shape[1:], len(data.class_names)
+    check_fits(lambda: make_model(cfg, shape, n_classes), shape, cfg.model,
+               max(cfg.train.batch_size, cfg.train.pretrain_batch), cfg.device)
+    return data
 
 
 def check_resumable(out: RunDir, cfg: RunConfig) -> None:
@@ -349,26 +362,8 @@ def load_run(run_dir: str | Path) -> Run:
         raise DGCError(f"{run_dir / 'config.json'} lacks the run's data facts ({error}); "
                        "restore it or train a new run") from error
     model = make_model(cfg, shape, len(names))
-    load_weights(model, run_dir / BEST)
+    load_weights(model, load_checkpoint(run_dir / BEST)["model"], run_dir / BEST)
     return Run(model.to(cfg.device).eval(), cfg, names, counts, recorded_fingerprints(raw))
-
-
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load a checkpoint's weights; another architecture's is one line naming the file."""
-    state = load_checkpoint(path)["model"]
-    mine = model.state_dict()
-    unexpected = sorted(set(state) - set(mine))
-    missing = sorted(set(mine) - set(state))
-    shapes = [f"{k} {tuple(state[k].shape)} instead of {tuple(mine[k].shape)}"
-              for k in mine if k in state and state[k].shape != mine[k].shape]
-    if unexpected or missing or shapes:
-        problems = ([f"{len(missing)} missing weights ({missing[0]}, ...)"] if missing else []) \
-            + ([f"{len(unexpected)} unexpected ({unexpected[0]}, ...)"] if unexpected else []) \
-            + ([f"{len(shapes)} of other shapes ({shapes[0]}, ...)"] if shapes else [])
-        raise DGCError(f"{path} holds the weights of another architecture than its "
-                       f"config.json describes: {'; '.join(problems)}; restore the run's files "
-                       "together or train a new run")
-    model.load_state_dict(state)
 
 
 def evaluate_run(run_dir: str | Path, predict: PredictConfig, run: Run | None = None,

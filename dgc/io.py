@@ -129,6 +129,24 @@ def unpickling_reason(error: Exception) -> str:
     return next((line for line in lines if "Unsupported global" in line), one_line(str(error)))
 
 
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor],
+                 path: str | Path) -> None:
+    """Load a checkpoint's weights into `model`; another architecture's weights are one line
+    naming the file and the first mismatch (torch's own message runs to many lines)."""
+    mine = model.state_dict()
+    missing, unexpected = sorted(set(mine) - set(weights)), sorted(set(weights) - set(mine))
+    shapes = [f"{k} {tuple(weights[k].shape)} instead of {tuple(mine[k].shape)}"
+              for k in mine if k in weights and weights[k].shape != mine[k].shape]
+    problems = [f"{len(names)} {what} ({names[0]}, ...)" for names, what in
+                ((missing, "missing weights"), (unexpected, "unexpected weights"),
+                 (shapes, "weights of other shapes")) if names]
+    if problems:
+        raise DGCError(f"{path} holds the weights of another architecture than its "
+                       f"configuration describes: {'; '.join(problems)}; keep a run's files "
+                       "together, or train a new run")
+    model.load_state_dict(weights)
+
+
 def damaged(path: Path, reason: str) -> DGCError:
     return DGCError(f"checkpoint {path} is damaged or not a dgc checkpoint ({reason}); "
                     "delete it to start again, or restore it from a backup")

@@ -226,9 +226,9 @@ def test_a_checkpoint_of_another_architecture(run_dir: Path, tmp_path: Path,
     assert main([*DIGITS, "--set", "model.width=8", "--out", str(other)]) == 0
     shutil.copy(other / "best.pt", run_dir / "best.pt")
     line = fails_with(["evaluate", str(run_dir)], "best.pt holds the weights of another "
-                      "architecture than its config.json describes", capsys)
-    assert "of other shapes (encoder.trunk.1.weight (8, 1, 4, 4) instead of (32, 1, 4, 4)" \
-        in line
+                      "architecture than its configuration describes", capsys)
+    assert "weights of other shapes (encoder.trunk.1.weight (8, 1, 4, 4) instead of " \
+        "(32, 1, 4, 4)" in line
 
 
 def test_a_pickled_object_in_a_checkpoint_is_one_line(tmp_path: Path) -> None:
