@@ -253,7 +253,8 @@ def settings_of(raw: dict[str, Any], path: Path) -> RunConfig:
         cfg = RunConfig.from_dict({k: v for k, v in raw.items() if k not in RUN_FACTS})
         validate(cfg)
     except (KeyError, TypeError, AttributeError, DGCError) as error:
-        raise DGCError(f"{path} holds settings this version cannot use ({error}); restore it "
+        detail = f"no {error} section or setting" if isinstance(error, KeyError) else error
+        raise DGCError(f"{path} holds settings this version cannot use ({detail}); restore it "
                        "or train a new run") from error
     return cfg
 

@@ -42,8 +42,9 @@ def check_fingerprints(recorded: dict[str, str | None], found: dict[str, str],
     if changed:
         parts = " and ".join({"split_sha256": "the training split",
                               "test_sha256": "the test set"}.get(n, n) for n in changed)
+        verb = "differs" if len(changed) == 1 else "differ"
         raise DGCError(f"the data has changed since {where} was trained: {parts} of {source} "
-                       "differ from what the run recorded; use the data it was trained on, or "
+                       f"{verb} from what the run recorded; use the data it was trained on, or "
                        "train a new run")
 
 
