@@ -351,67 +351,48 @@ def validate(cfg: RunConfig) -> None:
         raise DGCError(BF16_NEEDS_CUDA)
 
 
-def positive(value: Any) -> bool:
-    return value > 0
+Range = tuple[Callable[[Any], bool], str]  # (test, what the value must be)
 
 
-def at_least(low: float) -> Callable[[Any], bool]:
-    return lambda value: value >= low
+def at_least(low: int) -> Range:
+    return (lambda value: value >= low), f"at least {low}"
 
 
-def fraction(value: float) -> bool:
-    return 0 <= value < 1
-
-
-def one_of(choices: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
+def one_of(choices: tuple[str, ...]) -> Range:
     return (lambda value: value in choices), f"one of {', '.join(choices)}"
 
 
-# Every setting with a range: (test, what it must be); None (where allowed) is always fine.
-RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": (lambda v: 0 <= v < 2**32, "in 0..2**32-1"),
-    "device": (lambda v: v == "cpu" or v.startswith("cuda"), "cpu or cuda"),
-    "threads": (at_least(1), "at least 1"),
-    "profile": (lambda v: len(v) > 0 and min(v) >= 1, "positive counts, one per class"),
-    "model.latent_dim": (at_least(1), "at least 1"),
-    "model.width": (at_least(1), "at least 1"),
-    "model.decoder_width": (at_least(1), "at least 1"),
-    "model.hidden": (at_least(1), "at least 1"),
-    "model.head_hidden": (lambda v: all(n >= 1 for n in v), "positive layer sizes"),
-    "model.kernel": (at_least(1), "at least 1"),
+POSITIVE: Range = ((lambda value: value > 0), "positive")
+NON_NEGATIVE: Range = ((lambda value: value >= 0), ">= 0")
+FRACTION: Range = ((lambda value: 0 <= value < 1), "in [0, 1)")
+COUNTS = ("threads", "model.latent_dim", "model.width", "model.decoder_width", "model.hidden",
+          "model.kernel", "train.epochs", "train.eval_every", "train.val_samples",
+          "predict.samples", "predict.decode_batch", "baseline.smote_k")
+WEIGHTS = ("train.mmd_weight", "train.prior_weight", "train.logit_adjust_tau",
+           "train.sampling_rate", "train.pretrain_steps", "train.pretrain_tol", "train.crop_pad",
+           "predict.latent_weight", "baseline.focal_gamma", "baseline.ldam_max_margin",
+           "baseline.logit_tau")
+# Every setting with a range; None (where the type allows it) is always fine.
+RANGES: dict[str, Range] = {
+    **dict.fromkeys(COUNTS, at_least(1)),
+    **dict.fromkeys(WEIGHTS, NON_NEGATIVE),
+    **dict.fromkeys(("train.beta1", "train.val_fraction", "baseline.cb_beta"), FRACTION),
+    **dict.fromkeys(("train.lr", "baseline.ldam_scale"), POSITIVE),
+    "seed": ((lambda v: 0 <= v < 2**32), "in 0..2**32-1"),
+    "device": ((lambda v: v == "cpu" or v.startswith("cuda")), "cpu or cuda"),
+    "profile": ((lambda v: len(v) > 0 and min(v) >= 1), "positive counts, one per class"),
+    "model.head_hidden": ((lambda v: all(n >= 1 for n in v)), "positive layer sizes"),
     "model.init": one_of(("paper", "torch")),
     "model.prior": one_of(PRIORS),
-    "train.epochs": (at_least(1), "at least 1"),
-    "train.batch_size": (at_least(2), "at least 2 (the MMD needs pairs)"),
-    "train.lr": (positive, "positive"),
+    "train.batch_size": ((lambda v: v >= 2), "at least 2 (the MMD needs pairs)"),
+    "train.pretrain_batch": at_least(2),
     "train.schedule": one_of(SCHEDULES),
-    "train.beta1": (fraction, "in [0, 1)"),
-    "train.mmd_weight": (at_least(0), ">= 0"),
-    "train.prior_weight": (at_least(0), ">= 0"),
-    "train.cls_weight": (positive, "positive (or null: summed cross-entropy)"),
-    "train.logit_adjust_tau": (at_least(0), ">= 0"),
-    "train.sampling_rate": (at_least(0), ">= 0"),
-    "train.pretrain_steps": (at_least(0), ">= 0"),
-    "train.pretrain_batch": (at_least(2), "at least 2"),
-    "train.pretrain_tol": (at_least(0), ">= 0"),
-    "train.crop_pad": (at_least(0), ">= 0"),
-    "train.grad_clip": (positive, "positive (or null: no clipping)"),
-    "train.val_fraction": (fraction, "in [0, 1)"),
-    "train.eval_every": (at_least(1), "at least 1"),
-    "train.val_samples": (at_least(1), "at least 1"),
-    "predict.samples": (at_least(1), "at least 1"),
+    "train.cls_weight": (POSITIVE[0], "positive (or null: summed cross-entropy)"),
+    "train.grad_clip": (POSITIVE[0], "positive (or null: no clipping)"),
     "predict.rule": one_of(RULES),
-    "predict.top_k": (at_least(1), "at least 1 (or null: every class)"),
-    "predict.decode_batch": (at_least(1), "at least 1"),
-    "predict.latent_weight": (at_least(0), ">= 0"),
+    "predict.top_k": (at_least(1)[0], "at least 1 (or null: every class)"),
     "baseline.loss": one_of(BASELINE_LOSSES),
     "baseline.weighting": one_of(CLASS_WEIGHTINGS),
     "baseline.resample": one_of(RESAMPLERS),
-    "baseline.weights_from": (lambda v: 0 <= v <= 1, "a fraction of the epochs in [0, 1]"),
-    "baseline.cb_beta": (fraction, "in [0, 1)"),
-    "baseline.focal_gamma": (at_least(0), ">= 0"),
-    "baseline.ldam_max_margin": (at_least(0), ">= 0"),
-    "baseline.ldam_scale": (positive, "positive"),
-    "baseline.logit_tau": (at_least(0), ">= 0"),
-    "baseline.smote_k": (at_least(1), "at least 1"),
+    "baseline.weights_from": ((lambda v: 0 <= v <= 1), "a fraction of the epochs in [0, 1]"),
 }
