@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import numbers
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -304,7 +305,7 @@ def matches(value: Any, kind: Any) -> bool:
 
 
 def type_errors(cfg: RunConfig) -> list[str]:
-    """'name: value (expected type)' for every setting whose value has the wrong type."""
+    """'NAME is VALUE; expected TYPE' for every setting whose value has the wrong type."""
     errors = []
     for prefix, part in (("", cfg), *((f"{s}.", getattr(cfg, s)) for s in SECTIONS)):
         for name, kind in typing.get_type_hints(type(part)).items():
@@ -316,6 +317,7 @@ def type_errors(cfg: RunConfig) -> list[str]:
 
 
 def kind_name(kind: Any) -> str:
+    """A field's type as the messages say it."""
     names = {bool: "true or false", int: "a whole number", float: "a finite number",
              str: "a string"}
     args = typing.get_args(kind)
@@ -379,12 +381,13 @@ RANGES: dict[str, Range] = {
     **dict.fromkeys(("train.beta1", "train.val_fraction", "baseline.cb_beta"), FRACTION),
     **dict.fromkeys(("train.lr", "baseline.ldam_scale"), POSITIVE),
     "seed": ((lambda v: 0 <= v < 2**32), "in 0..2**32-1"),
-    "device": ((lambda v: v == "cpu" or v.startswith("cuda")), "cpu or cuda"),
+    "device": ((lambda v: re.fullmatch(r"(cpu|cuda|mps|xpu)(:\d+)?", v) is not None),
+               "a torch device such as cpu, cuda or cuda:1"),
     "profile": ((lambda v: len(v) > 0 and min(v) >= 1), "positive counts, one per class"),
     "model.head_hidden": ((lambda v: all(n >= 1 for n in v)), "positive layer sizes"),
     "model.init": one_of(("paper", "torch")),
     "model.prior": one_of(PRIORS),
-    "train.batch_size": ((lambda v: v >= 2), "at least 2 (the MMD needs pairs)"),
+    "train.batch_size": (at_least(2)[0], "at least 2 (the MMD needs pairs)"),
     "train.pretrain_batch": at_least(2),
     "train.schedule": one_of(SCHEDULES),
     "train.cls_weight": (POSITIVE[0], "positive (or null: summed cross-entropy)"),

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dgc.cli import main
+from dgc.cli import build_parser, main
 from dgc.experiment import load_run
 
 CLASS_NAMES = [str(i) for i in range(10)]
@@ -75,6 +75,22 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
     assert main([]) == 0
     assert "evaluate" in capsys.readouterr().out
+
+
+def test_version_and_help_cite_the_projects_docs(capsys: pytest.CaptureFixture[str]) -> None:
+    import dgc
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"dgc {dgc.__version__}\n"
+    texts = [build_parser().format_help()]
+    for command in ("train", "evaluate", "bench", "sweep"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        texts.append(capsys.readouterr().out)
+    assert "docs/METHOD.md" in texts[0] and "docs/METHOD.md §4" in texts[1]  # dgc, dgc train
+    assert not any("SPEC" in text for text in texts)
 
 
 def test_python_m_dgc_help() -> None:
