@@ -147,8 +147,8 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
     out = RunDir(cfg.out or default_out(cfg))
     if not main:  # process 0 owns the folder and its lock
         return train_locked(cfg, out, resume, progress, log, main)
-    out.refuse_existing(resume, overwrite)
-    with out.lock():
+    with out.lock():  # checked under the lock, so no other command can start a run between
+        out.refuse_existing(resume, overwrite)
         if resume:
             check_resumable(out, cfg)
         return train_locked(cfg, out, resume, progress, log, main, overwrite)
