@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", required=True,
                          help=".npy or .npz of images, or a folder of PNG/JPEG files")
     predict.add_argument("--out", required=True, help="CSV file to write")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     add_predict_options(predict)
 
     report = commands.add_parser("report", help="write a run's figures and report.md")
@@ -176,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True,
                         help="FILE.npz (images as x); a grid of the first 100 goes to FILE.png")
     sample.add_argument("--seed", type=int, help="random seed (default: the run's)")
+    sample.add_argument("--overwrite", action="store_true",
+                        help="replace an existing FILE.npz and FILE.png")
 
     bench = commands.add_parser("bench", help="compare methods over seeds: tables and t-tests")
     bench.add_argument("--methods", default="all",
@@ -340,7 +343,16 @@ def load_array(path: Path) -> np.ndarray:
         return read_member(loaded, (preferred or loaded.files)[0], path)
 
 
+def refuse_existing_output(paths: Sequence[Path], overwrite: bool) -> None:
+    """A file the user already has is only replaced when asked (`--overwrite`)."""
+    existing = [str(path) for path in paths if path.exists()]
+    if existing and not overwrite:
+        raise DGCError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}"
+                       "; pass --overwrite to replace, or choose another --out")
+
+
 def command_predict(args: argparse.Namespace) -> None:
+    refuse_existing_output([Path(args.out)], args.overwrite)
     run = load_run(args.run_dir)
     predict = predict_settings(args, run.cfg)
     images, names = read_images(Path(args.input), tuple(run.model.image_shape))
@@ -386,6 +398,7 @@ def command_sample(args: argparse.Namespace) -> None:
         raise DGCError(f"--n must be at least 1, got {args.n}")
     if args.seed is not None and not 0 <= args.seed < 2**32:
         raise DGCError(f"--seed must be in 0..2**32-1, got {args.seed}")
+    refuse_existing_output([out, out.with_suffix(".png")], args.overwrite)
     images, name, sources = sample_class(args.run_dir, args.class_name, args.n, args.seed)
     atomic_write(out, lambda f: np.savez_compressed(
         f, x=images, class_name=np.array(name), source_indices=sources))

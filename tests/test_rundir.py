@@ -152,6 +152,22 @@ def test_sample_and_evaluate_options_are_checked(run_dir: Path, tmp_path: Path,
     assert not list(run_dir.glob("eval-*"))
 
 
+def test_predict_and_sample_keep_existing_files(run_dir: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((2, 8, 8, 1), np.uint8))
+    (tmp_path / "p.csv").write_text("mine")
+    predict = ["predict", str(run_dir), "--input", str(tmp_path / "x.npy"), "--out",
+               str(tmp_path / "p.csv")]
+    fails_with(predict, "p.csv already exists; pass --overwrite to replace", capsys)
+    assert (tmp_path / "p.csv").read_text() == "mine"
+    assert main([*predict, "--overwrite"]) == 0
+    assert (tmp_path / "p.csv").read_text().startswith("input,predicted")
+    (tmp_path / "s.png").write_text("mine")
+    fails_with(["sample", str(run_dir), "--class", "0", "--n", "2", "--out",
+                str(tmp_path / "s.npz")], "s.png already exists", capsys)
+    assert (tmp_path / "s.png").read_text() == "mine" and not (tmp_path / "s.npz").exists()
+
+
 # -- the data never silently changes ---------------------------------------------------------
 
 def test_resume_on_other_data_is_refused(run_dir: Path, tmp_path: Path,
