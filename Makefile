@@ -8,8 +8,9 @@ PY := $(VENV)/bin/python
 setup:
 	VENV=$(VENV) bash scripts/setup.sh
 
+# --resume: a second `make demo` continues (or re-scores) the first run instead of being refused.
 demo: setup
-	$(PY) -m dgc train --exp fashion --seed 1 --preset cpu
+	$(PY) -m dgc train --exp fashion --seed 1 --preset cpu --resume
 
 test: setup
 	$(PY) -m pytest -q

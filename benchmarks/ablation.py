@@ -36,11 +36,10 @@ from dgc.config import RunConfig
 from dgc.errors import DGCError
 from dgc.experiment import train_run
 from dgc.io import read_json, write_json, write_text
-from dgc.training import CHECKPOINT
 
 # (name, what changes, the `--set` overrides it adds to the step before).
 STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("faithful", "`dgc-faithful` (SPEC §1-§4)", ()),
+    ("faithful", "`dgc-faithful` (METHOD §1-§4)", ()),
     ("no-lvo", "without the extra encoder step (LVO)", ("train.lvo=false",)),
     ("logit-adjust", "+ logit-adjusted label head, τ = 1", ("train.logit_adjust_tau=1",)),
     ("x-mean", "+ encoder mean from the image only", ("model.label_in_mean=false",)),
@@ -123,7 +122,7 @@ def main() -> None:
                 check_finished(cfg)
             elif k in train_steps:
                 print(f"ablation: step {k} ({name}), seed {seed}", flush=True)
-                train_run(cfg, resume=(run_dir / CHECKPOINT).is_file(), progress=not args.quiet)
+                train_run(cfg, resume=run_dir.exists(), progress=not args.quiet)
             else:
                 missing.append(str(run_dir))
                 continue

@@ -1,7 +1,7 @@
 """Choose DGC's default prediction setting on validation data (never the test set).
 
 For each run directory, rebuilds the run's validation split and scores it with the exact Bayes
-rule (SPEC §4, S = 10) and with cheaper settings: fewer samples S, and the decoder spent only on
+rule (METHOD §4, S = 10) and with cheaper settings: fewer samples S, and the decoder spent only on
 the label term's top-K classes. Prints ACSA and images/s of each setting averaged over the runs,
 and names the fastest whose mean ACSA is within 0.002 of the exact rule's.
 
@@ -22,7 +22,7 @@ from dgc.metrics import acsa
 from dgc.prediction import class_scores
 
 TOLERANCE = 0.002
-# Shown for comparison but never chosen: the label rule drops SPEC §4's reconstruction term, and
+# Shown for comparison but never chosen: the label rule drops METHOD §4's reconstruction term, and
 # top-1 leaves one class with all the probability (its decision is the label term's).
 NOT_BAYES = ("top-1 S=10", "label S=10", "label S=1")
 SETTINGS = [("exact S=10", {}), ("top-3 S=10", {"top_k": 3}), ("top-2 S=10", {"top_k": 2}),

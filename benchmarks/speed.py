@@ -1,7 +1,7 @@
 """Speed of DGC against the CE baseline: training and prediction images/s, peak memory.
 
 One run trains DGC (the `dgc` method) and the `ce` baseline with the same preset on the same
-data, then predicts the whole test set: DGC with the exact Bayes rule (SPEC §4: every class,
+data, then predicts the whole test set: DGC with the exact Bayes rule (METHOD §4: every class,
 S = 10) and with its default setting (the label term's two best classes, S = 1), CE with its
 softmax. Each phase runs in a fresh process, so its peak resident memory (ru_maxrss) is its own:
 the table shows how far the phase raised it above where the process stood before it (Python,
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from dgc.baselines import Classifier, ClassifierTrainer
-from dgc.config import SPEC_SAMPLES, PredictConfig, RunConfig, apply_overrides, build_config
+from dgc.config import PAPER_SAMPLES, PredictConfig, RunConfig, apply_overrides, build_config
 from dgc.data import dataset_names
 from dgc.experiment import build_model, predict_images, quiet, run_data, to_train_data
 from dgc.io import load_checkpoint, save_checkpoint
@@ -68,7 +68,7 @@ def prediction_settings(cfg: RunConfig) -> dict[str, PredictConfig]:
     """DGC's exact rule and its default setting; a classifier has its softmax only."""
     if get_method(cfg.method).family == "classifier":
         return {"predict": cfg.predict}
-    exact = dataclasses.replace(cfg.predict, rule="bayes", top_k=None, samples=SPEC_SAMPLES)
+    exact = dataclasses.replace(cfg.predict, rule="bayes", top_k=None, samples=PAPER_SAMPLES)
     return {"predict_exact": exact, "predict_default": cfg.predict}
 
 

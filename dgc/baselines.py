@@ -1,4 +1,4 @@
-"""The discriminative baselines of SPEC §8, on DGC's own network and DGC's training loop.
+"""The discriminative baselines of METHOD §8, on DGC's own network and DGC's training loop.
 
 Every baseline is a `Classifier`: the convolutional trunk of DGC's encoder
 (`dgc.model.conv_trunk`) followed by one linear layer, so that a comparison with DGC is about the

@@ -4,7 +4,7 @@ Every (method, seed) pair is one `train_run` in `DIR/<method>-s<seed>/`. On top 
 own configuration the harness sets what must be equal for a fair comparison, for every method
 alike (DGC and `dgc-faithful` included):
 
-* the same imbalanced training set per seed (SPEC §5) and the same stratified 10 % validation
+* the same imbalanced training set per seed (METHOD §5) and the same stratified 10 % validation
   split of it, on which every method keeps its best-ACSA checkpoint;
 * the training recipe (`recipe=True`, the default): random crop with 2-pixel padding, a
   horizontal flip where the dataset allows it, and a cosine learning-rate schedule over the
@@ -32,11 +32,11 @@ from tqdm.auto import tqdm
 
 from dgc.config import RunConfig, apply_overrides, build_config, validate
 from dgc.errors import DGCError
-from dgc.experiment import RUN_FACTS, flatten, train_run
+from dgc.experiment import flatten, read_config, settings_of, train_run
 from dgc.io import read_json, write_json, write_text
 from dgc.methods import METHODS, get_method
 from dgc.plots import plot_bench
-from dgc.training import CHECKPOINT
+from dgc.progress import bar as progress_bar
 
 VAL_FRACTION = 0.1
 REFERENCE = "dgc"
@@ -47,7 +47,7 @@ LOWER_IS_BETTER = {"ece"}
 # Settings that may differ between a finished run and a rerun of the benchmark.
 FREE_SETTINGS = {"out", "data_dir", "threads", "device"}
 
-# SPEC §7: the paper's Tables 2 and 3 (means; the DGC row's std in PUBLISHED_STD). Table 3 gives
+# METHOD §7: the paper's Tables 2 and 3 (means; the DGC row's std in PUBLISHED_STD). Table 3 gives
 # R_MI and P_MA only for DGC and for the best baseline of each column.
 PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
     "mnist": {
@@ -156,12 +156,8 @@ def plan(exp: str, methods: Sequence[str], seeds: Sequence[int], out_dir: str | 
 
 def saved_settings(run_dir: Path) -> dict[str, Any]:
     """A run's config.json without its facts, normalised through `RunConfig`."""
-    raw = read_json(run_dir / "config.json")
-    try:
-        return RunConfig.from_dict({k: v for k, v in raw.items() if k not in RUN_FACTS}).to_dict()
-    except (KeyError, TypeError) as error:
-        raise DGCError(f"{run_dir / 'config.json'} is not a configuration this version can "
-                       f"read ({error}); move that run away or use another --out") from error
+    path = run_dir / "config.json"
+    return settings_of(read_config(path), path).to_dict()
 
 
 def check_finished(cfg: RunConfig) -> None:
@@ -188,7 +184,7 @@ def run_bench(configs: Sequence[RunConfig], out_dir: str | Path, exp: str, recip
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     failed: list[dict[str, Any]] = []
-    bar = tqdm(configs, desc="bench", unit="run", disable=not progress)
+    bar = progress_bar(configs, progress, desc="bench", unit="run")
     for cfg in bar:
         bar.set_postfix_str(f"{cfg.method} seed {cfg.seed}")
         run_dir = Path(cfg.out)
@@ -196,7 +192,7 @@ def run_bench(configs: Sequence[RunConfig], out_dir: str | Path, exp: str, recip
             check_finished(cfg)
             continue
         try:
-            train_run(cfg, resume=(run_dir / CHECKPOINT).is_file(), progress=progress, log=log)
+            train_run(cfg, resume=run_dir.exists(), progress=progress, log=log)
         except DGCError as error:
             log(f"dgc: {cfg.method} seed {cfg.seed} failed: {error}")
             failed.append({"method": cfg.method, "seed": cfg.seed, "error": str(error)})
@@ -372,7 +368,7 @@ def render_table(results: dict[str, Any], paper: bool = False) -> str:
              "Cells: mean ± sample standard deviation over the n seeds a method finished "
              "(n/a with one seed); **bold**: best measured mean per column (lowest for ECE)."]
     if paper:
-        lines.append("Rows marked (published) are the paper's (SPEC §7), copied, not measured "
+        lines.append("Rows marked (published) are the paper's (METHOD §7), copied, not measured "
                      "here, and not ranked.")
     for title, columns in (("Table 2: class-balanced metrics", TABLE2),
                            ("Table 3: minority recall, majority precision and calibration",

@@ -22,9 +22,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dgc import distributed
+from dgc import __version__, distributed
 from dgc.benchmark import PUBLISHED, parse_methods, parse_seeds, plan, run_bench
-from dgc.config import SPEC_SAMPLES, apply_overrides, build_config, validate
+from dgc.config import (
+    PAPER_SAMPLES,
+    PredictConfig,
+    RunConfig,
+    apply_overrides,
+    build_config,
+    validate,
+)
 from dgc.data import dataset_names, open_numpy, read_member
 from dgc.errors import DGCError
 from dgc.experiment import (
@@ -35,11 +42,12 @@ from dgc.experiment import (
     predict_images,
     train_run,
 )
-from dgc.io import atomic_write
+from dgc.io import atomic_write, one_line
 from dgc.methods import METHODS, get_method
 from dgc.metrics import HEADLINE, format_metrics
 from dgc.plots import render_image_grid
 from dgc.report import sample_class, write_report
+from dgc.rundir import RunDir
 from dgc.sweep import parse_values, run_sweep
 
 COMMANDS = ("train", "evaluate", "predict", "report", "sweep", "sample", "bench")
@@ -64,15 +72,16 @@ def parse_profile(text: str) -> tuple[int, ...]:
 
 
 def add_predict_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--samples", type=int, help="importance samples S per class (SPEC: 10)")
+    parser.add_argument("--samples", type=int,
+                        help="importance samples S per class (the paper: 10)")
     parser.add_argument("--rule", choices=("bayes", "label", "recon"),
                         help="score: full Bayes rule, or one of its terms alone")
     parser.add_argument("--top-k", type=int, help="decode only the label term's K best classes")
     parser.add_argument("--importance", action="store_true",
                         help="add the importance correction log p(z) - log q(z|x,y)")
     parser.add_argument("--exact", action="store_true",
-                        help="SPEC §4 as written: Bayes rule over every class, S = 10 unless "
-                             "--samples says otherwise")
+                        help="the paper's rule (docs/METHOD.md §4): Bayes rule over every class, "
+                             "S = 10 unless --samples says otherwise")
     parser.add_argument("--bf16", action="store_true",
                         help="bfloat16 autocast on CUDA (train: training and prediction)")
 
@@ -90,15 +99,18 @@ def add_series_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--exact", action="store_true",
-                        help="every DGC run predicts with SPEC §4 as written (all classes, S = 10)")
+                        help="every DGC run predicts with the paper's rule (docs/METHOD.md §4: "
+                             "all classes, S = 10)")
     parser.add_argument("--bf16", action="store_true",
                         help="bfloat16 autocast on CUDA, in training and prediction")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dgc", description="Deep Generative Classifier for class-imbalanced data.")
+        prog="dgc", description="Deep Generative Classifier for class-imbalanced data. The "
+        "method and protocol: docs/METHOD.md; what each failure does: docs/RELIABILITY.md.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"dgc {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a method on an imbalanced dataset")
@@ -123,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("cpu", "cuda"))
     train.add_argument("--threads", type=int, help="CPU threads for torch")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start again in an --out that holds a run, moving that run aside "
+                            "to OUT.old-K first")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--no-report", action="store_true",
                        help="skip the figures and report.md written after training")
@@ -139,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", required=True,
                          help=".npy or .npz of images, or a folder of PNG/JPEG files")
     predict.add_argument("--out", required=True, help="CSV file to write")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     add_predict_options(predict)
 
     report = commands.add_parser("report", help="write a run's figures and report.md")
@@ -161,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True,
                         help="FILE.npz (images as x); a grid of the first 100 goes to FILE.png")
     sample.add_argument("--seed", type=int, help="random seed (default: the run's)")
+    sample.add_argument("--overwrite", action="store_true",
+                        help="replace an existing FILE.npz and FILE.png")
 
     bench = commands.add_parser("bench", help="compare methods over seeds: tables and t-tests")
     bench.add_argument("--methods", default="all",
@@ -169,14 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--recipe", choices=("on", "off"), default="on",
                        help="crop + flip augmentation and a cosine schedule for every method")
     bench.add_argument("--paper", action="store_true",
-                       help="add the paper's published rows (SPEC §7) to the tables")
+                       help="add the paper's published rows (docs/METHOD.md §7) to the tables")
     bench.add_argument("--out", help="benchmark folder (default runs/bench-<exp>-<preset>)")
     add_series_options(bench)
     return parser
 
 
-def predict_settings(args: argparse.Namespace, base: object) -> object:
-    """The run's prediction settings with the command line's changes."""
+def predict_settings(args: argparse.Namespace, cfg: RunConfig) -> PredictConfig:
+    """The run's prediction settings with the command line's changes, validated."""
+    base = cfg.predict
     changes = {k: v for k, v in (("samples", args.samples), ("rule", args.rule),
                                  ("top_k", args.top_k)) if v is not None}
     if args.importance:
@@ -184,8 +203,11 @@ def predict_settings(args: argparse.Namespace, base: object) -> object:
     if args.bf16:
         changes["bf16"] = True
     if args.exact:
-        changes.update(rule="bayes", top_k=None, samples=args.samples or SPEC_SAMPLES)
-    return dataclasses.replace(base, **changes)
+        changes.update(rule="bayes", top_k=None,
+                       samples=PAPER_SAMPLES if args.samples is None else args.samples)
+    predict = dataclasses.replace(base, **changes)
+    validate(dataclasses.replace(cfg, predict=predict))
+    return predict
 
 
 def series_overrides(args: argparse.Namespace) -> list[str]:
@@ -193,7 +215,7 @@ def series_overrides(args: argparse.Namespace) -> list[str]:
     overrides = [f"train.epochs={args.epochs}"] if args.epochs is not None else []
     if args.exact:
         overrides += ["predict.rule=bayes", "predict.top_k=null",
-                      f"predict.samples={SPEC_SAMPLES}"]
+                      f"predict.samples={PAPER_SAMPLES}"]
     if args.bf16:
         overrides += ["train.bf16=true", "predict.bf16=true"]
     return overrides + args.set
@@ -223,7 +245,7 @@ def command_train(args: argparse.Namespace) -> None:
     if args.bf16:
         train_changes["bf16"] = True
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_changes),
-                              predict=predict_settings(args, cfg.predict))
+                              predict=predict_settings(args, cfg))
     cfg = apply_overrides(cfg, args.set)
     cfg = dataclasses.replace(cfg, out=args.out or default_out(cfg))
     validate(cfg)
@@ -232,7 +254,8 @@ def command_train(args: argparse.Namespace) -> None:
         if reports:
             print(f"dgc: preset {preset} ({'CUDA found' if cuda else 'no CUDA device'}), "
                   f"device {device}")
-        metrics = train_run(cfg, resume=args.resume, progress=not args.quiet)
+        metrics = train_run(cfg, resume=args.resume, progress=not args.quiet,
+                            overwrite=args.overwrite)
     if not reports:
         return
     print(format_metrics(metrics, title=f"{cfg.method} on {cfg.exp}, seed {cfg.seed} (test set)"))
@@ -254,18 +277,21 @@ def paper_comparison(metrics: dict, paper: dict) -> str:
 
 def command_evaluate(args: argparse.Namespace) -> None:
     run = load_run(args.run_dir)
+    predict = predict_settings(args, run.cfg)
     if get_method(run.cfg.method).family != "dgc":
         raise DGCError(f"{args.run_dir} is a {run.cfg.method} baseline run: `evaluate` re-scores "
                        "DGC's Bayes rule, and the run's metrics.json already holds its test "
                        "metrics")
     if args.decompose:
-        report, path = decompose_run(args.run_dir, predict_settings(args, run.cfg.predict), run)
+        with RunDir(args.run_dir).lock():
+            report, path = decompose_run(args.run_dir, predict, run)
         print("| terms | ACSA alone | spread across classes (nats) |\n|---|---|---|")
         for terms, row in report.items():
             print(f"| {terms} | {row['acsa']:.4f} | {row['spread']:.2f} |")
         print(f"written to {path}")
         return
-    metrics, path = evaluate_run(args.run_dir, predict_settings(args, run.cfg.predict), run)
+    with RunDir(args.run_dir).lock():
+        metrics, path = evaluate_run(args.run_dir, predict, run, progress=True)
     print(format_metrics(metrics, title=f"{args.run_dir} (test set)"))
     print(f"test prediction {metrics['seconds_predict']:.1f} s; written to {path}")
 
@@ -283,8 +309,8 @@ def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, li
                 with Image.open(file) as image:
                     image = image.convert(mode).resize((shape[1], shape[0]))
                     images.append(np.asarray(image, dtype=np.uint8).reshape(shape))
-            except OSError as error:
-                raise DGCError(f"cannot read image {file}: {error}") from error
+            except (OSError, Image.DecompressionBombError) as error:
+                raise DGCError(f"cannot read image {file}: {one_line(str(error))}") from error
         return np.stack(images), [f.name for f in files]
     array = load_array(path)
     if array.ndim == 3:
@@ -317,10 +343,20 @@ def load_array(path: Path) -> np.ndarray:
         return read_member(loaded, (preferred or loaded.files)[0], path)
 
 
+def refuse_existing_output(paths: Sequence[Path], overwrite: bool) -> None:
+    """A file the user already has is only replaced when asked (`--overwrite`)."""
+    existing = [str(path) for path in paths if path.exists()]
+    if existing and not overwrite:
+        raise DGCError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}"
+                       "; pass --overwrite to replace, or choose another --out")
+
+
 def command_predict(args: argparse.Namespace) -> None:
+    refuse_existing_output([Path(args.out)], args.overwrite)
     run = load_run(args.run_dir)
+    predict = predict_settings(args, run.cfg)
     images, names = read_images(Path(args.input), tuple(run.model.image_shape))
-    probs = predict_images(run.model, images, run.cfg, predict_settings(args, run.cfg.predict))
+    probs = predict_images(run.model, images, run.cfg, predict, progress=True)
     out = Path(args.out)
     try:
         with out.open("w", newline="") as handle:
@@ -335,7 +371,11 @@ def command_predict(args: argparse.Namespace) -> None:
 
 
 def command_report(args: argparse.Namespace) -> None:
-    print(f"dgc: report written to {write_report(args.run_dir, progress=not args.quiet)}")
+    if not Path(args.run_dir).is_dir():
+        raise DGCError(f"run directory {args.run_dir} does not exist")
+    with RunDir(args.run_dir).lock():
+        path = write_report(args.run_dir, progress=not args.quiet)
+    print(f"dgc: report written to {path}")
 
 
 def command_sweep(args: argparse.Namespace) -> None:
@@ -354,6 +394,11 @@ def command_sample(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise DGCError(f"--out must name a .npz file, got {out}")
+    if args.n < 1:
+        raise DGCError(f"--n must be at least 1, got {args.n}")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise DGCError(f"--seed must be in 0..2**32-1, got {args.seed}")
+    refuse_existing_output([out, out.with_suffix(".png")], args.overwrite)
     images, name, sources = sample_class(args.run_dir, args.class_name, args.n, args.seed)
     atomic_write(out, lambda f: np.savez_compressed(
         f, x=images, class_name=np.array(name), source_indices=sources))
@@ -406,7 +451,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0].startswith("--") and argv[0] not in ("--help", "--debug"):
+    if argv and argv[0].startswith("--") and argv[0] not in ("--help", "--debug", "--version"):
         argv.insert(0, "train")
     if argv[:1] == ["--debug"] and (len(argv) == 1 or argv[1] not in COMMANDS):
         argv.insert(1, "train")

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+import re
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from dgc.errors import DGCError
 
@@ -21,17 +28,25 @@ CLASS_WEIGHTINGS = ("none", "inverse", "effective")
 RESAMPLERS = ("none", "ros", "smote")
 SECTIONS = ("model", "train", "predict", "baseline")
 PRIORS = ("normal", "mixture", "class")
-SPEC_SAMPLES = 10  # S of SPEC §4
+PAPER_SAMPLES = 10  # S of METHOD §4
+TRUE_WORDS = {"true", "yes", "on", "1"}
+FALSE_WORDS = {"false", "no", "off", "0"}
+# Settings with their own command-line option, named by it in messages.
+OPTIONS = {"seed": "--seed", "threads": "--threads", "profile": "--profile",
+           "device": "--device", "train.epochs": "--epochs", "train.lr": "--lr",
+           "train.sampling_rate": "--sampling-rate", "train.val_fraction": "--val-fraction",
+           "train.grad_clip": "--grad-clip", "predict.samples": "--samples",
+           "predict.rule": "--rule", "predict.top_k": "--top-k"}
 BF16_NEEDS_CUDA = ("--bf16 (bfloat16 autocast) is for CUDA devices: on the CPU it is slower than "
                    "float32 and only changes the numbers; drop --bf16 or use --device cuda")
 
 
 @dataclass
 class ModelConfig:
-    """Architecture of SPEC §1; `width`/`decoder_width`: first layer's filters (paper: 128).
+    """Architecture of METHOD §1; `width`/`decoder_width`: first layer's filters (paper: 128).
 
-    `prior` is p(z): "normal" N(0, I) as SPEC §1; "mixture" a learned Gaussian mixture with one
-    component per class (DGCMM, SPEC §9); "class" the same mixture with component c tied to
+    `prior` is p(z): "normal" N(0, I) as METHOD §1; "mixture" a learned Gaussian mixture with one
+    component per class (DGCMM, METHOD §9); "class" the same mixture with component c tied to
     class c, i.e. a learned class-conditional prior p(z | y = c).
     """
 
@@ -48,7 +63,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Objective (SPEC §2), latent oversampling (§3) and schedule of training.
+    """Objective (METHOD §2), latent oversampling (§3) and schedule of training.
 
     `prior_weight` weighs the KL of q(z|x,y) to a learned prior (`model.prior` other than
     "normal"), the DGCMM regulariser that stands beside (or, with `mmd_weight` 0, replaces) the
@@ -81,17 +96,17 @@ class TrainConfig:
 
 @dataclass
 class PredictConfig:
-    """Bayes-rule prediction of SPEC §4.
+    """Bayes-rule prediction of METHOD §4.
 
     `top_k` spends the decoder only on the K classes the cheap terms (the label term, and a
-    learned prior's) rank best (None: all, as SPEC §4); `importance` adds log p(z) − log q(z|x,y)
+    learned prior's) rank best (None: all, as METHOD §4); `importance` adds log p(z) − log q(z|x,y)
     to every sample's weight (Eq. 9 leaves it out); `latent_weight` scales a learned prior's
     log p(z) in the score (DGCMM; 1 is Bayes' rule); `decode_batch` bounds memory as the number
     of codes per decoder pass; `bf16` predicts (and validates) under bfloat16 autocast (CUDA
     only).
     """
 
-    samples: int = SPEC_SAMPLES
+    samples: int = PAPER_SAMPLES
     rule: str = "bayes"
     top_k: int | None = None
     mmd_term: bool = False
@@ -173,7 +188,7 @@ def family(exp: str) -> str:
 
 
 def paper_preset(exp: str) -> tuple[ModelConfig, TrainConfig, PredictConfig]:
-    """SPEC §1/§2 as published: the MNIST-like setting, or CelebA's (k = 128, MLP head)."""
+    """METHOD §1/§2 as published: the MNIST-like setting, or CelebA's (k = 128, MLP head)."""
     if family(exp) == "celeba":
         return (
             ModelConfig(latent_dim=128, kernel=5, head_hidden=(500, 500)),
@@ -188,7 +203,7 @@ def cpu_preset(exp: str) -> tuple[ModelConfig, TrainConfig, PredictConfig]:
     """A narrow network and short schedule: one Fashion-MNIST seed in minutes on two cores.
 
     Same objective and prediction as `paper`; only width, epochs and learning rate differ
-    (lr 1e-5 is too slow for a short schedule, 1e-3 is unstable: SPEC §9).
+    (lr 1e-5 is too slow for a short schedule, 1e-3 is unstable: METHOD §9).
     """
     model, train, predict = paper_preset(exp)
     if family(exp) == "digits":
@@ -218,10 +233,8 @@ def build_config(exp: str, preset: str, **run_fields: Any) -> RunConfig:
 
 
 def apply_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
-    """Apply `section.field=value` settings (e.g. `train.lvo=false`, `model.width=32`).
-
-    Values are parsed as JSON (numbers, true/false, null, [lists]); anything else is a string.
-    """
+    """Apply `section.field=value` settings (e.g. `train.lvo=false`, `model.width=32`), each
+    converted to its field's type (see `convert`)."""
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         section, _, name = key.strip().partition(".")
@@ -229,62 +242,160 @@ def apply_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
             raise DGCError(f"--set takes section.field=value with section model, train, "
                            f"predict or baseline, got {assignment!r}")
         part = getattr(cfg, section)
-        if name not in {f.name for f in dataclasses.fields(part)}:
+        kinds = typing.get_type_hints(type(part))
+        if name not in kinds:
             known = ", ".join(f.name for f in dataclasses.fields(part))
             raise DGCError(f"{section} has no setting {name!r}; known: {known}")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        if isinstance(value, list):
-            value = tuple(value)
+        value = convert(text, kinds[name], f"--set {section}.{name}")
         cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(part, **{name: value})})
     return cfg
 
 
+def convert(text: str, kind: Any, key: str) -> Any:
+    """`text` as a value of the type `kind`: bool (true/false, yes/no, on/off, 1/0), int,
+    finite float, str, `tuple[int, ...]` (`[32, 32]` or `32,32`) or `X | None` (`null`/`none`).
+
+    Hand-written rather than a config library's: these five types are all a run has, and the
+    messages name the setting and say what it takes."""
+    word = text.strip()
+    args = typing.get_args(kind)
+    if type(None) in args:
+        if word.lower() in ("null", "none"):
+            return None
+        kind = next(a for a in args if a is not type(None))
+    if kind is bool:
+        if word.lower() in TRUE_WORDS | FALSE_WORDS:
+            return word.lower() in TRUE_WORDS
+        raise DGCError(f"{key} is true or false, got {text!r}")
+    if typing.get_origin(kind) is tuple:
+        items = word.removeprefix("[").removesuffix("]").removeprefix("(").removesuffix(")")
+        return tuple(convert(item, typing.get_args(kind)[0], key)
+                     for item in items.split(",") if item.strip())
+    if kind is int:
+        try:
+            return int(word)
+        except ValueError:
+            raise DGCError(f"{key} takes a whole number, got {text!r}") from None
+    if kind is float:
+        try:
+            value = float(word)
+        except ValueError:
+            raise DGCError(f"{key} takes a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise DGCError(f"{key} must be a finite number, got {text!r}")
+        return value
+    return json.loads(word) if len(word) > 1 and word[0] == word[-1] == '"' else word
+
+
+def matches(value: Any, kind: Any) -> bool:
+    """Whether a configuration value has its field's type (floats finite, bools not numbers)."""
+    args = typing.get_args(kind)
+    if type(None) in args:
+        return value is None or matches(value, next(a for a in args if a is not type(None)))
+    if typing.get_origin(kind) is tuple:
+        return isinstance(value, tuple) and all(matches(v, args[0]) for v in value)
+    if kind is bool:
+        return isinstance(value, bool | np.bool_)
+    if kind is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+    if kind is float:
+        return (isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+                and math.isfinite(value))
+    return isinstance(value, kind)
+
+
+def type_errors(cfg: RunConfig) -> list[str]:
+    """'NAME is VALUE; expected TYPE' for every setting whose value has the wrong type."""
+    errors = []
+    for prefix, part in (("", cfg), *((f"{s}.", getattr(cfg, s)) for s in SECTIONS)):
+        for name, kind in typing.get_type_hints(type(part)).items():
+            value = getattr(part, name)
+            if name not in SECTIONS and not matches(value, kind):
+                errors.append(f"{option(prefix + name)} is {value!r}; expected "
+                              f"{kind_name(kind)}")
+    return errors
+
+
+def kind_name(kind: Any) -> str:
+    """A field's type as the messages say it."""
+    names = {bool: "true or false", int: "a whole number", float: "a finite number",
+             str: "a string"}
+    args = typing.get_args(kind)
+    if type(None) in args:
+        return kind_name(next(a for a in args if a is not type(None))) + " or null"
+    if typing.get_origin(kind) is tuple:
+        return f"a list of {kind_name(args[0])}s"
+    return names.get(kind, str(kind))
+
+
+def option(key: str) -> str:
+    """How the user names a setting: its command-line option where it has one."""
+    if key not in OPTIONS:
+        return key
+    return f"{OPTIONS[key]} ({key})" if "." in key else OPTIONS[key]
+
+
 def validate(cfg: RunConfig) -> None:
-    """Refuse settings that cannot work, before any data is loaded or anything is written."""
-    t, p, m = cfg.train, cfg.predict, cfg.model
-    checks = [
-        (t.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {t.schedule!r}"),
-        (p.rule in RULES, f"prediction rule must be one of {RULES}, got {p.rule!r}"),
-        (t.epochs >= 1, f"--epochs must be at least 1, got {t.epochs}"),
-        (t.batch_size >= 2, f"batch size must be at least 2 (MMD needs pairs), got {t.batch_size}"),
-        (t.lr > 0, f"learning rate must be positive, got {t.lr}"),
-        (t.sampling_rate >= 0, f"--sampling-rate must be >= 0, got {t.sampling_rate}"),
-        (0 <= t.val_fraction < 1, f"--val-fraction must be in [0, 1), got {t.val_fraction}"),
-        (p.samples >= 1, f"--samples must be at least 1, got {p.samples}"),
-        (p.latent_weight >= 0, f"predict.latent_weight must be >= 0, got {p.latent_weight}"),
-        (p.top_k is None or p.top_k >= 1, f"top_k must be at least 1, got {p.top_k}"),
-        (m.latent_dim >= 1 and m.width >= 1 and m.decoder_width >= 1,
-         "latent size and widths must be positive"),
-        (m.init in ("paper", "torch"), f"init must be 'paper' or 'torch', got {m.init!r}"),
-        (m.prior in PRIORS, f"model.prior must be one of {PRIORS}, got {m.prior!r}"),
-        (t.mmd_weight >= 0 and t.prior_weight >= 0, "train.mmd_weight and train.prior_weight "
-                                                    "must be >= 0"),
-        (cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1, got {cfg.threads}"),
-        (not (t.bf16 or p.bf16) or cfg.device.startswith("cuda"), BF16_NEEDS_CUDA),
-        *baseline_checks(cfg.baseline),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise DGCError(message)
+    """Refuse settings of the wrong type or outside their range, naming the option, before any
+    data is loaded or anything is written."""
+    errors = type_errors(cfg)
+    if errors:
+        raise DGCError("; ".join(errors))
+    flat = {f"{s}.{f.name}": getattr(getattr(cfg, s), f.name)
+            for s in SECTIONS for f in dataclasses.fields(getattr(cfg, s))}
+    flat.update((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+                if f.name not in SECTIONS)
+    for key, (ok, wanted) in RANGES.items():
+        value = flat[key]
+        if value is not None and not ok(value):
+            raise DGCError(f"{option(key)} must be {wanted}, got {value!r}")
+    if (cfg.train.bf16 or cfg.predict.bf16) and not cfg.device.startswith("cuda"):
+        raise DGCError(BF16_NEEDS_CUDA)
 
 
-def baseline_checks(b: BaselineConfig) -> list[tuple[bool, str]]:
-    """(condition, message) pairs for the baseline section, as in `validate`."""
-    return [
-        (b.loss in BASELINE_LOSSES, f"baseline.loss must be one of {BASELINE_LOSSES}, "
-                                    f"got {b.loss!r}"),
-        (b.weighting in CLASS_WEIGHTINGS, f"baseline.weighting must be one of "
-                                          f"{CLASS_WEIGHTINGS}, got {b.weighting!r}"),
-        (b.resample in RESAMPLERS, f"baseline.resample must be one of {RESAMPLERS}, "
-                                   f"got {b.resample!r}"),
-        (0 <= b.weights_from <= 1, f"baseline.weights_from is a fraction of the epochs in "
-                                   f"[0, 1], got {b.weights_from}"),
-        (0 <= b.cb_beta < 1, f"baseline.cb_beta must be in [0, 1), got {b.cb_beta}"),
-        (b.focal_gamma >= 0, f"baseline.focal_gamma must be >= 0, got {b.focal_gamma}"),
-        (b.ldam_max_margin >= 0 and b.ldam_scale > 0,
-         "baseline.ldam_max_margin must be >= 0 and baseline.ldam_scale > 0"),
-        (b.smote_k >= 1, f"baseline.smote_k must be at least 1, got {b.smote_k}"),
-    ]
+Range = tuple[Callable[[Any], bool], str]  # (test, what the value must be)
+
+
+def at_least(low: int) -> Range:
+    return (lambda value: value >= low), f"at least {low}"
+
+
+def one_of(choices: tuple[str, ...]) -> Range:
+    return (lambda value: value in choices), f"one of {', '.join(choices)}"
+
+
+POSITIVE: Range = ((lambda value: value > 0), "positive")
+NON_NEGATIVE: Range = ((lambda value: value >= 0), ">= 0")
+FRACTION: Range = ((lambda value: 0 <= value < 1), "in [0, 1)")
+COUNTS = ("threads", "model.latent_dim", "model.width", "model.decoder_width", "model.hidden",
+          "model.kernel", "train.epochs", "train.eval_every", "train.val_samples",
+          "predict.samples", "predict.decode_batch", "baseline.smote_k")
+WEIGHTS = ("train.mmd_weight", "train.prior_weight", "train.logit_adjust_tau",
+           "train.sampling_rate", "train.pretrain_steps", "train.pretrain_tol", "train.crop_pad",
+           "predict.latent_weight", "baseline.focal_gamma", "baseline.ldam_max_margin",
+           "baseline.logit_tau")
+# Every setting with a range; None (where the type allows it) is always fine.
+RANGES: dict[str, Range] = {
+    **dict.fromkeys(COUNTS, at_least(1)),
+    **dict.fromkeys(WEIGHTS, NON_NEGATIVE),
+    **dict.fromkeys(("train.beta1", "train.val_fraction", "baseline.cb_beta"), FRACTION),
+    **dict.fromkeys(("train.lr", "baseline.ldam_scale"), POSITIVE),
+    "seed": ((lambda v: 0 <= v < 2**32), "in 0..2**32-1"),
+    "device": ((lambda v: re.fullmatch(r"(cpu|cuda|mps|xpu)(:\d+)?", v) is not None),
+               "a torch device such as cpu, cuda or cuda:1"),
+    "profile": ((lambda v: len(v) > 0 and min(v) >= 1), "positive counts, one per class"),
+    "model.head_hidden": ((lambda v: all(n >= 1 for n in v)), "positive layer sizes"),
+    "model.init": one_of(("paper", "torch")),
+    "model.prior": one_of(PRIORS),
+    "train.batch_size": (at_least(2)[0], "at least 2 (the MMD needs pairs)"),
+    "train.pretrain_batch": at_least(2),
+    "train.schedule": one_of(SCHEDULES),
+    "train.cls_weight": (POSITIVE[0], "positive (or null: summed cross-entropy)"),
+    "train.grad_clip": (POSITIVE[0], "positive (or null: no clipping)"),
+    "predict.rule": one_of(RULES),
+    "predict.top_k": (at_least(1)[0], "at least 1 (or null: every class)"),
+    "baseline.loss": one_of(BASELINE_LOSSES),
+    "baseline.weighting": one_of(CLASS_WEIGHTINGS),
+    "baseline.resample": one_of(RESAMPLERS),
+    "baseline.weights_from": ((lambda v: 0 <= v <= 1), "a fraction of the epochs in [0, 1]"),
+}

@@ -1,4 +1,4 @@
-"""Dataset readers and the paper's imbalanced-subset protocol (SPEC §5).
+"""Dataset readers and the paper's imbalanced-subset protocol (METHOD §5).
 
 Every loader returns uint8 images shaped (N, H, W, C) and int64 labels 0..C-1, so the rest of
 the library never needs to know where a dataset came from or how it was stored on disk.
@@ -633,9 +633,13 @@ def open_numpy(path: Path, hint: str) -> np.ndarray | np.lib.npyio.NpzFile:
 def read_member(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     """One array of an open .npz; a damaged member is a DGCError naming the file."""
     try:
-        return npz[key]
+        member = npz[key]
     except _ARCHIVE_ERRORS as exc:
         raise DGCError(f"cannot read the array {key!r} in {path}: {exc}") from exc
+    if not isinstance(member, np.ndarray):  # numpy hands a zip's non-.npy member over as bytes
+        raise DGCError(f"{path}: {key!r} is not a numpy array (is this a zip of other files?); "
+                       "save your arrays with np.savez")
+    return member
 
 
 def load_npz(data_dir: PathLike | None = None) -> RawData:
@@ -773,7 +777,7 @@ def dataset_names() -> list[str]:
 
 
 def _protocol_shuffle(x: np.ndarray, y: np.ndarray, seed: int) -> None:
-    """SPEC §5: reseeding before each shuffle applies one permutation to images and labels."""
+    """METHOD §5: reseeding before each shuffle applies one permutation to images and labels."""
     np.random.seed(seed)
     np.random.shuffle(x)
     np.random.seed(seed)
@@ -809,7 +813,7 @@ def load_imbalanced(
     data_dir: PathLike | None = None,
     profile: Sequence[int] | None = None,
 ) -> ImbalancedData:
-    """Build the imbalanced training subset of SPEC §5 and pair it with the full test set.
+    """Build the imbalanced training subset of METHOD §5 and pair it with the full test set.
 
     profile=None takes the dataset's default; for npz that means its training set as given.
     The caller's global numpy RNG state is restored afterwards, although the protocol itself

@@ -4,7 +4,7 @@ torchrun starts N copies of the command with WORLD_SIZE, RANK and LOCAL_RANK set
 joins them into one process group (NCCL with one GPU per process on CUDA, gloo on the CPU).
 Every process holds the whole training split and the same model. Each step takes the next
 N × batch_size rows of an epoch order that all processes draw alike, and each process trains
-on its own strided share of them (batch_size rows, so every per-batch quantity of SPEC §2–§3
+on its own strided share of them (batch_size rows, so every per-batch quantity of METHOD §2–§3
 keeps its single-process meaning, and latent oversampling still uses the whole set's class
 counts). Gradients are averaged before every optimiser step and BatchNorm statistics after
 every epoch, so the processes keep identical weights; `check_replicas` verifies that at the

@@ -32,8 +32,8 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from dgc.config import PRIORS, ModelConfig, PredictConfig, RunConfig, TrainConfig, validate
 from dgc.data import split_validation
 from dgc.errors import DGCError
-from dgc.io import load_checkpoint, save_checkpoint
-from dgc.model import DGC
+from dgc.io import load_checkpoint, load_weights, save_checkpoint
+from dgc.model import DGC, check_fits
 from dgc.prediction import class_scores
 from dgc.training import TrainData, Trainer
 
@@ -54,7 +54,7 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
 
     Training minimises ½‖x − G_X(z)‖² + MMD(z, N(0, I)) + w·CE(y, G_Y(z)) with latent
     oversampling of the minority classes; prediction is Bayes' rule by importance sampling over
-    q(z | x, y = c) for every class c (SPEC §2–§4). `predict` and `predict_proba` draw their
+    q(z | x, y = c) for every class c (METHOD §2–§4). `predict` and `predict_proba` draw their
     noise once per call from a generator seeded by the fit's seed and shared by all rows, so a
     fitted estimator gives the same answer for a row on every call and in any subset (for
     tables exactly, as prediction runs in float64; for images to float32 rounding, ~1e-7).
@@ -84,7 +84,7 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         `cpu` preset.
     hidden : units of the encoder layer where the label joins.
     epochs, batch_size, learning_rate : Adam (β1 = 0.5) with a cosine schedule.
-    sampling_rate : r of the latent oversampling (SPEC §3); 0 turns it off.
+    sampling_rate : r of the latent oversampling (METHOD §3); 0 turns it off.
     samples : S, the codes per class drawn for the Bayes rule.
     cls_weight : weight of the mean cross-entropy; None sums it over the batch as the official
         code does (an effective weight of `batch_size`).
@@ -158,6 +158,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         self.class_counts_ = np.bincount(y_index, minlength=len(classes))
 
         cfg = self._run_config(seed)
+        check_fits(lambda: DGC(self.input_shape_, len(classes), cfg.model), self.input_shape_,
+                   cfg.model, max(cfg.train.batch_size, cfg.train.pretrain_batch), cfg.device)
         x, y_train, x_val, y_val = split_validation(self._scaled(X), y_index.astype(np.int64),
                                                     self.validation_fraction, seed)
         data = TrainData(x=self._tensor(x), y=torch.from_numpy(y_train),
@@ -242,7 +244,7 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
 
     # -- prediction -------------------------------------------------------------------------
     def predict_proba(self, X: Any) -> np.ndarray:
-        """p(y = c | x) by Bayes' rule (SPEC §4), columns in the order of `classes_`."""
+        """p(y = c | x) by Bayes' rule (METHOD §4), columns in the order of `classes_`."""
         scores = self._scores(X)
         return torch.softmax(scores.double(), dim=1).cpu().numpy()
 
@@ -338,7 +340,7 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
                 estimator.feature_names_in_ = np.asarray(state["feature_names"], dtype=object)
             model = DGC(estimator.input_shape_, len(estimator.classes_),
                         estimator._model_config())
-            model.load_state_dict(state["model"])
+            load_weights(model, state["model"], path)
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise DGCError(f"{path} holds a DGCClassifier this version cannot read: "
                            f"{error}") from error

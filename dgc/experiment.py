@@ -24,18 +24,26 @@ from dgc.baselines import Classifier, ClassifierTrainer, build_classifier, class
 from dgc.config import BF16_NEEDS_CUDA, PredictConfig, RunConfig, validate
 from dgc.data import ImbalancedData, load_imbalanced, split_validation
 from dgc.errors import DGCError
-from dgc.io import atomic_write, load_checkpoint, load_newest_checkpoint, read_json, write_json
+from dgc.io import (
+    atomic_write,
+    load_checkpoint,
+    load_newest_checkpoint,
+    load_weights,
+    read_json,
+    write_json,
+)
 from dgc.methods import get_method
 from dgc.metrics import compute_metrics
-from dgc.model import DGC, count_parameters, images_to_tensor
+from dgc.model import DGC, check_fits, count_parameters, images_to_tensor
 from dgc.prediction import decompose, predict_proba
+from dgc.rundir import RunDir, check_fingerprints, images_sha256
 from dgc.training import BEST, CHECKPOINT, PREVIOUS, TrainData, Trainer
 
 # Settings that may differ when a run is resumed: they do not change its numbers.
 RESUMABLE_DIFFERENCES = {"out", "data_dir", "threads", "train.epochs"}
 EPOCH_DEPENDENT_SCHEDULES = ("cosine", "manual_smooth")
 # Keys of config.json that record facts about the run rather than settings.
-RUN_FACTS = ("environment", "split_sha256", "n_params", "data")
+RUN_FACTS = ("environment", "split_sha256", "test_sha256", "n_params", "data")
 PREDICTIONS = "predictions.npz"
 
 
@@ -94,6 +102,7 @@ class Run:
     cfg: RunConfig
     class_names: tuple[str, ...]
     train_counts: np.ndarray
+    fingerprints: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
 
 def make_model(cfg: RunConfig, image_shape: tuple[int, int, int],
@@ -111,54 +120,67 @@ def build_model(cfg: RunConfig, image_shape: tuple[int, int, int],
 
 
 def predict_images(model: DGC | Classifier, images: np.ndarray, cfg: RunConfig,
-                   predict: PredictConfig) -> np.ndarray:
+                   predict: PredictConfig, progress: bool = False) -> np.ndarray:
     """Class probabilities (N, C) of uint8 images: DGC's Bayes rule, or a classifier's softmax."""
     if predict.bf16 and not cfg.device.startswith("cuda"):
         raise DGCError(BF16_NEEDS_CUDA)
     if isinstance(model, Classifier):
         return classifier_proba(model, images, device=cfg.device, bf16=predict.bf16)
-    return predict_proba(model, images, predict, seed=cfg.seed, device=cfg.device)
+    return predict_proba(model, images, predict, seed=cfg.seed, device=cfg.device,
+                         progress=progress)
 
 
 def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
-              log: Any = print) -> dict[str, Any]:
+              log: Any = print, overwrite: bool = False) -> dict[str, Any]:
     """Train, evaluate on the test set, and write the run directory; returns the metrics.
 
-    Under torchrun (`dgc.distributed`) every process trains, and process 0 alone validates,
-    logs, writes the files and returns the metrics; the others return {} after training.
+    A folder that already holds a run is refused unless `resume` continues it or `overwrite`
+    moves it aside (to `NAME.old-K`, once every setting and the data are checked); the folder
+    is locked while the run lives. Under torchrun (`dgc.distributed`) every process trains, and
+    process 0 alone validates, logs, writes the files and returns the metrics; the others
+    return {} after training.
     """
     validate(cfg)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     main = distributed.is_main()
     if not main:
         progress, log = False, quiet
-    out = Path(cfg.out or default_out(cfg))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DGCError(f"cannot create the output directory {out}: {error.strerror}; "
-                       "choose another --out") from error
-    data = run_data(cfg)
+    out = RunDir(cfg.out or default_out(cfg))
+    if not main:  # process 0 owns the folder and its lock
+        return train_locked(cfg, out, resume, progress, log, main)
+    with out.lock():  # checked under the lock, so no other command can start a run between
+        out.refuse_existing(resume, overwrite)
+        if resume:
+            check_resumable(out, cfg)
+        return train_locked(cfg, out, resume, progress, log, main, overwrite)
+
+
+def train_locked(cfg: RunConfig, out: RunDir, resume: bool, progress: bool, log: Any,
+                 main: bool, overwrite: bool = False) -> dict[str, Any]:
+    """`train_run` once the folder is checked and locked: data, model, training, files."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    data = checked_data(cfg, out, resume)
     model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
+    if overwrite and out.holds_run():
+        log(f"dgc: moved the earlier run in {out.path} to {out.move_aside()}")
     trainer_type = ClassifierTrainer if isinstance(model, Classifier) else Trainer
     train_data = to_train_data(data, cfg)
     if not main:
         train_data = dataclasses.replace(train_data, x_val=train_data.x_val[:0],
                                          y_val=train_data.y_val[:0])
-    trainer = trainer_type(model, cfg, train_data, out if main else None, progress=progress,
-                           log=log)
+    trainer = trainer_type(model, cfg, train_data, out.path if main else None,
+                           progress=progress, log=log)
     if resume:
-        resume_trainer(trainer, out, cfg, log)
+        resume_trainer(trainer, out.path, cfg, log)
     if main:
         write_json(out / "config.json", {
-            **cfg.to_dict(), "environment": environment(cfg), "split_sha256": data.split_sha256,
+            **cfg.to_dict(), "environment": environment(cfg), **data_fingerprints(data),
             "n_params": count_parameters(model),
             "data": {"class_names": list(data.class_names),
                      "image_shape": list(data.x_train.shape[1:]),
                      "train_counts": data.train_counts.tolist()}})
     log(f"dgc: {cfg.method} on {cfg.exp} seed {cfg.seed}, preset {cfg.preset}, "
-        f"{count_parameters(model):,} parameters, writing to {out}")
+        f"{count_parameters(model):,} parameters, writing to {out.path}")
     log(f"dgc: training counts per class {', '.join(map(str, data.train_counts))} "
         f"({len(data.y_train)} images, {cfg.train.val_fraction:.0%} held out for validation); "
         f"test counts {', '.join(map(str, np.bincount(data.y_test)))}")
@@ -167,12 +189,74 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
             f"{cfg.train.batch_size} of the {distributed.world_size() * cfg.train.batch_size} "
             f"images of every step")
     try:
-        return finish_run(cfg, out, trainer, data, main)
+        return finish_run(cfg, out.path, trainer, data, main)
     except KeyboardInterrupt:
         saved = (f"{out / CHECKPOINT} holds the last complete epoch"
                  if (out / CHECKPOINT).is_file() else "no epoch had finished, nothing is saved")
         log(f"dgc: interrupted; {saved}")
         raise
+
+
+def checked_data(cfg: RunConfig, out: RunDir, resume: bool) -> ImbalancedData:
+    """The run's data, refused when it cannot train (one class, a model too large for the
+    images) or, on resume, when it is not the data the run recorded."""
+    data = run_data(cfg)
+    if data.num_classes < 2:
+        raise DGCError(f"{describe_source(cfg)} has one class ({data.class_names[0]}); a "
+                       "classifier needs at least two classes in its training set")
+    if resume and (out / "config.json").is_file():
+        check_fingerprints(recorded_fingerprints(read_config(out / "config.json")),
+                           data_fingerprints(data), out.path, describe_source(cfg))
+    shape, n_classes = data.x_train.shape[1:], len(data.class_names)
+    check_fits(lambda: make_model(cfg, shape, n_classes), shape, cfg.model,
+               max(cfg.train.batch_size, cfg.train.pretrain_batch), cfg.device)
+    return data
+
+
+def check_resumable(out: RunDir, cfg: RunConfig) -> None:
+    """Refuse, before any data is loaded, to resume a run recorded with other settings."""
+    if not (out / "config.json").is_file():
+        return
+    saved = settings_of(read_config(out / "config.json"), out / "config.json")
+    differences = config_differences(saved.to_dict(), cfg.to_dict())
+    if differences:
+        raise DGCError("cannot resume: the configuration differs from the run's in "
+                       + "; ".join(differences) + ". Use the same settings, or another --out")
+
+
+def data_fingerprints(data: ImbalancedData) -> dict[str, str]:
+    """What a run records of its data, to refuse other data later."""
+    return {"split_sha256": data.split_sha256,
+            "test_sha256": images_sha256(data.x_test, data.y_test)}
+
+
+def recorded_fingerprints(config: dict[str, Any]) -> dict[str, str | None]:
+    return {key: config.get(key) for key in ("split_sha256", "test_sha256")}
+
+
+def describe_source(cfg: RunConfig) -> str:
+    return f"{cfg.data_dir}" if cfg.data_dir else f"the {cfg.exp} dataset"
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A run's config.json, which must be a JSON object."""
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise DGCError(f"{path} is not a dgc run configuration (it holds a JSON "
+                       f"{type(raw).__name__}, not an object); restore it or train a new run")
+    return raw
+
+
+def settings_of(raw: dict[str, Any], path: Path) -> RunConfig:
+    """The settings in a run's config.json, checked like the command line's."""
+    try:
+        cfg = RunConfig.from_dict({k: v for k, v in raw.items() if k not in RUN_FACTS})
+        validate(cfg)
+    except (KeyError, TypeError, AttributeError, DGCError) as error:
+        detail = f"no {error} section or setting" if isinstance(error, KeyError) else error
+        raise DGCError(f"{path} holds settings this version cannot use ({detail}); restore it "
+                       "or train a new run") from error
+    return cfg
 
 
 def finish_run(cfg: RunConfig, out: Path, trainer: Trainer | ClassifierTrainer,
@@ -189,7 +273,7 @@ def finish_run(cfg: RunConfig, out: Path, trainer: Trainer | ClassifierTrainer,
     write_json(out / "history.json", trainer.history)
     model.load_state_dict(trainer.best_weights)
     started = time.perf_counter()
-    probs = predict_images(model, data.x_test, cfg, cfg.predict)
+    probs = predict_images(model, data.x_test, cfg, cfg.predict, trainer.progress)
     seconds_predict = time.perf_counter() - started
     metrics = compute_metrics(data.y_test, probs.argmax(1), data.train_counts, data.class_names,
                               y_prob=probs)
@@ -250,6 +334,14 @@ def run_data(cfg: RunConfig) -> ImbalancedData:
     return load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
 
 
+def recorded_data(run: Run, run_dir: str | Path) -> ImbalancedData:
+    """The data a trained run names, refused when it is no longer what the run recorded."""
+    data = run_data(run.cfg)
+    check_fingerprints(run.fingerprints, data_fingerprints(data), Path(run_dir),
+                       describe_source(run.cfg))
+    return data
+
+
 def load_run(run_dir: str | Path) -> Run:
     """The evaluated model (`best.pt`) of a run directory, ready to predict: on the device it
     was trained on, or on the CPU where that is a GPU this machine lacks (and `bf16`, which
@@ -257,31 +349,32 @@ def load_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DGCError(f"run directory {run_dir} does not exist")
-    raw = read_json(run_dir / "config.json")
+    raw = read_config(run_dir / "config.json")
+    cfg = settings_of(raw, run_dir / "config.json")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        cfg = dataclasses.replace(cfg, device="cpu",
+                                  train=dataclasses.replace(cfg.train, bf16=False),
+                                  predict=dataclasses.replace(cfg.predict, bf16=False))
     try:
-        cfg = RunConfig.from_dict({k: v for k, v in raw.items() if k not in RUN_FACTS})
-        if cfg.device == "cuda" and not torch.cuda.is_available():
-            cfg = dataclasses.replace(cfg, device="cpu",
-                                      train=dataclasses.replace(cfg.train, bf16=False),
-                                      predict=dataclasses.replace(cfg.predict, bf16=False))
         facts = raw["data"]
-        model = make_model(cfg, tuple(facts["image_shape"]), len(facts["class_names"]))
-        model.load_state_dict(load_checkpoint(run_dir / BEST)["model"])
-    except (KeyError, TypeError, RuntimeError) as error:
-        raise DGCError(f"{run_dir} does not hold a dgc run this version can read: "
-                       f"{error}") from error
-    return Run(model.to(cfg.device).eval(), cfg, tuple(facts["class_names"]),
-               np.asarray(facts["train_counts"], dtype=np.int64))
+        shape, names = tuple(facts["image_shape"]), tuple(facts["class_names"])
+        counts = np.asarray(facts["train_counts"], dtype=np.int64)
+    except (KeyError, TypeError, ValueError) as error:
+        raise DGCError(f"{run_dir / 'config.json'} lacks the run's data facts ({error}); "
+                       "restore it or train a new run") from error
+    model = make_model(cfg, shape, len(names))
+    load_weights(model, load_checkpoint(run_dir / BEST)["model"], run_dir / BEST)
+    return Run(model.to(cfg.device).eval(), cfg, names, counts, recorded_fingerprints(raw))
 
 
-def evaluate_run(run_dir: str | Path, predict: PredictConfig,
-                 run: Run | None = None) -> tuple[dict[str, Any], Path]:
+def evaluate_run(run_dir: str | Path, predict: PredictConfig, run: Run | None = None,
+                 progress: bool = False) -> tuple[dict[str, Any], Path]:
     """Re-score a run's model (`run`, if already loaded) on the test set into a new
     `eval-*.json` (never metrics.json)."""
     run = run or load_run(run_dir)
-    data = run_data(run.cfg)
+    data = recorded_data(run, run_dir)
     started = time.perf_counter()
-    probs = predict_images(run.model, data.x_test, run.cfg, predict)
+    probs = predict_images(run.model, data.x_test, run.cfg, predict, progress)
     seconds = time.perf_counter() - started
     metrics = compute_metrics(data.y_test, probs.argmax(1), data.train_counts, data.class_names,
                               y_prob=probs)
@@ -300,7 +393,7 @@ def decompose_run(run_dir: str | Path, predict: PredictConfig,
     """ACSA and cross-class spread of each Bayes-rule term alone on the test set (`run`, if
     already loaded, is the run's model)."""
     run = run or load_run(run_dir)
-    data = run_data(run.cfg)
+    data = recorded_data(run, run_dir)
     x = images_to_tensor(data.x_test, run.cfg.device)
     report = decompose(run.model, x, data.y_test, predict, seed=run.cfg.seed)
     path = Path(run_dir) / f"decomposition-s{predict.samples}.json"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -34,6 +35,7 @@ def atomic_write(path: str | Path, write: Any, mode: str = "wb",
         raise write_error(path, error) from error
     try:
         with os.fdopen(fd, mode) as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~current_umask())  # mkstemp's is 0600
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -46,6 +48,13 @@ def atomic_write(path: str | Path, write: Any, mode: str = "wb",
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask, which the files written here respect like any other file."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def write_error(path: Path, error: OSError) -> DGCError:
@@ -96,13 +105,46 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
         state = torch.load(path, map_location="cpu", weights_only=True) if bad is None else None
+    except pickle.UnpicklingError as error:  # torch's weights-only refusal, many lines long
+        raise DGCError(f"checkpoint {path} holds Python objects besides tensors and numbers, "
+                       f"which dgc does not load ({unpickling_reason(error)}); use a checkpoint "
+                       "written by dgc") from error
     except Exception as error:  # zipfile and torch raise many types for damaged files
-        raise damaged(path, str(error)) from error
+        raise damaged(path, one_line(str(error))) from error
     if bad is not None:
         raise damaged(path, f"its part {bad} fails its CRC-32 check")
     if not isinstance(state, dict) or "model" not in state:
         raise DGCError(f"checkpoint {path} is not a dgc checkpoint (no model weights in it)")
     return state
+
+
+def one_line(text: str) -> str:
+    """The first non-empty line of an error message."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)
+
+
+def unpickling_reason(error: Exception) -> str:
+    """The line of torch's weights-only refusal that names what was refused."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    return next((line for line in lines if "Unsupported global" in line), one_line(str(error)))
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor],
+                 path: str | Path) -> None:
+    """Load a checkpoint's weights into `model`; another architecture's weights are one line
+    naming the file and the first mismatch (torch's own message runs to many lines)."""
+    mine = model.state_dict()
+    missing, unexpected = sorted(set(mine) - set(weights)), sorted(set(weights) - set(mine))
+    shapes = [f"{k} {tuple(weights[k].shape)} instead of {tuple(mine[k].shape)}"
+              for k in mine if k in weights and weights[k].shape != mine[k].shape]
+    problems = [f"{len(names)} {what} ({names[0]}, ...)" for names, what in
+                ((missing, "missing weights"), (unexpected, "unexpected weights"),
+                 (shapes, "weights of other shapes")) if names]
+    if problems:
+        raise DGCError(f"{path} holds the weights of another architecture than its "
+                       f"configuration describes: {'; '.join(problems)}; keep a run's files "
+                       "together, or train a new run")
+    model.load_state_dict(weights)
 
 
 def damaged(path: Path, reason: str) -> DGCError:

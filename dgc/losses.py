@@ -1,4 +1,4 @@
-"""The training objective of SPEC §2 and the pre-training loss, as plain functions."""
+"""The training objective of METHOD §2 and the pre-training loss, as plain functions."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def reconstruction_loss(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
 
 
 def imq_mmd(z: torch.Tensor, z_prior: torch.Tensor) -> torch.Tensor:
-    """MMD with inverse multiquadratic kernels C/(C + ‖a − b‖²), C = 2·k·s over SPEC's scales.
+    """MMD with inverse multiquadratic kernels C/(C + ‖a − b‖²), C = 2·k·s over the paper's scales.
 
     Within-sample terms are U-statistics (diagonal excluded, divided by n² − n); the cross term
     is 2/n² Σ k(z_i, z̃_j).
@@ -67,7 +67,7 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, weight: float | N
 
 
 def oversampling_index(y: torch.Tensor, train_counts: torch.Tensor, rate: float) -> torch.Tensor:
-    """Row indices of a batch oversampled by class in latent space (SPEC §3).
+    """Row indices of a batch oversampled by class in latent space (METHOD §3).
 
     With ρ_c = r·(n_max − n_c)/n_c from the whole training set, the m_c rows of class c are
     repeated ⌈1 + ρ_c⌉ times (round-robin: every row once, then every row again, ...) and the

@@ -1,10 +1,10 @@
 """One registry of named methods: each turns a preset's configuration into that method's.
 
-`dgc-faithful` is SPEC §1–§4 as written (trained on the whole imbalanced set for a fixed number
+`dgc-faithful` is METHOD §1–§4 as written (trained on the whole imbalanced set for a fixed number
 of epochs, exact S = 10 Bayes rule). `dgc` is the best configuration measured on the validation
 split of the training data (see docs/RESULTS.md for the numbers behind each change).
 
-The baselines of SPEC §8 (family "classifier") are DGC's encoder trunk plus a linear layer,
+The baselines of METHOD §8 (family "classifier") are DGC's encoder trunk plus a linear layer,
 trained by `dgc.baselines` with Adam (lr 1e-3, β = (0.9, 0.999), the preset's batch size and
 epochs) and the same 10 % validation split and best-validation-ACSA checkpoint as `dgc`; each
 differs only in the `baseline` settings its entry below gives (defaults: `BaselineConfig`).
@@ -45,7 +45,7 @@ def improved(cfg: RunConfig) -> RunConfig:
 
     - a 10 % stratified validation split selects the checkpoint (the paper kept the last one);
     - the label head is trained with a logit-adjusted cross-entropy (τ = 1), which corrects it
-      for the training prior (SPEC §9: +3.5 points of ACSA);
+      for the training prior (METHOD §9: +3.5 points of ACSA);
     - the encoder's mean reads the image only (the label still sets σ): with the label in μ
       the head learns to read the label back out of z, which a larger learning rate exploits
       at once (training loss near 0, validation ACSA 0.6);
@@ -55,7 +55,7 @@ def improved(cfg: RunConfig) -> RunConfig:
     - no extra encoder (LVO) step: it doubles the cost of a step;
     - prediction applies the Bayes rule to the label term's two best classes with S = 1: on the
       validation splits of seeds 1-3 it is within 0.0005 ACSA of the exact S = 10 rule and 38×
-      faster (`--exact` restores SPEC §4).
+      faster (`--exact` restores METHOD §4).
     """
     train = dataclasses.replace(cfg.train, val_fraction=0.1, logit_adjust_tau=1.0, lvo=False,
                                 lr=1e-3, schedule="cosine", grad_clip=5.0, augment=True)
@@ -65,7 +65,7 @@ def improved(cfg: RunConfig) -> RunConfig:
 
 
 def mixture_prior(cfg: RunConfig) -> RunConfig:
-    """DGCMM (SPEC §9): `dgc` with a learned Gaussian mixture prior, one component per class,
+    """DGCMM (METHOD §9): `dgc` with a learned Gaussian mixture prior, one component per class,
     whose VaDE regulariser replaces the MMD to N(0, I) and whose log-density joins the Bayes
     rule. `--set model.prior=class` ties component c to class c.
 
@@ -95,7 +95,7 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("dgc", "DGC with the settings that measured best on validation data", improved),
-        Method("dgc-faithful", "DGC exactly as SPEC §1-§4 (the paper's configuration)", faithful),
+        Method("dgc-faithful", "DGC exactly as METHOD §1-§4 (the paper's configuration)", faithful),
         Method("dgcmm", "DGC with a learned mixture prior (DGCMM)", mixture_prior),
         Method("ce", "cross-entropy", classifier(), "classifier"),
         Method("reweight", "cross-entropy with inverse-frequency class weights",

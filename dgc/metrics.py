@@ -1,4 +1,4 @@
-"""Evaluation metrics for class-imbalanced classification (SPEC §6).
+"""Evaluation metrics for class-imbalanced classification (METHOD §6).
 
 Every metric comes from the one-vs-rest counts of each class c in the confusion matrix: TP_c,
 FP_c (predicted c, truly another class), FN_c (truly c, predicted another) and TN_c. Plain
@@ -12,8 +12,11 @@ accuracy hides the minority classes, so the headline metrics (``HEADLINE``) are 
 (they match scikit-learn with ``zero_division=0`` and ``labels=range(C)``):
 
 * precision of a class that is never predicted (TP + FP = 0) is 0;
-* recall of a class absent from the test set (TP + FN = 0) is 0, which drags ACSA and every macro
-  mean down: evaluate on test sets that contain every class;
+* a class absent from the test set (TP + FN = 0) has no recall: its per-class row shows 0, it is
+  left out of every macro mean (ACSA, F_macro, G_macro and the macro precision, recall and
+  specificity), R_MI is taken over the classes present, and ``absent_classes`` names it (the
+  printed report says so). Averaging it in as recall 0 would lower ACSA by 1/C for no error;
+* R_MI's and P_MA's classes are fixed by the training counts alone, except as just said;
 * specificity with TN + FP = 0 (every test sample belongs to that class) is 0;
 * F1 = 2PR/(P + R) = 2TP/(2TP + FP + FN) is 0 when P + R = 0; G is 0 when either factor is 0;
 * the micro rates follow the same rule.
@@ -171,7 +174,7 @@ def compute_metrics(
     class_names: Sequence[str] | None = None,
     y_prob=None,
 ) -> dict:
-    """Compute every SPEC §6 metric; the number of classes C is ``len(train_counts)``.
+    """Compute every METHOD §6 metric; the number of classes C is ``len(train_counts)``.
 
     Returns a JSON-serialisable dict: the metric values are Python floats, ``per_class`` is a list
     of one dict per class (``class`` name, int ``train_count`` and ``support``, ``precision``,
@@ -206,16 +209,18 @@ def compute_metrics(
     f_micro = _ratio(2 * s_tp, 2 * s_tp + s_fp + s_fn)
     g_micro = np.sqrt(_ratio(s_tp, s_tp + s_fn) * _ratio(s_tn, s_tn + s_fp))
 
+    present = (tp + fn) > 0
+    rarest_present = np.flatnonzero(present)[np.argmin(counts[present])]
     result = {
-        "acsa": float(recall.mean()),
-        "f_macro": float(f1.mean()),
-        "g_macro": float(g.mean()),
-        "r_mi": float(recall[np.argmin(counts)]),
+        "acsa": float(recall[present].mean()),
+        "f_macro": float(f1[present].mean()),
+        "g_macro": float(g[present].mean()),
+        "r_mi": float(recall[rarest_present]),
         "p_ma": float(precision[np.argmax(counts)]),
         "accuracy": float(s_tp / n),
-        "precision_macro": float(precision.mean()),
-        "recall_macro": float(recall.mean()),
-        "specificity_macro": float(specificity.mean()),
+        "precision_macro": float(precision[present].mean()),
+        "recall_macro": float(recall[present].mean()),
+        "specificity_macro": float(specificity[present].mean()),
         "f_micro": float(f_micro),
         "g_micro": float(g_micro),
         "per_class": [
@@ -232,6 +237,8 @@ def compute_metrics(
             for c in range(n_classes)
         ],
     }
+    if not present.all():
+        result["absent_classes"] = [names[c] for c in np.flatnonzero(~present)]
     if y_prob is not None:
         _probs(y_prob, n, n_classes)
         result["ece"] = expected_calibration_error(t, y_prob)
@@ -269,4 +276,7 @@ def format_metrics(metrics: Mapping, title: str | None = None) -> str:
     lines += _table(("metric", "value"), summary)
     lines.append("")
     lines += _table([label for _, label in _PER_CLASS], per_class)
+    if metrics.get("absent_classes"):
+        lines += ["", f"Classes without test images, left out of the macro means and R_MI: "
+                      f"{', '.join(metrics['absent_classes'])}."]
     return "\n".join(lines)

@@ -1,8 +1,8 @@
-"""The DGC model (SPEC §1): encoder q(z|x,y), image decoder p(x|z) and label head p(y|z).
+"""The DGC model (METHOD §1): encoder q(z|x,y), image decoder p(x|z) and label head p(y|z).
 
     p(x, y, z) = N(z; 0, I) · p(x | z) · p(y | z)
 
-or, with a learned mixture prior (DGCMM, SPEC §9), p(z) = Σ_c π_c N(z; m_c, s_c²).
+or, with a learned mixture prior (DGCMM, METHOD §9), p(z) = Σ_c π_c N(z; m_c, s_c²).
 
 The encoder's convolutional trunk sees the image alone; the label enters after the flatten, as
 `Linear(concat(flat, onehot(y)))`, written here as `Linear(flat) + Embedding(y)` (the same map),
@@ -18,12 +18,15 @@ log-likelihood up to a constant and training and prediction need no change.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from dgc.config import ModelConfig
+from dgc.errors import DGCError
 
 BN_MOMENTUM = 0.1  # TensorFlow's decay 0.9
 BN_EPS = 1e-5
@@ -275,7 +278,7 @@ def reparameterise(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) 
 
 
 def paper_init(module: nn.Module) -> None:
-    """Weights from N(0, 0.01²), biases 0, BatchNorm scale 1 and shift 0 (SPEC §1)."""
+    """Weights from N(0, 0.01²), biases 0, BatchNorm scale 1 and shift 0 (METHOD §1)."""
     if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
         nn.init.normal_(module.weight, 0.0, 0.01)
         if getattr(module, "bias", None) is not None:
@@ -287,3 +290,43 @@ def paper_init(module: nn.Module) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def activation_numel(image_shape: tuple[int, ...], cfg: ModelConfig) -> int:
+    """Values one image leaves in the encoder's trunk (the decoder mirrors it)."""
+    if len(image_shape) == 1:
+        return image_shape[0] + cfg.width + cfg.hidden
+    height, width, channels = image_shape
+    total = height * width * channels
+    for i in range(encoder_depth(max(height, width))):
+        height, width = math.ceil(height / 2), math.ceil(width / 2)
+        total += cfg.width * 2**i * height * width
+    return total + cfg.hidden
+
+
+def machine_memory(device: str) -> int:
+    """Bytes of memory of the device a model would train on."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(build: Callable[[], nn.Module], image_shape: tuple[int, ...], cfg: ModelConfig,
+               batch: int, device: str) -> None:
+    """Refuse, before allocating anything, a model and batch that cannot fit in the device's
+    memory: the conv nets grow with the image (a 2000×2000 input asks for tens of GB), so the
+    fix is to resize the images. `build` makes the model; it runs on torch's meta device.
+
+    The estimate: weights, gradients and Adam's two moments (4 × 4 bytes a parameter), plus
+    the batch's activations of encoder and decoder kept for the backward pass (about 8 float32
+    values per trunk value)."""
+    with torch.device("meta"):
+        params = count_parameters(build())
+    need = 16 * params + 32 * batch * activation_numel(image_shape, cfg)
+    have = machine_memory(device)
+    if need > have:
+        shape = "×".join(map(str, image_shape))
+        raise DGCError(f"inputs of shape {shape} need about {need / 2**30:.0f} GiB with this "
+                       f"architecture ({params:,} parameters, batch {batch}) but the {device} has "
+                       f"{have / 2**30:.0f} GiB; resize the images (e.g. to 32×32 or 64×64) or "
+                       "choose a smaller model.width / model.hidden")

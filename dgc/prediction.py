@@ -1,4 +1,4 @@
-"""Prediction by Bayes' rule with importance sampling (SPEC §4, paper Eq. 9).
+"""Prediction by Bayes' rule with importance sampling (METHOD §4, paper Eq. 9).
 
 For every image x and class c, S codes z_c^s ~ q(z | x, y = c) are scored by
 
@@ -27,12 +27,13 @@ from dgc.losses import imq_mmd
 from dgc.metrics import acsa
 from dgc.model import DGC, images_to_tensor, std_from_logvar
 from dgc.precision import autocast
+from dgc.progress import steps
 
 RULE_TERMS = {"bayes": ("recon", "label"), "label": ("label",), "recon": ("recon",)}
 
 
 def class_scores(model: DGC, x: torch.Tensor, cfg: PredictConfig, seed: int = 0,
-                 terms: tuple[str, ...] | None = None) -> torch.Tensor:
+                 terms: tuple[str, ...] | None = None, progress: bool = False) -> torch.Tensor:
     """Unnormalised log p(y = c | x) for a float batch (N, C, H, W); pruned classes get −inf.
 
     `terms` overrides the ones `cfg.rule` and `cfg.importance` choose (see `sample_terms`).
@@ -49,7 +50,8 @@ def class_scores(model: DGC, x: torch.Tensor, cfg: PredictConfig, seed: int = 0,
     model.eval()
     scores = []
     with torch.inference_mode(), autocast(cfg.bf16, x.device.type):
-        for start in range(0, len(x), per_batch):
+        starts = range(0, len(x), per_batch)
+        for start in steps(starts, "predict", "batch", progress and len(starts) > 1):
             weights, codes = sample_terms(model, x[start:start + per_batch], noise, terms, kept,
                                           cfg.latent_weight)
             score = torch.logsumexp(sum(weights.values()), dim=2) - math.log(cfg.samples)
@@ -153,7 +155,8 @@ def batch_mmd(codes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def predict_proba(model: DGC, images: np.ndarray, cfg: PredictConfig, seed: int = 0,
-                  device: str = "cpu") -> np.ndarray:
+                  device: str = "cpu", progress: bool = False) -> np.ndarray:
     """Class probabilities (N, C) for uint8 images (N, H, W, C)."""
-    scores = class_scores(model, images_to_tensor(images, device), cfg, seed)
+    scores = class_scores(model, images_to_tensor(images, device), cfg, seed,
+                          progress=progress)
     return torch.softmax(scores, dim=1).cpu().numpy()

@@ -26,13 +26,14 @@ from dgc.experiment import (
     Run,
     load_run,
     predict_images,
-    run_data,
+    recorded_data,
     save_predictions,
     to_train_data,
 )
 from dgc.io import load_checkpoint, read_json, write_text
 from dgc.metrics import compute_metrics, confusion_matrix, format_metrics
 from dgc.model import DGC, std_from_logvar
+from dgc.progress import bar as progress_bar
 from dgc.training import BEST
 
 REPORT = "report.md"
@@ -132,7 +133,7 @@ def sample_class(run_dir: str | Path, class_name: str, n: int,
                        "sample from a DGC run")
     c = class_index(run.class_names, class_name)
     seed = run.cfg.seed if seed is None else seed
-    split = training_split(run, run_data(run.cfg))
+    split = training_split(run, recorded_data(run, run_dir))
     members = np.flatnonzero(split.y == c)
     if not len(members):
         raise DGCError(f"class {run.class_names[c]!r} has no training images in this run, so "
@@ -290,9 +291,9 @@ def write_report(run_dir: str | Path, progress: bool = False) -> Path:
     metrics = read_json(run_dir / "metrics.json")
     figures = run_dir / FIGURES
     generative = isinstance(run.model, DGC)
-    steps = tqdm(total=7 if generative else 3, desc="report", unit="figure",
-                 disable=not progress)
-    data = run_data(cfg)
+    steps = progress_bar(None, progress, total=7 if generative else 3, desc="report",
+                         unit="figure")
+    data = recorded_data(run, run_dir)
     sections = outcome_sections(run_dir, run, data, figures, steps)
     plots.plot_training_curves(history, figures / "curves.png")
     steps.update()

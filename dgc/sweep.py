@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from dgc import plots
 from dgc.config import RunConfig, apply_overrides, validate
 from dgc.errors import DGCError
-from dgc.experiment import RUN_FACTS, flatten, train_run
+from dgc.experiment import RUN_FACTS, flatten, read_config, train_run
 from dgc.io import read_json, write_text
 from dgc.metrics import HEADLINE
-from dgc.training import CHECKPOINT
+from dgc.progress import bar as progress_bar
 
 # Short names for the settings people sweep; any other is written section.field.
 PARAMS = {"sampling-rate": "train.sampling_rate"}
@@ -74,7 +73,7 @@ def settings(config: dict[str, Any]) -> dict[str, Any]:
 
 def check_finished(run_dir: Path, cfg: RunConfig) -> None:
     """Refuse to reuse a finished run whose settings are not the ones the sweep asks for."""
-    old, new = settings(read_json(run_dir / "config.json")), settings(cfg.to_dict())
+    old, new = settings(read_config(run_dir / "config.json")), settings(cfg.to_dict())
     differences = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                    if old.get(k) != new.get(k)]
     if differences:
@@ -135,15 +134,14 @@ def run_sweep(base: RunConfig, param: str, values: Sequence[float], seeds: Seque
     except OSError as error:
         raise DGCError(f"cannot create the sweep folder {out}: {error.strerror}") from error
     runs = []
-    for value, seed, cfg in tqdm(configs, desc="sweep", unit="run", disable=not progress):
+    for value, seed, cfg in progress_bar(configs, progress, desc="sweep", unit="run"):
         run_dir = Path(cfg.out)
         if (run_dir / "metrics.json").exists():
             check_finished(run_dir, cfg)
             log(f"dgc: {run_dir.name} is finished; reusing its metrics")
             metrics = read_json(run_dir / "metrics.json")
         else:
-            metrics = train_run(cfg, resume=(run_dir / CHECKPOINT).exists(), progress=False,
-                                log=log)
+            metrics = train_run(cfg, resume=run_dir.exists(), progress=False, log=log)
         runs.append({"value": value, "seed": seed, "dir": run_dir.name,
                      **{k: metrics[k] for k in HEADLINE}})
     record = {"exp": base.exp, "method": base.method, "preset": base.preset, "param": param,

@@ -1,4 +1,4 @@
-"""Training DGC (SPEC §2–§3): encoder pre-training, the LVO step, the joint step and the
+"""Training DGC (METHOD §2–§3): encoder pre-training, the LVO step, the joint step and the
 latent-oversampling step on the label head, with periodic validation and resumable checkpoints.
 `EpochTrainer` holds the loop, validation and checkpointing that the baseline classifiers
 (`dgc.baselines`) share with DGC's `Trainer`.
@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from dgc import distributed, precision
+from dgc import distributed, precision, progress
 from dgc.augment import augment_batch
 from dgc.config import RunConfig
 from dgc.errors import DGCError
@@ -61,7 +60,7 @@ class TrainData:
 
 
 def learning_rate(cfg: RunConfig, epoch: float) -> float:
-    """The schedule at a (fractional) epoch; `manual` and `manual_smooth` are SPEC §2's."""
+    """The schedule at a (fractional) epoch; `manual` and `manual_smooth` are METHOD §2's."""
     t = cfg.train
     if t.schedule == "manual":
         return t.lr * (0.5 if epoch >= 30 else 1.0) * (0.2 if epoch >= 50 else 1.0)
@@ -128,8 +127,9 @@ class EpochTrainer:
         t = self.cfg.train
         self.prepare()
         epochs = range(self.epoch, t.epochs)
-        bar = tqdm(epochs, desc="train", unit="epoch", disable=not self.progress,
-                   initial=self.epoch, total=t.epochs)
+        bar = progress.bar(epochs, self.progress, desc="train", unit="epoch",
+                           initial=self.epoch, total=t.epochs)
+        lines = self.progress and not progress.interactive()
         for _ in bar:
             started = time.perf_counter()
             record = self.train_epoch()
@@ -143,9 +143,13 @@ class EpochTrainer:
             self.history["epochs"].append(record)
             self.keep_best(record)
             self.save()
-            bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in self.shown}
-                            | ({"val_acsa": f"{record['val']['acsa']:.4f}"}
-                               if "val" in record else {}))
+            shown = ({k: f"{v:.3g}" for k, v in record.items() if k in self.shown}
+                     | ({"val_acsa": f"{record['val']['acsa']:.4f}"} if "val" in record else {}))
+            bar.set_postfix(shown)
+            if lines:  # a log file or pipe gets one line per epoch instead of the bar
+                self.log(f"dgc: epoch {self.epoch}/{t.epochs} "
+                         + " ".join(f"{k} {v}" for k, v in shown.items())
+                         + f" ({record['seconds']:.1f} s)")
         return self.history
 
     def prepare(self) -> None:
@@ -344,7 +348,7 @@ class Trainer(EpochTrainer):
 
     def objective(self, x: torch.Tensor,
                   y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
-        """L = ½‖x − G_X(z)‖² + λ·MMD_IMQ(z, N(0, I)) + w_cls·CE(y, G_Y(z))  (SPEC §2),
+        """L = ½‖x − G_X(z)‖² + λ·MMD_IMQ(z, N(0, I)) + w_cls·CE(y, G_Y(z))  (METHOD §2),
         plus β·KL(q(z|x,y) ‖ learned prior) with a mixture prior (DGCMM); a term whose weight
         is 0 is not computed."""
         t = self.cfg.train

@@ -3,8 +3,8 @@
 For every seed, a real table shipped with scikit-learn is split into a stratified 70 % training
 and 30 % test part; imbalanced-learn's `make_imbalance` then keeps, in order of class index,
 n_c = n_min · IR^(−c / (C − 1)) training rows of class c (n_min: the smallest class's training
-rows, IR: the imbalance ratio), as SPEC §5 orders the paper's profiles. The test part stays as
-it is. Each method is fitted on the same rows, scored with SPEC §6's metrics
+rows, IR: the imbalance ratio), as METHOD §5 orders the paper's profiles. The test part stays as
+it is. Each method is fitted on the same rows, scored with METHOD §6's metrics
 (`dgc.metrics.compute_metrics`), and the mean ± std over the seeds is printed as a Markdown table.
 
     .venv/bin/python examples/tabular.py                      # wine and digits, seeds 1-5

@@ -1,10 +1,11 @@
 """Bad input and faults while saving, through the command line (docs/RELIABILITY.md).
 
-Every case runs `dgc train` into the directory of an earlier finished run and checks the one
-line on stderr, exit code 2, and that the earlier run's files are byte-identical afterwards
-(or, where the fault comes after training, that the file being written is), with no temporary
-file left behind. CI runs as root, where permissions do not stop writes, so "not writable" and
-"disk full" are injected by patching the write.
+Every case runs `dgc train` into the directory of an earlier finished run (with `--overwrite`
+or `--resume`, without which the folder is refused) and checks the one line on stderr, exit
+code 2, and that the earlier run's files are byte-identical afterwards (or, where the fault
+comes after training, that the file being written is), with no temporary file left behind. CI
+runs as root, where permissions do not stop writes, so "not writable" and "disk full" are
+injected by patching the write.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ def test_bad_data(kind: str, run_dir: Path, tmp_path: Path,
                   capsys: pytest.CaptureFixture[str]) -> None:
     before = snapshot(run_dir)
     options, message = BAD_DATA[kind]
-    fails_with([*TRAIN, *options(tmp_path), "--out", str(run_dir)], message, capsys)
+    fails_with([*TRAIN, *options(tmp_path), "--overwrite", "--out", str(run_dir)], message,
+               capsys)
     assert snapshot(run_dir) == before
 
 
@@ -160,7 +162,8 @@ def test_bad_data(kind: str, run_dir: Path, tmp_path: Path,
 def test_profile_larger_than_the_data(profile: str, message: str, run_dir: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     before = snapshot(run_dir)
-    fails_with([*DIGITS, "--profile", profile, "--out", str(run_dir)], message, capsys)
+    fails_with([*DIGITS, "--profile", profile, "--overwrite", "--out", str(run_dir)], message,
+               capsys)
     assert snapshot(run_dir) == before
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dgc.cli import main
+from dgc.cli import build_parser, main
 from dgc.experiment import load_run
 
 CLASS_NAMES = [str(i) for i in range(10)]
@@ -75,6 +75,22 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
     assert main([]) == 0
     assert "evaluate" in capsys.readouterr().out
+
+
+def test_version_and_help_cite_the_projects_docs(capsys: pytest.CaptureFixture[str]) -> None:
+    import dgc
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"dgc {dgc.__version__}\n"
+    texts = [build_parser().format_help()]
+    for command in ("train", "evaluate", "bench", "sweep"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        texts.append(capsys.readouterr().out)
+    assert "docs/METHOD.md" in texts[0] and "docs/METHOD.md §4" in texts[1]  # dgc, dgc train
+    assert not any("SPEC" in text for text in texts)
 
 
 def test_python_m_dgc_help() -> None:
@@ -271,7 +287,7 @@ def test_invalid_value_is_refused_before_training(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--exp", "digits", "--epochs", "0", "--quiet",
                  "--out", str(tmp_path / "r")]) == 2
-    assert "--epochs must be at least 1" in one_error_line(capsys.readouterr().err)
+    assert "--epochs (train.epochs) must be at least 1" in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "r").exists()
 
 
@@ -292,10 +308,10 @@ def test_default_prediction_is_top2_and_exact_restores_spec(tmp_path: Path) -> N
     faithful = get_method("dgc-faithful").configure(build_config("fashion", "cpu"))
     assert (faithful.predict.top_k, faithful.predict.samples) == (None, 10)
     parser = build_parser()
-    exact = predict_settings(parser.parse_args(["evaluate", "run", "--exact"]), cfg.predict)
+    exact = predict_settings(parser.parse_args(["evaluate", "run", "--exact"]), cfg)
     assert exact == PredictConfig(samples=10, top_k=None, rule="bayes")
     fewer = predict_settings(parser.parse_args(["evaluate", "run", "--exact", "--samples", "3"]),
-                             cfg.predict)
+                             cfg)
     assert (fewer.top_k, fewer.samples) == (None, 3)
     args = parser.parse_args(["bench", "--exact", "--epochs", "3", "--set", "train.lr=0.01"])
     changed = apply_overrides(cfg, series_overrides(args))

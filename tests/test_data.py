@@ -1,4 +1,4 @@
-"""Tests for dgc.data: file readers on generated fixtures, downloads, and the SPEC §5 protocol."""
+"""Tests for dgc.data: file readers on generated fixtures, downloads, and the METHOD §5 protocol."""
 
 from __future__ import annotations
 

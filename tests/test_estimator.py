@@ -1,6 +1,6 @@
 """Tests for dgc.estimator.DGCClassifier: scikit-learn's estimator checks, pipelines and search,
 labels, files, input errors, determinism, images, and that the tabular path predicts by the
-Bayes rule of SPEC §4 rather than with a plain MLP.
+Bayes rule of METHOD §4 rather than with a plain MLP.
 
 Every scikit-learn check passes with the fast configuration below, so none is listed as an
 expected failure.
@@ -65,7 +65,7 @@ def test_learns_digits_table(fitted: DGCClassifier, table: tuple[np.ndarray, ...
     prediction = fitted.predict(x_test)
     metrics = compute_metrics(y_test, prediction, digits_data.train_counts)
     assert metrics["acsa"] > 0.6  # chance is 0.1
-    # imbalanced-learn's per-class G averaged is SPEC's G_macro (its "macro" average is not)
+    # imbalanced-learn's per-class G averaged is METHOD §6's G_macro (its "macro" average is not)
     per_class = geometric_mean_score(y_test, prediction, average=None)
     assert float(np.mean(per_class)) == pytest.approx(metrics["g_macro"])
     assert fitted.score(x_test, y_test) == pytest.approx(metrics["accuracy"])
@@ -261,7 +261,7 @@ def test_tables_are_standardised_inside(fitted: DGCClassifier,
 
 def bayes_scores_by_hand(estimator: DGCClassifier, x: np.ndarray,
                          terms: tuple[str, ...]) -> torch.Tensor:
-    """SPEC §4 one row and one class at a time, from the fitted networks' parts."""
+    """METHOD §4 one row and one class at a time, from the fitted networks' parts."""
     model = estimator.model_
     standard = torch.from_numpy(((x - estimator.offset_) / estimator.scale_).astype(np.float32))
     noise = torch.randn(estimator.samples, model.cfg.latent_dim,

@@ -46,10 +46,10 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return metrics(out)
 
 
-def start_training(out: Path) -> subprocess.Popen[str]:
+def start_training(out: Path, *options: str) -> subprocess.Popen[str]:
     """`python -m dgc train ...` with Ctrl-C's default behaviour, whatever the caller ignores."""
     return subprocess.Popen(
-        [sys.executable, "-m", "dgc", *TRAIN, "--out", str(out)], cwd=ROOT,
+        [sys.executable, "-m", "dgc", *TRAIN, *options, "--out", str(out)], cwd=ROOT,
         env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -180,3 +180,23 @@ def test_sigterm_stops_a_benchmark_which_then_resumes(tmp_path: Path,
     assert main([*bench, "--out", str(out)]) == 0
     assert main([*bench, "--out", str(tmp_path / "straight")]) == 0
     assert metrics(out / "dgc-s1") == metrics(tmp_path / "straight" / "dgc-s1")
+
+
+def test_a_second_train_into_a_running_run_is_refused(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Two `dgc train` into one --out at once: the second is refused, with or without
+    --resume, while the first (a long run, stopped by Ctrl-C afterwards) holds the lock."""
+    out = tmp_path / "run"
+    process = start_training(out, "--epochs", "1000")
+    deadline = time.monotonic() + 300
+    while not (out / ".dgc.lock").exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no lock after 300 s"
+        time.sleep(0.01)
+    for options in ([], ["--epochs", "1000", "--resume"]):
+        capsys.readouterr()
+        assert main([*TRAIN, *options, "--out", str(out)]) == 2
+        assert f"is in use by process {process.pid}" in capsys.readouterr().err
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=300) == 130, process.communicate()
+    assert not (out / ".dgc.lock").exists()

@@ -1,4 +1,4 @@
-"""Tests for dgc.losses: SPEC §2's objective terms and §3's latent oversampling rule."""
+"""Tests for dgc.losses: METHOD §2's objective terms and §3's latent oversampling rule."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_reconstruction_loss_by_hand() -> None:
 
 
 def slow_imq_mmd(z: torch.Tensor, p: torch.Tensor) -> float:
-    """SPEC §2 written out with explicit loops."""
+    """METHOD §2 written out with explicit loops."""
     n, k = z.shape
     m = p.shape[0]
     total = 0.0

@@ -99,16 +99,21 @@ def test_r_mi_and_p_ma_follow_train_counts(train_counts, r_mi, p_ma):
     assert m["p_ma"] == pytest.approx(p_ma)
 
 
-def test_class_absent_from_test_set_has_recall_zero():
+def test_class_absent_from_test_set_is_left_out_of_the_macro_means():
     # Class 2 is predicted once but never occurs: TP 0, FP 1, FN 0 -> P 0, R 0/0 = 0, F1 0.
-    m = compute_metrics([0, 0, 1, 1], [0, 2, 1, 1], [10, 10, 10])
+    m = compute_metrics([0, 0, 1, 1], [0, 2, 1, 1], [10, 10, 3], class_names=["a", "b", "c"])
     absent = m["per_class"][2]
     assert absent["support"] == 0
     assert absent["precision"] == 0.0
     assert absent["recall"] == 0.0
     assert absent["f1"] == 0.0
     assert absent["specificity"] == pytest.approx(3 / 4)
-    assert m["acsa"] == pytest.approx((1 / 2 + 1 + 0) / 3)
+    assert m["acsa"] == pytest.approx((1 / 2 + 1) / 2)
+    assert m["f_macro"] == pytest.approx((2 / 3 + 1) / 2)
+    assert m["absent_classes"] == ["c"]
+    assert m["r_mi"] == pytest.approx(1 / 2)  # class 2 is the rarest but absent: class 0's
+    assert "left out of the macro means and R_MI: c." in format_metrics(m)
+    assert "absent_classes" not in compute_metrics([0, 1, 2], [0, 1, 1], [3, 2, 1])
 
 
 def test_specificity_zero_when_every_sample_is_one_class():
@@ -165,6 +170,7 @@ def labelled(draw):
 def test_agrees_with_sklearn_and_imblearn(case):
     n_classes, y, p = case
     labels = list(range(n_classes))
+    present = list(np.unique(y))  # the macro means leave out classes without test samples
     m = compute_metrics(y, p, np.arange(n_classes) + 1)
     rows = m["per_class"]
 
@@ -172,13 +178,13 @@ def test_agrees_with_sklearn_and_imblearn(case):
         confusion_matrix(y, p, n_classes), sk_confusion_matrix(y, p, labels=labels)
     )
     assert m["acsa"] == pytest.approx(
-        recall_score(y, p, labels=labels, average="macro", zero_division=0)
+        recall_score(y, p, labels=present, average="macro", zero_division=0)
     )
     assert m["f_macro"] == pytest.approx(
-        f1_score(y, p, labels=labels, average="macro", zero_division=0)
+        f1_score(y, p, labels=present, average="macro", zero_division=0)
     )
     assert m["precision_macro"] == pytest.approx(
-        precision_score(y, p, labels=labels, average="macro", zero_division=0)
+        precision_score(y, p, labels=present, average="macro", zero_division=0)
     )
     assert [r["precision"] for r in rows] == pytest.approx(
         precision_score(y, p, labels=labels, average=None, zero_division=0)
@@ -190,12 +196,12 @@ def test_agrees_with_sklearn_and_imblearn(case):
         warnings.simplefilter("ignore")  # imblearn warns on its own 0/0 cases, which it sets to 0
         g_per_class = geometric_mean_score(y, p, labels=labels, average=None)
         spec_per_class = specificity_score(y, p, labels=labels, average=None)
-    assert m["g_macro"] == pytest.approx(np.mean(g_per_class))
+    assert m["g_macro"] == pytest.approx(np.mean(g_per_class[present]))
     assert [r["g"] for r in rows] == pytest.approx(g_per_class)
     assert [r["specificity"] for r in rows] == pytest.approx(spec_per_class)
-    assert m["specificity_macro"] == pytest.approx(np.mean(spec_per_class))
-    # R_MI / P_MA: train counts 1..C make class 0 the smallest and class C-1 the largest.
-    assert m["r_mi"] == rows[0]["recall"]
+    assert m["specificity_macro"] == pytest.approx(np.mean(spec_per_class[present]))
+    # R_MI / P_MA: train counts 1..C make class 0 the smallest present and class C-1 the largest.
+    assert m["r_mi"] == rows[present[0]]["recall"]
     assert m["p_ma"] == rows[-1]["precision"]
 
 

@@ -1,4 +1,4 @@
-"""Tests for dgc.model: shapes of SPEC §1's networks, SAME padding, init and the label input."""
+"""Tests for dgc.model: shapes of METHOD §1's networks, SAME padding, init and the label input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for dgc.prediction: SPEC §4's Bayes rule by importance sampling, against a slow loop."""
+"""Tests for dgc.prediction: METHOD §4's Bayes rule by importance sampling, against a slow loop."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def images() -> torch.Tensor:
 
 def slow_scores(model: DGC, x: torch.Tensor, samples: int, seed: int,
                 rule: str = "bayes") -> torch.Tensor:
-    """SPEC §4 one image, one class, one sample at a time (model in eval mode)."""
+    """METHOD §4 one image, one class, one sample at a time (model in eval mode)."""
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(samples, model.cfg.latent_dim, generator=generator)
     model.eval()
@@ -145,7 +145,7 @@ def test_predict_proba(model: DGC) -> None:
 @pytest.mark.parametrize("prior", ["mixture", "class"])
 def test_bayes_rule_adds_the_learned_prior(tiny_model_cfg: ModelConfig, images: torch.Tensor,
                                            prior: str) -> None:
-    """The fast rule equals SPEC §4's slow loop plus log p(z) (class c's component when tied)."""
+    """The fast rule equals METHOD §4's slow loop plus log p(z) (class c's component when tied)."""
     torch.manual_seed(0)
     model = DGC(SHAPE, N_CLASSES, dataclasses.replace(tiny_model_cfg, prior=prior))
     with torch.no_grad():

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from dgc.cli import main
 from dgc.config import RunConfig, apply_overrides, build_config
 from dgc.errors import DGCError
 from dgc.methods import get_method
+from dgc.rundir import LOCK
 from dgc.sweep import parse_values, run_name, run_sweep, setting_of, summarise
 
 HEADLINE = ("acsa", "f_macro", "g_macro", "r_mi", "p_ma")
@@ -93,10 +97,17 @@ def test_interrupted_run_resumes_and_changed_settings_are_refused(
     shutil.copytree(swept, copy)
     finished = read(copy / "sweep.json")
     (copy / "sampling-rate-1-s1" / "metrics.json").unlink()  # as if stopped before the end
+    killed = copy / "sampling-rate-0-s1"  # as if SIGKILLed before its first epoch was saved
+    for path in killed.iterdir():
+        if path.name != "config.json":
+            path.unlink()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (killed / LOCK).write_text(f"{os.uname().nodename} {dead.pid}\n")
     base = base_config()
     record = run_sweep(base, "sampling-rate", [0, 1], [1], copy, progress=False,
                        log=lambda _: None)
-    assert record["runs"] == finished["runs"]  # resumed from its checkpoint: same numbers
+    assert record["runs"] == finished["runs"]  # resumed or redone: the same numbers
     changed = apply_overrides(base, ["train.lr=0.01"])
     with pytest.raises(DGCError, match="other settings .*train.lr"):
         run_sweep(changed, "sampling-rate", [0], [1], copy, progress=False, log=lambda _: None)
@@ -138,7 +149,7 @@ def test_sweep_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main([*args, "--values", "0.2", "--seeds", "3-1"]) == 2
     assert "backwards" in capsys.readouterr().err
     assert main([*args, "--values", "-1"]) == 2
-    assert "sampling-rate must be >= 0" in capsys.readouterr().err
+    assert "sampling-rate (train.sampling_rate) must be >= 0" in capsys.readouterr().err
     assert main([*args, "--values", "1", "--param", "model.nothing"]) == 2
     assert "no setting 'nothing'" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()

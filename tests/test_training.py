@@ -21,6 +21,7 @@ from dgc.config import RunConfig, apply_overrides, build_config
 from dgc.data import ImbalancedData
 from dgc.errors import DGCError
 from dgc.experiment import (
+    RUN_FACTS,
     build_model,
     cpu_model,
     evaluate_run,
@@ -29,6 +30,7 @@ from dgc.experiment import (
     train_run,
 )
 from dgc.methods import get_method
+from dgc.rundir import images_sha256
 from dgc.training import TrainData, Trainer, learning_rate
 
 METRIC_KEYS = {"acsa", "f_macro", "g_macro", "r_mi", "p_ma", "accuracy", "precision_macro",
@@ -215,14 +217,14 @@ def test_run_directory_files(trained: tuple[RunConfig, dict[str, Any]],
     out = Path(cfg.out)
     config = read(out / "config.json")
     assert config["split_sha256"] == digits_data.split_sha256
+    assert config["test_sha256"] == images_sha256(digits_data.x_test, digits_data.y_test)
     env = config["environment"]
     assert env["python"] == platform.python_version()
     assert env["torch"] == torch.__version__ and env["numpy"] == np.__version__
     assert env["processor"] == cpu_model()  # the CPU's name, where Linux gives one
     assert config["data"]["train_counts"] == digits_data.train_counts.tolist()
     assert config["data"]["image_shape"] == [8, 8, 1]
-    settings = {k: v for k, v in config.items()
-                if k not in ("environment", "split_sha256", "n_params", "data")}
+    settings = {k: v for k, v in config.items() if k not in RUN_FACTS}
     assert RunConfig.from_dict(settings) == cfg
 
     saved = read(out / "metrics.json")
