@@ -14,7 +14,9 @@ from typing import Any
 
 from dgc.errors import DGCError
 
-SCHEDULES = ("manual", "manual_smooth", "cosine", "constant")
+SCHEDULES = ("manual", "manual_smooth", "manual_released", "manual_smooth_released", "cosine",
+             "constant")
+INITS = ("paper", "released", "torch")
 RULES = ("bayes", "label", "recon")
 BASELINE_LOSSES = ("ce", "focal", "ldam", "logit-adjust")
 CLASS_WEIGHTINGS = ("none", "inverse", "effective")
@@ -30,6 +32,12 @@ BF16_NEEDS_CUDA = ("--bf16 (bfloat16 autocast) is for CUDA devices: on the CPU i
 class ModelConfig:
     """Architecture of SPEC §1; `width`/`decoder_width`: first layer's filters (paper: 128).
 
+    `encoder_relu`: a ReLU after the encoder's hidden layer, where the label joins the image.
+    Off, the path from the flattened trunk to μ and log σ² is linear, as in the authors'
+    released code, so the label adds a class offset to both. `init`: "paper" draws every weight
+    from N(0, 0.01²); "released" as the released code, the encoder's convolutions from that
+    normal truncated at two standard deviations; "torch" is PyTorch's default.
+
     `prior` is p(z): "normal" N(0, I) as SPEC §1; "mixture" a learned Gaussian mixture with one
     component per class (DGCMM, SPEC §9); "class" the same mixture with component c tied to
     class c, i.e. a learned class-conditional prior p(z | y = c).
@@ -42,6 +50,7 @@ class ModelConfig:
     head_hidden: tuple[int, ...] = ()
     kernel: int = 4
     label_in_mean: bool = True
+    encoder_relu: bool = True
     init: str = "paper"
     prior: str = "normal"
 
@@ -88,13 +97,16 @@ class PredictConfig:
     to every sample's weight (Eq. 9 leaves it out); `latent_weight` scales a learned prior's
     log p(z) in the score (DGCMM; 1 is Bayes' rule); `decode_batch` bounds memory as the number
     of codes per decoder pass; `bf16` predicts (and validates) under bfloat16 autocast (CUDA
-    only).
+    only). `mmd_term` adds λ · MMD between each class's codes and N(0, I), computed over
+    chunks of `mmd_images` images as the released code's evaluation does; it depends on the
+    rest of the chunk, so it is off by default.
     """
 
     samples: int = SPEC_SAMPLES
     rule: str = "bayes"
     top_k: int | None = None
     mmd_term: bool = False
+    mmd_images: int = 10
     importance: bool = False
     decode_batch: int = 4096
     bf16: bool = False
@@ -258,7 +270,8 @@ def validate(cfg: RunConfig) -> None:
         (p.top_k is None or p.top_k >= 1, f"top_k must be at least 1, got {p.top_k}"),
         (m.latent_dim >= 1 and m.width >= 1 and m.decoder_width >= 1,
          "latent size and widths must be positive"),
-        (m.init in ("paper", "torch"), f"init must be 'paper' or 'torch', got {m.init!r}"),
+        (m.init in INITS, f"model.init must be one of {INITS}, got {m.init!r}"),
+        (p.mmd_images >= 1, f"predict.mmd_images must be at least 1, got {p.mmd_images}"),
         (m.prior in PRIORS, f"model.prior must be one of {PRIORS}, got {m.prior!r}"),
         (t.mmd_weight >= 0 and t.prior_weight >= 0, "train.mmd_weight and train.prior_weight "
                                                     "must be >= 0"),
