@@ -39,7 +39,9 @@ from dgc.io import read_json, write_json, write_text
 
 # (name, what changes, the `--set` overrides it adds to the step before).
 STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("faithful", "`dgc-faithful` (METHOD §1-§4)", ()),
+    ("faithful", "`dgc-faithful` (the paper, read from the released code)", ()),
+    ("paper-reading", "the paper's encoder: ReLU after its hidden layer, N(0, 0.01²) init",
+     ("model.encoder_relu=true", 'model.init="paper"')),
     ("no-lvo", "without the extra encoder step (LVO)", ("train.lvo=false",)),
     ("logit-adjust", "+ logit-adjusted label head, τ = 1", ("train.logit_adjust_tau=1",)),
     ("x-mean", "+ encoder mean from the image only", ("model.label_in_mean=false",)),
@@ -56,13 +58,17 @@ def step_overrides(k: int) -> list[str]:
 def step_config(k: int, exp: str, seed: int, bench: Path, out: Path, base: list[str],
                 **settings: Any) -> RunConfig:
     """Step k's run: the benchmark's own `dgc-faithful` / `dgc` run at either end, else
-    `dgc-faithful` with the overrides of steps 1..k in OUT/<k>-<name>/."""
+    `dgc-faithful` with the overrides of steps 1..k in OUT/<k>-<name>/, trained under `dgc`'s
+    schedule (they differ only with the recipe off, where `dgc-faithful` keeps the released
+    code's reading of the preset's schedule)."""
     if k == 0:
         return bench_config(exp, "dgc-faithful", seed, bench, overrides=base, **settings)
+    last = bench_config(exp, "dgc", seed, bench, overrides=base, **settings)
     if k == len(STEPS) - 1:
-        return bench_config(exp, "dgc", seed, bench, overrides=base, **settings)
+        return last
+    schedule = f'train.schedule="{last.train.schedule}"'
     return bench_config(exp, "dgc-faithful", seed, out / f"{k}-{STEPS[k][0]}",
-                        overrides=base + step_overrides(k), **settings)
+                        overrides=[*base, schedule, *step_overrides(k)], **settings)
 
 
 def table(rows: list[dict[str, Any]], seeds: list[int]) -> str:

@@ -36,7 +36,7 @@ from torch import nn
 from dgc.config import BaselineConfig, ModelConfig, RunConfig
 from dgc.errors import DGCError
 from dgc.losses import class_log_prior
-from dgc.model import conv_trunk, images_to_tensor, paper_init
+from dgc.model import conv_trunk, images_to_tensor, initialise
 from dgc.precision import autocast
 from dgc.training import EpochTrainer, TrainData
 
@@ -72,8 +72,7 @@ class Classifier(nn.Module):
         self.trunk, flat = conv_trunk(self.image_shape, cfg)
         self.head: nn.Module = (nn.Linear(flat, n_classes) if cosine_scale is None
                                 else CosineLinear(flat, n_classes, cosine_scale))
-        if cfg.init == "paper":
-            self.apply(paper_init)
+        initialise(self, self.trunk, cfg.init)
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from dgc.config import RunConfig, apply_overrides, build_config, validate
 from dgc.errors import DGCError
 from dgc.experiment import flatten, read_config, settings_of, train_run
 from dgc.io import read_json, write_json, write_text
-from dgc.methods import METHODS, get_method
+from dgc.methods import METHODS, RELEASED_SCHEDULES, get_method
 from dgc.plots import plot_bench
 from dgc.progress import bar as progress_bar
 
@@ -129,8 +129,11 @@ def parse_methods(text: str) -> list[str]:
 
 def apply_harness(cfg: RunConfig, recipe: bool) -> RunConfig:
     """The settings every method shares in a benchmark (see the module docstring). Recipe off
-    also undoes a method's own recipe (`dgc` augments and uses a cosine schedule by default)."""
-    schedule = "cosine" if recipe else build_config(cfg.exp, cfg.preset).train.schedule
+    also undoes a method's own recipe (`dgc` augments and uses a cosine schedule by default),
+    and gives each method the preset's schedule, `dgc-faithful` as the released code reads it."""
+    preset = build_config(cfg.exp, cfg.preset).train.schedule
+    released = cfg.train.schedule == RELEASED_SCHEDULES.get(preset)
+    schedule = "cosine" if recipe else cfg.train.schedule if released else preset
     return dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, val_fraction=VAL_FRACTION, augment=recipe, schedule=schedule))
 

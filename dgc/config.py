@@ -21,7 +21,9 @@ import numpy as np
 
 from dgc.errors import DGCError
 
-SCHEDULES = ("manual", "manual_smooth", "cosine", "constant")
+SCHEDULES = ("manual", "manual_smooth", "manual_released", "manual_smooth_released", "cosine",
+             "constant")
+INITS = ("paper", "released", "torch")
 RULES = ("bayes", "label", "recon")
 BASELINE_LOSSES = ("ce", "focal", "ldam", "logit-adjust")
 CLASS_WEIGHTINGS = ("none", "inverse", "effective")
@@ -45,6 +47,12 @@ BF16_NEEDS_CUDA = ("--bf16 (bfloat16 autocast) is for CUDA devices: on the CPU i
 class ModelConfig:
     """Architecture of METHOD §1; `width`/`decoder_width`: first layer's filters (paper: 128).
 
+    `encoder_relu`: a ReLU after the encoder's hidden layer, where the label joins the image.
+    Off, the path from the flattened trunk to μ and log σ² is linear, as in the authors'
+    released code, so the label adds a class offset to both. `init`: "paper" draws every weight
+    from N(0, 0.01²); "released" as the released code, the encoder's convolutions from that
+    normal truncated at two standard deviations; "torch" is PyTorch's default.
+
     `prior` is p(z): "normal" N(0, I) as METHOD §1; "mixture" a learned Gaussian mixture with one
     component per class (DGCMM, METHOD §9); "class" the same mixture with component c tied to
     class c, i.e. a learned class-conditional prior p(z | y = c).
@@ -57,6 +65,7 @@ class ModelConfig:
     head_hidden: tuple[int, ...] = ()
     kernel: int = 4
     label_in_mean: bool = True
+    encoder_relu: bool = True
     init: str = "paper"
     prior: str = "normal"
 
@@ -103,13 +112,16 @@ class PredictConfig:
     to every sample's weight (Eq. 9 leaves it out); `latent_weight` scales a learned prior's
     log p(z) in the score (DGCMM; 1 is Bayes' rule); `decode_batch` bounds memory as the number
     of codes per decoder pass; `bf16` predicts (and validates) under bfloat16 autocast (CUDA
-    only).
+    only). `mmd_term` adds λ · MMD between each class's codes and N(0, I), computed over
+    chunks of `mmd_images` images as the released code's evaluation does; it depends on the
+    rest of the chunk, so it is off by default.
     """
 
     samples: int = PAPER_SAMPLES
     rule: str = "bayes"
     top_k: int | None = None
     mmd_term: bool = False
+    mmd_images: int = 10
     importance: bool = False
     decode_batch: int = 4096
     bf16: bool = False
@@ -369,7 +381,7 @@ NON_NEGATIVE: Range = ((lambda value: value >= 0), ">= 0")
 FRACTION: Range = ((lambda value: 0 <= value < 1), "in [0, 1)")
 COUNTS = ("threads", "model.latent_dim", "model.width", "model.decoder_width", "model.hidden",
           "model.kernel", "train.epochs", "train.eval_every", "train.val_samples",
-          "predict.samples", "predict.decode_batch", "baseline.smote_k")
+          "predict.samples", "predict.decode_batch", "predict.mmd_images", "baseline.smote_k")
 WEIGHTS = ("train.mmd_weight", "train.prior_weight", "train.logit_adjust_tau",
            "train.sampling_rate", "train.pretrain_steps", "train.pretrain_tol", "train.crop_pad",
            "predict.latent_weight", "baseline.focal_gamma", "baseline.ldam_max_margin",
@@ -385,7 +397,7 @@ RANGES: dict[str, Range] = {
                "a torch device such as cpu, cuda or cuda:1"),
     "profile": ((lambda v: len(v) > 0 and min(v) >= 1), "positive counts, one per class"),
     "model.head_hidden": ((lambda v: all(n >= 1 for n in v)), "positive layer sizes"),
-    "model.init": one_of(("paper", "torch")),
+    "model.init": one_of(INITS),
     "model.prior": one_of(PRIORS),
     "train.batch_size": (at_least(2)[0], "at least 2 (the MMD needs pairs)"),
     "train.pretrain_batch": at_least(2),

@@ -41,7 +41,7 @@ from dgc.training import BEST, CHECKPOINT, PREVIOUS, TrainData, Trainer
 
 # Settings that may differ when a run is resumed: they do not change its numbers.
 RESUMABLE_DIFFERENCES = {"out", "data_dir", "threads", "train.epochs"}
-EPOCH_DEPENDENT_SCHEDULES = ("cosine", "manual_smooth")
+EPOCH_DEPENDENT_SCHEDULES = ("cosine", "manual_smooth", "manual_smooth_released")
 # Keys of config.json that record facts about the run rather than settings.
 RUN_FACTS = ("environment", "split_sha256", "test_sha256", "n_params", "data")
 PREDICTIONS = "predictions.npz"

@@ -101,6 +101,7 @@ class Encoder(nn.Module):
         self.mu = nn.Linear(cfg.hidden, cfg.latent_dim)
         self.logvar = nn.Linear(cfg.hidden, cfg.latent_dim)
         self.label_in_mean = cfg.label_in_mean
+        self.activation = nn.ReLU() if cfg.encoder_relu else nn.Identity()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The label-free part: flattened trunk output followed by its linear map."""
@@ -112,8 +113,8 @@ class Encoder(nn.Module):
 
         With `label_in_mean` off, μ comes from the image alone and only σ sees the label.
         """
-        with_label = torch.relu(features + label_rows)
-        mu = self.mu(with_label if self.label_in_mean else torch.relu(features))
+        with_label = self.activation(features + label_rows)
+        mu = self.mu(with_label if self.label_in_mean else self.activation(features))
         logvar = self.logvar(with_label).clamp(-LOGVAR_CLIP, LOGVAR_CLIP)
         return mu, logvar
 
@@ -256,8 +257,7 @@ class DGC(nn.Module):
         self.head = LabelHead(n_classes, cfg)
         self.prior = (MixturePrior(n_classes, cfg.latent_dim, tied=cfg.prior == "class")
                       if cfg.prior != "normal" else None)
-        if cfg.init == "paper":
-            self.apply(paper_init)
+        initialise(self, self.encoder.trunk, cfg.init)
         self.to(memory_format=torch.channels_last)  # faster convolutions on the CPU
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) -> dict[str,
@@ -275,6 +275,19 @@ def std_from_logvar(logvar: torch.Tensor) -> torch.Tensor:
 
 def reparameterise(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return mu + std_from_logvar(logvar) * noise
+
+
+def initialise(model: nn.Module, trunk: nn.Module, init: str) -> None:
+    """`ModelConfig.init`: "paper" (`paper_init`), "released" (the same, but the convolutions of
+    the encoder trunk from N(0, 0.01²) truncated at two standard deviations, TensorFlow's
+    truncated normal in the authors' code) or "torch" (PyTorch's defaults, left as they are)."""
+    if init == "torch":
+        return
+    model.apply(paper_init)
+    if init == "released":
+        for module in trunk.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.trunc_normal_(module.weight, 0.0, 0.01, -0.02, 0.02)
 
 
 def paper_init(module: nn.Module) -> None:

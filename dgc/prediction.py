@@ -46,6 +46,8 @@ def class_scores(model: DGC, x: torch.Tensor, cfg: PredictConfig, seed: int = 0,
     kept = n_classes if cfg.top_k is None else min(cfg.top_k, n_classes)
     decoded = kept * cfg.samples if "recon" in terms else 0
     per_batch = max(1, cfg.decode_batch // decoded) if decoded else 4096
+    if cfg.mmd_term:  # whole MMD chunks in every batch, so a chunk never depends on the batching
+        per_batch = max(1, per_batch // cfg.mmd_images) * cfg.mmd_images
     was_training = model.training
     model.eval()
     scores = []
@@ -56,7 +58,7 @@ def class_scores(model: DGC, x: torch.Tensor, cfg: PredictConfig, seed: int = 0,
                                           cfg.latent_weight)
             score = torch.logsumexp(sum(weights.values()), dim=2) - math.log(cfg.samples)
             if cfg.mmd_term:
-                score = score - batch_mmd(codes, generator)
+                score = score + chunk_mmd(codes, cfg.mmd_images, generator)
             scores.append(score)
     model.train(was_training)
     return torch.cat(scores)
@@ -143,15 +145,24 @@ def decompose(model: DGC, x: torch.Tensor, y: np.ndarray, cfg: PredictConfig,
     return report
 
 
-def batch_mmd(codes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The official code's per-class offset: MMD between a class's codes over the batch and N(0, I).
+def chunk_mmd(codes: torch.Tensor, images: int, generator: torch.Generator) -> torch.Tensor:
+    """The released code's offset to the score, (B, C): for each chunk of `images` images and
+    each class, + MMD between the chunk's codes of that class (images × S) and as many draws
+    of N(0, I), with λ = 1 as that code fixes it.
 
-    It depends on the rest of the batch and is nearly constant across classes; off by default.
+    It is nearly constant across classes and depends on which images share the chunk, so it is
+    off by default (`PredictConfig.mmd_term`); a one-code chunk has no MMD and adds 0.
     """
     batch, n_classes, samples, k = codes.shape
-    prior = torch.randn(batch * samples, k, generator=generator).to(codes.device)
-    offsets = [imq_mmd(codes[:, c].reshape(-1, k), prior) for c in range(n_classes)]
-    return torch.stack(offsets)[None, :] if batch * samples > 1 else codes.new_zeros(1, n_classes)
+    offsets = []
+    for start in range(0, batch, images):
+        chunk = codes[start:start + images]
+        n = len(chunk) * samples
+        prior = torch.randn(n, k, generator=generator).to(codes.device)
+        row = (torch.stack([imq_mmd(chunk[:, c].reshape(-1, k), prior)
+                            for c in range(n_classes)]) if n > 1 else codes.new_zeros(n_classes))
+        offsets.append(row.expand(len(chunk), n_classes))
+    return torch.cat(offsets)
 
 
 def predict_proba(model: DGC, images: np.ndarray, cfg: PredictConfig, seed: int = 0,

@@ -60,12 +60,22 @@ class TrainData:
 
 
 def learning_rate(cfg: RunConfig, epoch: float) -> float:
-    """The schedule at a (fractional) epoch; `manual` and `manual_smooth` are METHOD §2's."""
+    """The schedule at a (fractional) epoch.
+
+    `manual` and `manual_smooth` are the paper's: halved from epoch 30 and divided by 5 more
+    from epoch 50; 100× lower over the E epochs. The `_released` ones are what the authors'
+    code does: it recomputes the decay from 1 every epoch, so `manual` is halved in epoch 30
+    alone (epoch 50 never comes) and `manual_smooth` stays at one step of its decay throughout.
+    """
     t = cfg.train
     if t.schedule == "manual":
         return t.lr * (0.5 if epoch >= 30 else 1.0) * (0.2 if epoch >= 50 else 1.0)
+    if t.schedule == "manual_released":
+        return t.lr * (0.5 if math.floor(epoch) == 30 else 1.0)
     if t.schedule == "manual_smooth":
         return t.lr * 100.0 ** (-math.floor(epoch) / t.epochs)
+    if t.schedule == "manual_smooth_released":
+        return t.lr * 100.0 ** (-1 / t.epochs)
     if t.schedule == "cosine":
         return t.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / t.epochs))
     return t.lr

@@ -55,7 +55,7 @@ def test_ablation_trains_the_steps_between_and_tabulates(tmp_path: Path) -> None
             assert abs(step["delta_acsa"] - (step["summary"]["acsa"]["mean"] - before)) < 1e-12
     assert step["p_acsa"] is None  # one seed: no test
     faithful = json.loads((bench / "dgc-faithful-s1" / "config.json").read_text())
-    config = json.loads((out / "2-logit-adjust" / "dgc-faithful-s1" / "config.json").read_text())
+    config = json.loads((out / "3-logit-adjust" / "dgc-faithful-s1" / "config.json").read_text())
     assert (config["train"]["lvo"], config["train"]["logit_adjust_tau"],
             config["model"]["label_in_mean"], config["train"]["lr"]) == (
         False, 1.0, True, faithful["train"]["lr"])
@@ -64,11 +64,11 @@ def test_ablation_trains_the_steps_between_and_tabulates(tmp_path: Path) -> None
 
     # --collect trains nothing: an unfinished run is listed as missing and left alone
     steps = {p: p.stat().st_mtime_ns for p in out.glob("*/*/metrics.json")}
-    (out / "3-x-mean" / "dgc-faithful-s1" / "metrics.json").unlink()
+    (out / "4-x-mean" / "dgc-faithful-s1" / "metrics.json").unlink()
     done = subprocess.run([*command, "--collect"], capture_output=True, text=True, cwd=ROOT,
                           timeout=600)
-    assert done.returncode == 0 and "3-x-mean/dgc-faithful-s1" in done.stderr
-    assert not (out / "3-x-mean" / "dgc-faithful-s1" / "metrics.json").exists()
-    steps.pop(out / "3-x-mean" / "dgc-faithful-s1" / "metrics.json")
+    assert done.returncode == 0 and "4-x-mean/dgc-faithful-s1" in done.stderr
+    assert not (out / "4-x-mean" / "dgc-faithful-s1" / "metrics.json").exists()
+    steps.pop(out / "4-x-mean" / "dgc-faithful-s1" / "metrics.json")
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/*/metrics.json")} == steps
-    assert json.loads((out / "ablation.json").read_text())["steps"][3]["metrics"] == {}
+    assert json.loads((out / "ablation.json").read_text())["steps"][4]["metrics"] == {}

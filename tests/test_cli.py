@@ -307,6 +307,10 @@ def test_default_prediction_is_top2_and_exact_restores_spec(tmp_path: Path) -> N
     assert (cfg.predict.top_k, cfg.predict.samples) == (2, 1)
     faithful = get_method("dgc-faithful").configure(build_config("fashion", "cpu"))
     assert (faithful.predict.top_k, faithful.predict.samples) == (None, 10)
+    assert (faithful.model.encoder_relu, faithful.model.init) == (False, "released")
+    assert faithful.train.schedule == "manual_released"
+    celeba = get_method("dgc-faithful").configure(build_config("celeba", "paper"))
+    assert celeba.train.schedule == "manual_smooth_released"
     parser = build_parser()
     exact = predict_settings(parser.parse_args(["evaluate", "run", "--exact"]), cfg)
     assert exact == PredictConfig(samples=10, top_k=None, rule="bayes")

@@ -130,6 +130,34 @@ def test_label_in_mean_false_keeps_label_out_of_mu(tiny_model_cfg: ModelConfig) 
     assert (logvar_all[:, 0] - logvar_all[:, 1]).abs().max() > 1e-3
 
 
+def test_linear_encoder_path_makes_the_label_a_class_offset(tiny_model_cfg: ModelConfig) -> None:
+    """Without the ReLU (the released code), μ(x, c) − μ(x, c') is the same for every image."""
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 8, 8)
+    offsets = {}
+    for relu in (False, True):
+        encoder = Encoder((8, 8, 1), 3, dataclasses.replace(tiny_model_cfg, encoder_relu=relu))
+        mu, logvar = encoder.eval().all_classes(encoder.features(x))
+        offsets[relu] = (mu[:, 1] - mu[:, 0], logvar[:, 2] - logvar[:, 0])
+    for offset in offsets[False]:
+        torch.testing.assert_close(offset, offset[:1].expand_as(offset))
+    assert (offsets[True][0] - offsets[True][0][:1]).abs().max() > 1e-4
+
+
+def test_released_init_truncates_the_encoder_convolutions() -> None:
+    cfg = ModelConfig(latent_dim=16, width=8, decoder_width=4, hidden=256, init="released")
+    torch.manual_seed(0)
+    model = DGC((28, 28, 1), 10, cfg)
+    convs = [m for m in model.encoder.trunk.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 4
+    for conv in convs:
+        assert float(conv.weight.detach().abs().max()) <= 0.02
+        assert torch.equal(conv.bias, torch.zeros_like(conv.bias))
+    inner = torch.cat([c.weight.detach().flatten() for c in convs])
+    assert 0.007 < float(inner.std()) < 0.0095  # a normal truncated at 2σ has std 0.88σ
+    assert float(model.decoder.project.weight.detach().abs().max()) > 0.03  # not truncated
+
+
 def test_logvar_is_clipped() -> None:
     encoder = Encoder((8, 8, 1), 2, SMALL).eval()
     with torch.no_grad():

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from dgc.config import ModelConfig, PredictConfig
+from dgc.losses import imq_mmd
 from dgc.model import DGC
-from dgc.prediction import class_scores, decompose, predict_proba
+from dgc.prediction import chunk_mmd, class_scores, decompose, predict_proba
 
 N_CLASSES = 3
 SHAPE = (8, 8, 1)
@@ -222,3 +223,25 @@ def test_latent_weight_scales_the_learned_prior(tiny_model_cfg: ModelConfig,
     latent = class_scores(model, images, PredictConfig(samples=1), seed=2, terms=("latent",))
     doubled = class_scores(model, images, PredictConfig(samples=1, latent_weight=2.0), seed=2)
     torch.testing.assert_close(doubled, without + 2.0 * latent, atol=1e-4, rtol=1e-5)
+
+
+def test_mmd_term_adds_the_released_per_chunk_offset(model: DGC, images: torch.Tensor) -> None:
+    """+ MMD of each chunk of `mmd_images` images' codes, the same however the batches fall."""
+    cfg = PredictConfig(samples=2)
+    plain = class_scores(model, images, cfg, seed=4)
+    with_mmd = [class_scores(model, images, dataclasses.replace(
+        cfg, mmd_term=True, mmd_images=3, decode_batch=decode), seed=4) for decode in (6, 4096)]
+    torch.testing.assert_close(with_mmd[0], with_mmd[1])
+    offset = with_mmd[0] - plain
+    assert (offset > 0).all()  # the released code adds it: an MMD estimate is mostly positive
+    torch.testing.assert_close(offset[:3], offset[:1].expand(3, -1))  # one offset per chunk
+    assert not torch.allclose(offset[0], offset[3])
+
+    codes = torch.randn(5, 2, 3, 4, generator=torch.Generator().manual_seed(0))
+    mmd = chunk_mmd(codes, 2, torch.Generator().manual_seed(1))
+    prior = torch.Generator().manual_seed(1)
+    first = torch.randn(6, 4, generator=prior)
+    assert mmd.shape == (5, 2)
+    torch.testing.assert_close(mmd[0, 1], imq_mmd(codes[:2, 1].reshape(-1, 4), first))
+    single = chunk_mmd(codes[:1, :, :1], 1, torch.Generator().manual_seed(1))
+    assert torch.equal(single, torch.zeros(1, 2))  # one code has no MMD

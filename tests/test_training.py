@@ -82,6 +82,18 @@ def test_manual_smooth_schedule() -> None:
     assert learning_rate(cfg, 3.7) == learning_rate(cfg, 3)  # changes once per epoch
 
 
+def test_released_schedules_recompute_their_decay_every_epoch() -> None:
+    """The authors' code: `manual` is halved in epoch 30 alone, `manual_smooth` never falls."""
+    cfg = schedule("manual_released", lr=1e-5, epochs=50)
+    rates = {e: learning_rate(cfg, e) for e in (0, 29, 29.9, 30, 30.5, 31, 49, 49.9)}
+    assert rates.pop(30) == rates.pop(30.5) == pytest.approx(5e-6)
+    assert all(rate == pytest.approx(1e-5) for rate in rates.values())
+    smooth = schedule("manual_smooth_released", lr=5e-5, epochs=30)
+    for epoch in (0, 1, 15.5, 29):
+        assert learning_rate(smooth, epoch) == pytest.approx(5e-5 * 100 ** (-1 / 30))
+    assert learning_rate(smooth, 0) == pytest.approx(4.3e-5, rel=0.01)
+
+
 def test_cosine_and_constant_schedules() -> None:
     cfg = schedule("cosine", lr=1e-3, epochs=20)
     assert learning_rate(cfg, 0) == pytest.approx(1e-3)
