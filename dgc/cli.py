@@ -24,10 +24,21 @@ from PIL import Image
 
 from dgc import distributed
 from dgc.benchmark import PUBLISHED, parse_methods, parse_seeds, plan, run_bench
+from dgc.capabilities import (
+    builtin_sources,
+    calibration_markdown,
+    evaluate_calibration,
+    evaluate_ood,
+    evaluate_prior_shift,
+    ood_markdown,
+    parse_sources,
+    shift_markdown,
+)
 from dgc.config import SPEC_SAMPLES, apply_overrides, build_config, validate
 from dgc.data import dataset_names, open_numpy, read_member
 from dgc.errors import DGCError
 from dgc.experiment import (
+    Run,
     decompose_run,
     default_out,
     evaluate_run,
@@ -40,6 +51,7 @@ from dgc.methods import METHODS, get_method
 from dgc.metrics import HEADLINE, format_metrics
 from dgc.plots import render_image_grid
 from dgc.report import sample_class, write_report
+from dgc.scoring import score_splits
 from dgc.sweep import parse_values, run_sweep
 
 COMMANDS = ("train", "evaluate", "predict", "report", "sweep", "sample", "bench")
@@ -132,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--decompose", action="store_true",
                           help="ACSA and spread across classes of each Bayes-rule term alone")
+    evaluate.add_argument("--calibration", action="store_true",
+                          help="ECE, classwise ECE, Brier and NLL before and after temperature "
+                               "scaling fitted on validation (any method)")
+    evaluate.add_argument("--prior-shift", action="store_true",
+                          help="test sets resampled to other class priors, with EM prior "
+                               "re-estimation and calibration (any method)")
+    evaluate.add_argument("--ood", metavar="SOURCES",
+                          help="flag novel images: comma-separated from heldout, digits, "
+                               "inverted, noise, blur, or .npy/.npz files or image folders")
     add_predict_options(evaluate)
 
     predict = commands.add_parser("predict", help="classify new images with a trained run")
@@ -254,6 +275,11 @@ def paper_comparison(metrics: dict, paper: dict) -> str:
 
 def command_evaluate(args: argparse.Namespace) -> None:
     run = load_run(args.run_dir)
+    if args.calibration or args.prior_shift or args.ood:
+        run = dataclasses.replace(run, cfg=dataclasses.replace(
+            run.cfg, predict=predict_settings(args, run.cfg.predict)))
+        evaluate_capabilities(args, run)
+        return
     if get_method(run.cfg.method).family != "dgc":
         raise DGCError(f"{args.run_dir} is a {run.cfg.method} baseline run: `evaluate` re-scores "
                        "DGC's Bayes rule, and the run's metrics.json already holds its test "
@@ -268,6 +294,32 @@ def command_evaluate(args: argparse.Namespace) -> None:
     metrics, path = evaluate_run(args.run_dir, predict_settings(args, run.cfg.predict), run)
     print(format_metrics(metrics, title=f"{args.run_dir} (test set)"))
     print(f"test prediction {metrics['seconds_predict']:.1f} s; written to {path}")
+
+
+def evaluate_capabilities(args: argparse.Namespace, run: Run) -> None:
+    """`evaluate --calibration / --prior-shift / --ood`, for DGC and baseline runs alike."""
+    novel = {}
+    if args.ood:  # every novel set is read before anything is computed or written
+        parts = parse_sources(args.ood)
+        files = {part: read_images(Path(part), tuple(run.model.image_shape))[0]
+                 for part in parts if Path(part).exists()}
+        novel = {**builtin_sources(run, [part for part in parts if part not in files]), **files}
+    scores = score_splits(run) if args.calibration or args.prior_shift else None
+    written = []
+    if args.calibration:
+        report, path = evaluate_calibration(args.run_dir, run, scores)
+        print(f"## Calibration of the test set\n\n{calibration_markdown(report)}\n")
+        written.append(path)
+    if args.prior_shift:
+        report, path = evaluate_prior_shift(args.run_dir, run, scores)
+        print(f"## Test sets resampled to other class priors\n\n{shift_markdown(report)}\n")
+        written.append(path)
+    if novel:
+        report, path = evaluate_ood(args.run_dir, novel, run)
+        print(f"## Novel images against the test set ({report['n_known']} images)\n\n"
+              f"{ood_markdown(report)}\n")
+        written.append(path)
+    print(f"written to {', '.join(map(str, written))}")
 
 
 def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:

@@ -18,7 +18,7 @@ SCHEDULES = ("manual", "manual_smooth", "cosine", "constant")
 RULES = ("bayes", "label", "recon")
 BASELINE_LOSSES = ("ce", "focal", "ldam", "logit-adjust")
 CLASS_WEIGHTINGS = ("none", "inverse", "effective")
-RESAMPLERS = ("none", "ros", "smote")
+RESAMPLERS = ("none", "ros", "smote", "dgc")
 SECTIONS = ("model", "train", "predict", "baseline")
 PRIORS = ("normal", "mixture", "class")
 SPEC_SAMPLES = 10  # S of SPEC §4
@@ -54,6 +54,8 @@ class TrainConfig:
     "normal"), the DGCMM regulariser that stands beside (or, with `mmd_weight` 0, replaces) the
     MMD to N(0, I).
     `bf16` runs the training steps' forward passes under bfloat16 autocast (CUDA only).
+    `held_out` lists classes (of the full dataset) left out of training and testing, whose
+    test images `dgc evaluate --ood heldout` scores as novel (`dgc.heldout`).
     """
 
     epochs: int = 50
@@ -77,6 +79,7 @@ class TrainConfig:
     eval_every: int = 1
     val_samples: int = 1
     bf16: bool = False
+    held_out: tuple[int, ...] = ()
 
 
 @dataclass
@@ -117,6 +120,9 @@ class BaselineConfig:
     - `logit_tau` = 1: logit adjustment, Menon et al. 2021;
     - `smote_k` = 5: SMOTE's neighbours, Chawla et al. 2002 (imbalanced-learn's default),
       lowered to the smallest class's size − 1 where that is smaller.
+
+    `resample` "dgc" grows every class with images that the DGC run `generator` (a folder;
+    `{seed}` in it stands for the run's seed) decodes from its posteriors (`dgc.sampler`).
     """
 
     loss: str = "ce"
@@ -129,6 +135,7 @@ class BaselineConfig:
     ldam_scale: float = 30.0
     logit_tau: float = 1.0
     smote_k: int = 5
+    generator: str | None = None
 
 
 @dataclass
@@ -162,7 +169,8 @@ class RunConfig:
         if flat.get("profile") is not None:
             flat["profile"] = tuple(flat["profile"])
         model = dict(data["model"], head_hidden=tuple(data["model"]["head_hidden"]))
-        return cls(**flat, model=ModelConfig(**model), train=TrainConfig(**data["train"]),
+        train = dict(data["train"], held_out=tuple(data["train"].get("held_out", ())))
+        return cls(**flat, model=ModelConfig(**model), train=TrainConfig(**train),
                    predict=PredictConfig(**data["predict"]),
                    baseline=BaselineConfig(**data.get("baseline", {})))
 
@@ -262,6 +270,9 @@ def validate(cfg: RunConfig) -> None:
         (m.prior in PRIORS, f"model.prior must be one of {PRIORS}, got {m.prior!r}"),
         (t.mmd_weight >= 0 and t.prior_weight >= 0, "train.mmd_weight and train.prior_weight "
                                                     "must be >= 0"),
+        (isinstance(t.held_out, tuple | list) and all(
+            isinstance(c, int) and not isinstance(c, bool) for c in t.held_out),
+         f"train.held_out must be a list of class indices such as [8,9], got {t.held_out!r}"),
         (cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1, got {cfg.threads}"),
         (not (t.bf16 or p.bf16) or cfg.device.startswith("cuda"), BF16_NEEDS_CUDA),
         *baseline_checks(cfg.baseline),
@@ -287,4 +298,7 @@ def baseline_checks(b: BaselineConfig) -> list[tuple[bool, str]]:
         (b.ldam_max_margin >= 0 and b.ldam_scale > 0,
          "baseline.ldam_max_margin must be >= 0 and baseline.ldam_scale > 0"),
         (b.smote_k >= 1, f"baseline.smote_k must be at least 1, got {b.smote_k}"),
+        ((b.resample == "dgc") == (b.generator is not None),
+         "baseline.resample=dgc and baseline.generator=RUN (a DGC run of the same training "
+         "split; {seed} stands for the seed) go together"),
     ]

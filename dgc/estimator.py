@@ -35,6 +35,7 @@ from dgc.errors import DGCError
 from dgc.io import load_checkpoint, save_checkpoint
 from dgc.model import DGC
 from dgc.prediction import class_scores
+from dgc.shift import adjust_posteriors, check_prior, em_prior, trained_prior
 from dgc.training import TrainData, Trainer
 
 try:
@@ -241,14 +242,27 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         return model.to(self.device)
 
     # -- prediction -------------------------------------------------------------------------
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """p(y = c | x) by Bayes' rule (SPEC §4), columns in the order of `classes_`."""
-        scores = self._scores(X)
-        return torch.softmax(scores.double(), dim=1).cpu().numpy()
+    def predict_proba(self, X: Any, test_prior: Any = None) -> np.ndarray:
+        """p(y = c | x) by Bayes' rule (SPEC §4), columns in the order of `classes_`.
 
-    def predict(self, X: Any) -> np.ndarray:
-        """The class of highest posterior probability, as a label from `classes_`."""
-        proba = self.predict_proba(X)
+        `test_prior` re-weighs the posteriors to the class prior of the data being predicted
+        (label shift, `dgc.shift`): one probability per class, or "em" to estimate it from the
+        rows of X themselves (Saerens et al. 2002; give X as one batch from that data). The
+        posteriors are taken to be for π^(1 − τ), π the training frequencies and τ the
+        `logit_adjust_tau` they were trained with.
+        """
+        proba = torch.softmax(self._scores(X).double(), dim=1).cpu().numpy()
+        if test_prior is None:
+            return proba
+        source = trained_prior(self.class_counts_, self.logit_adjust_tau)
+        if isinstance(test_prior, str) and test_prior == "em":
+            return em_prior(proba, source)[1]
+        return adjust_posteriors(proba, source, check_prior(test_prior, len(self.classes_)))
+
+    def predict(self, X: Any, test_prior: Any = None) -> np.ndarray:
+        """The class of highest posterior probability, as a label from `classes_`
+        (`test_prior` as for `predict_proba`)."""
+        proba = self.predict_proba(X, test_prior)
         return self.classes_[np.argmax(proba, axis=1)]
 
     def _scores(self, X: Any) -> torch.Tensor:

@@ -24,6 +24,7 @@ from dgc.baselines import Classifier, ClassifierTrainer, build_classifier, class
 from dgc.config import BF16_NEEDS_CUDA, PredictConfig, RunConfig, validate
 from dgc.data import ImbalancedData, load_imbalanced, split_validation
 from dgc.errors import DGCError
+from dgc.heldout import hold_out
 from dgc.io import atomic_write, load_checkpoint, load_newest_checkpoint, read_json, write_json
 from dgc.methods import get_method
 from dgc.metrics import compute_metrics
@@ -246,8 +247,10 @@ def resume_trainer(trainer: Trainer, out: Path, cfg: RunConfig, log: Any) -> Non
 
 
 def run_data(cfg: RunConfig) -> ImbalancedData:
-    """The imbalanced dataset a run's configuration names: its dataset, seed, folder, profile."""
-    return load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
+    """The imbalanced dataset a run's configuration names: its dataset, seed, folder, profile,
+    without the classes it holds out."""
+    return hold_out(load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile),
+                    cfg.train.held_out)
 
 
 def load_run(run_dir: str | Path) -> Run:
