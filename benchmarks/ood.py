@@ -3,7 +3,7 @@
 For each finished run (its `best.pt`): AUROC, AUPR and FPR at 95 % TPR of each novelty score
 (`dgc.ood`: msp and energy for every method; evidence, recon and latent for DGC), the run's test
 set against each novel set (`dgc evaluate RUN --ood SOURCES`, which also writes the run's
-ood.json). `heldout` needs a benchmark trained with `--set train.held_out=[8,9]`. Writes
+ood-<sources>.json). `heldout` needs a benchmark trained with `--set train.held_out=[8,9]`. Writes
 `ood.json` and `ood.md` into OUT: per novel set, mean ± std over seeds per method and score, and
 paired t-tests of each of `dgc`'s scores against the baseline score with the best mean AUROC.
 

@@ -1,15 +1,17 @@
 """What a run offers beyond its decision, evaluated per run and tabulated over a benchmark.
 
 `dgc evaluate RUN --calibration | --prior-shift | --ood SOURCES` writes one JSON each into the
-run directory (`calibration.json`, `prior-shift.json`, `ood.json`) and prints a Markdown
-summary; the scripts in benchmarks/ run the same functions over every run of a `dgc bench`
-folder and tabulate them with `summary_table` (mean ± std over seeds) and `test_table`
-(two-sided paired t-tests over the seeds both rows have).
+run directory (`calibration.json`, `prior-shift.json`, `ood-<sources>.json`; a DGC run asked to
+predict otherwise than its configuration adds the settings, e.g. `calibration-bayes-s10.json`)
+and prints a Markdown summary; the scripts in benchmarks/ run the same functions over every run
+of a `dgc bench` folder and tabulate them with `summary_table` (mean ± std over seeds) and
+`test_table` (two-sided paired t-tests over the seeds both rows have).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,18 +21,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dgc.baselines import Classifier
 from dgc.benchmark import markdown, mean_std, number, p_value, paired_p_value, values
 from dgc.calibration import CALIBRATIONS, calibration_report
+from dgc.config import PredictConfig
 from dgc.errors import DGCError
-from dgc.experiment import Run, flatten, load_run, run_data
+from dgc.experiment import Run, flatten, load_run, predict_tag, run_data
 from dgc.io import read_json, write_json, write_text
 from dgc.ood import SOURCES, ood_images, ood_report
 from dgc.scoring import SplitScores, score_splits
 from dgc.shift import shift_report
 
 CALIBRATION_FILE = "calibration.json"
-SHIFT_FILE = "prior-shift.json"
-OOD_FILE = "ood.json"
 CALIBRATION_METRICS = (("ece", "ECE"), ("classwise_ece", "classwise ECE"), ("brier", "Brier"),
                        ("nll", "NLL"))
 SHIFTS = ("balanced", "train", "reversed", "dirichlet")
@@ -38,25 +40,35 @@ DETECTION = (("auroc", "AUROC"), ("aupr", "AUPR"), ("fpr95", "FPR@95TPR"))
 REFERENCE = "dgc"  # the method the benchmark tables test every other against
 
 
-def evaluate_calibration(run_dir: str | Path, run: Run | None = None,
+def with_prediction(run: Run, predict: PredictConfig) -> tuple[Run, str]:
+    """The run predicting with `predict`, and the suffix its files then carry: none for its
+    own settings (or a baseline, which has no others), else -<settings>, so that no result
+    under other settings is replaced."""
+    if isinstance(run.model, Classifier) or predict == run.cfg.predict:
+        return run, ""
+    return (dataclasses.replace(run, cfg=dataclasses.replace(run.cfg, predict=predict)),
+            f"-{predict_tag(predict)}")
+
+
+def evaluate_calibration(run_dir: str | Path, run: Run | None = None, suffix: str = "",
                          scores: SplitScores | None = None) -> tuple[dict[str, Any], Path]:
     """Test-set calibration before and after temperature scaling fitted on validation (only
-    before for a run without a validation split)."""
+    before for a run without a validation split), into calibration<suffix>.json."""
     run = run or load_run(run_dir)
     scores = scores or score_splits(run)
     report = calibration_report(scores.y_val, scores.val, scores.y_test, scores.test)
-    path = Path(run_dir) / CALIBRATION_FILE
+    path = Path(run_dir) / f"calibration{suffix}.json"
     write_json(path, report)
     return report, path
 
 
-def evaluate_prior_shift(run_dir: str | Path, run: Run | None = None,
+def evaluate_prior_shift(run_dir: str | Path, run: Run | None = None, suffix: str = "",
                          scores: SplitScores | None = None) -> tuple[dict[str, Any], Path]:
-    """Outcomes on test sets resampled to other priors, with and without EM and calibration."""
+    """Outcomes on test sets resampled to other priors, with and without EM and calibration,
+    into prior-shift<suffix>.json."""
     run = run or load_run(run_dir)
-    scores = scores or score_splits(run)
-    report = shift_report(scores, run.cfg, run.train_counts)
-    path = Path(run_dir) / SHIFT_FILE
+    report = shift_report(scores or score_splits(run), run.cfg, run.train_counts)
+    path = Path(run_dir) / f"prior-shift{suffix}.json"
     write_json(path, report)
     return report, path
 
@@ -67,12 +79,13 @@ def builtin_sources(run: Run, sources: Sequence[str]) -> dict[str, np.ndarray]:
     return {source: ood_images(source, run, data) for source in sources}
 
 
-def evaluate_ood(run_dir: str | Path, novel: dict[str, np.ndarray],
-                 run: Run | None = None) -> tuple[dict[str, Any], Path]:
-    """Detection of each novel image set (name → uint8 images) against the test set."""
-    run = run or load_run(run_dir)
-    report = ood_report(run, novel)
-    path = Path(run_dir) / OOD_FILE
+def evaluate_ood(run_dir: str | Path, novel: dict[str, np.ndarray], run: Run | None = None,
+                 suffix: str = "") -> tuple[dict[str, Any], Path]:
+    """Detection of each novel image set (name → uint8 images) against the test set, into
+    ood-<their names><suffix>.json."""
+    report = ood_report(run or load_run(run_dir), novel)
+    names = "-".join(Path(name).stem for name in novel)
+    path = Path(run_dir) / f"ood-{names}{suffix}.json"
     write_json(path, report)
     return report, path
 

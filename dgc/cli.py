@@ -33,6 +33,7 @@ from dgc.capabilities import (
     ood_markdown,
     parse_sources,
     shift_markdown,
+    with_prediction,
 )
 from dgc.config import SPEC_SAMPLES, apply_overrides, build_config, validate
 from dgc.data import dataset_names, open_numpy, read_member
@@ -276,8 +277,6 @@ def paper_comparison(metrics: dict, paper: dict) -> str:
 def command_evaluate(args: argparse.Namespace) -> None:
     run = load_run(args.run_dir)
     if args.calibration or args.prior_shift or args.ood:
-        run = dataclasses.replace(run, cfg=dataclasses.replace(
-            run.cfg, predict=predict_settings(args, run.cfg.predict)))
         evaluate_capabilities(args, run)
         return
     if get_method(run.cfg.method).family != "dgc":
@@ -298,6 +297,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
 
 def evaluate_capabilities(args: argparse.Namespace, run: Run) -> None:
     """`evaluate --calibration / --prior-shift / --ood`, for DGC and baseline runs alike."""
+    run, suffix = with_prediction(run, predict_settings(args, run.cfg.predict))
     novel = {}
     if args.ood:  # every novel set is read before anything is computed or written
         parts = parse_sources(args.ood)
@@ -307,15 +307,15 @@ def evaluate_capabilities(args: argparse.Namespace, run: Run) -> None:
     scores = score_splits(run) if args.calibration or args.prior_shift else None
     written = []
     if args.calibration:
-        report, path = evaluate_calibration(args.run_dir, run, scores)
+        report, path = evaluate_calibration(args.run_dir, run, suffix, scores)
         print(f"## Calibration of the test set\n\n{calibration_markdown(report)}\n")
         written.append(path)
     if args.prior_shift:
-        report, path = evaluate_prior_shift(args.run_dir, run, scores)
+        report, path = evaluate_prior_shift(args.run_dir, run, suffix, scores)
         print(f"## Test sets resampled to other class priors\n\n{shift_markdown(report)}\n")
         written.append(path)
     if novel:
-        report, path = evaluate_ood(args.run_dir, novel, run)
+        report, path = evaluate_ood(args.run_dir, novel, run, suffix)
         print(f"## Novel images against the test set ({report['n_known']} images)\n\n"
               f"{ood_markdown(report)}\n")
         written.append(path)

@@ -289,13 +289,17 @@ def evaluate_run(run_dir: str | Path, predict: PredictConfig,
     metrics = compute_metrics(data.y_test, probs.argmax(1), data.train_counts, data.class_names,
                               y_prob=probs)
     metrics.update(seconds_predict=round(seconds, 2), predict=asdict(predict))
+    path = Path(run_dir) / f"eval-{predict_tag(predict)}.json"
+    write_json(path, metrics)
+    return metrics, path
+
+
+def predict_tag(predict: PredictConfig) -> str:
+    """The prediction settings in a file name, e.g. bayes-s10 or bayes-s1-top2."""
     tag = f"{predict.rule}-s{predict.samples}" + (f"-top{predict.top_k}" if predict.top_k else "")
     tag += ("-mmd" if predict.mmd_term else "") + ("-importance" if predict.importance else "")
     tag += "-bf16" if predict.bf16 else ""
-    tag += f"-latent{predict.latent_weight:g}" if predict.latent_weight != 1.0 else ""
-    path = Path(run_dir) / f"eval-{tag}.json"
-    write_json(path, metrics)
-    return metrics, path
+    return tag + (f"-latent{predict.latent_weight:g}" if predict.latent_weight != 1.0 else "")
 
 
 def decompose_run(run_dir: str | Path, predict: PredictConfig,

@@ -285,7 +285,7 @@ def calibration_section(run_dir: Path, run: Run, data: ImbalancedData,
     (and this writes when it is missing)."""
     path = run_dir / CALIBRATION_FILE
     report = (read_json(path) if path.is_file()
-              else evaluate_calibration(run_dir, run, score_splits(run, data))[0])
+              else evaluate_calibration(run_dir, run, scores=score_splits(run, data))[0])
     plots.plot_reliability(report, figures / "reliability.png")
     caption = ("Test-set accuracy against the top-class probability in 15 bins: as predicted, "
                "after temperature scaling and after bias-corrected temperature scaling, both "

@@ -90,6 +90,10 @@ def test_novel_sets_and_scores(bench: Path) -> None:
     assert np.array_equal(images["inverted"], 255 - data.x_test)
     with pytest.raises(DGCError, match="trained on digits"):
         ood_images("digits", run, data)
+    nothing_held = dataclasses.replace(run, cfg=dataclasses.replace(
+        run.cfg, train=dataclasses.replace(run.cfg.train, held_out=())))
+    with pytest.raises(DGCError, match="this run held out no classes"):
+        ood_images("heldout", nothing_held, data)
     assert resize(np.zeros((2, 8, 8), np.uint8), (28, 28, 3)).shape == (2, 28, 28, 3)
 
     known = score_ood(run, data.x_test)
@@ -125,7 +129,7 @@ def test_evaluate_writes_calibration_shift_and_ood(bench: Path, tmp_path: Path) 
         shift = json.loads((run_dir / "prior-shift.json").read_text())
         assert shift["train"]["bcts"]["em"]["accuracy"] >= 0
         assert set(shift["dirichlet"]) == {"size", "none", "temperature", "bcts"}
-        ood = json.loads((run_dir / "ood.json").read_text())
+        ood = json.loads((run_dir / "ood-heldout-noise-blank.json").read_text())
         assert list(ood["sources"]) == ["heldout", "noise", str(extra)]
         assert ood["sources"]["heldout"]["n_novel"] == 100 and ood["n_known"] == 400
 
@@ -134,7 +138,21 @@ def test_evaluate_refuses_an_unknown_source_before_writing(bench: Path) -> None:
     run_dir = bench / "ce-s1"
     code, _, stderr = run_cli(["evaluate", str(run_dir), "--calibration", "--ood", "mnist"])
     assert code == 2 and stderr.count("\n") == 1 and "unknown OOD source 'mnist'" in stderr
-    assert not (run_dir / "calibration.json").exists() and not (run_dir / "ood.json").exists()
+    assert not list(run_dir.glob("calibration*.json")) and not list(run_dir.glob("ood*.json"))
+
+
+def test_other_prediction_settings_get_their_own_files(bench: Path) -> None:
+    run_dir = bench / "dgc-s1"
+    for args in ([], ["--samples", "2"]):
+        code, stdout, stderr = run_cli(["evaluate", str(run_dir), "--calibration", *args])
+        assert code == 0, stderr
+    own = json.loads((run_dir / "calibration.json").read_text())
+    other = json.loads((run_dir / "calibration-bayes-s2-top2.json").read_text())
+    assert own["none"]["nll"] != other["none"]["nll"]  # S = 2 scores differ from S = 1's
+    code, _, stderr = run_cli(["evaluate", str(bench / "ce-s1"), "--calibration", "--samples",
+                               "2"])  # a baseline has no prediction settings to vary
+    assert code == 0 and (bench / "ce-s1" / "calibration.json").is_file()
+    assert not list((bench / "ce-s1").glob("calibration-*.json"))
 
 
 @pytest.mark.parametrize(("script", "extra", "table", "heading"), [

@@ -4,6 +4,9 @@ of a DGC run (`baseline.resample=dgc`)."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +18,13 @@ from sklearn.preprocessing import StandardScaler
 
 from dgc import DGCClassifier
 from dgc.benchmark import bench_config
+from dgc.cli import main
 from dgc.config import validate
 from dgc.errors import DGCError
 from dgc.experiment import train_run
 from dgc.sampler import DGCSampler
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def quiet(_: str) -> None:
@@ -76,3 +82,24 @@ def test_a_baseline_trains_on_a_dgc_runs_images(tmp_path: Path) -> None:
     with pytest.raises(DGCError, match="go together"):
         validate(dataclasses.replace(cfg, baseline=dataclasses.replace(cfg.baseline,
                                                                        generator=None)))
+
+
+def test_oversampling_script_compares_generated_with_ros(tmp_path: Path) -> None:
+    """`dgc bench --set baseline.resample=dgc` with a {seed} generator, then the script."""
+    bench, generated = tmp_path / "bench", tmp_path / "generated"
+    common = ["--exp", "digits", "--seeds", "1-2", "--epochs", "1", "--set",
+              "predict.samples=1", "--set", "train.pretrain_batch=200", "--threads", "1",
+              "--quiet"]
+    assert main(["bench", "--methods", "dgc,ros", *common, "--out", str(bench)]) == 0
+    assert main(["bench", "--methods", "ce", *common, "--set", "baseline.resample=dgc",
+                 "--set", f"baseline.generator={bench}/dgc-s{{seed}}",
+                 "--out", str(generated)]) == 0
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "oversampling.py"),
+                           str(bench), str(generated), "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "oversampling.md").read_text()
+    assert "| `ce+dgc` | 2 |" in text and "| `ros` | 2 |" in text and "`dgc` |" not in text
+    tests = json.loads((tmp_path / "oversampling.json").read_text())["sections"]
+    assert list(tests["Test metrics"]["tests"]) == ["ce+dgc vs ros"]
+    assert tests["Test metrics"]["tests"]["ce+dgc vs ros"]["acsa"]["n"] == 2
