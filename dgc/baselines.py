@@ -11,9 +11,9 @@ method, not the network. Baselines differ only in their `BaselineConfig` (dgc.co
 * resampling: none, class-balanced random oversampling, SMOTE (imbalanced-learn) once on
   the flattened training images, or images a trained DGC generates once (`dgc.sampler`). An
   epoch of any of them still visits N rows, as many as the training split holds, now drawn
-  with every class equally likely, so every method gets the
-  same number of gradient steps (oversampling to C · n_max rows per epoch would give the
-  resampling methods 4.4× the steps of the others on Fashion-MNIST).
+  with every class equally likely, so every method gets the same number of gradient steps
+  (oversampling to C · n_max rows per epoch would give the resampling methods 4.4× the steps
+  of the others on Fashion-MNIST).
 
 A weighted loss is the plain weighted mean (1/N) Σ_i w_{y_i} ℓ_i, as Cui et al. define it (not
 PyTorch's Σ w ℓ / Σ w, which cancels the weights' overall scale batch by batch). Training goes

@@ -101,7 +101,10 @@ class Temperature:
 def fit_temperature(log_scores: np.ndarray, y: np.ndarray, bias: bool = False) -> Temperature:
     """T (and with `bias` a per-class b) minimising the NLL of softmax(s / T + b) on (s, y).
 
-    L-BFGS on log T in float64.
+    L-BFGS in float64 on log T and b, each with a standard normal prior (the penalty
+    (log² T + ‖b‖²) / 2N): negligible on a validation split of hundreds of images, it keeps
+    one of a few dozen, which the biases can separate, from driving T to 0 (test NLL of 60
+    on digits without it).
     """
     scores = np.asarray(log_scores, dtype=np.float64)
     if len(scores) == 0:
@@ -116,7 +119,8 @@ def fit_temperature(log_scores: np.ndarray, y: np.ndarray, bias: bool = False) -
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        loss = torch.nn.functional.cross_entropy(s / log_t.exp() + b, target)
+        penalty = (log_t.pow(2) + b.pow(2).sum()) / (2 * len(target))
+        loss = torch.nn.functional.cross_entropy(s / log_t.exp() + b, target) + penalty
         loss.backward()
         return loss
 
