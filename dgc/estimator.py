@@ -34,6 +34,7 @@ from dgc.data import split_validation
 from dgc.errors import DGCError
 from dgc.io import load_checkpoint, save_checkpoint
 from dgc.model import DGC
+from dgc.ood import dgc_scores
 from dgc.prediction import class_scores
 from dgc.shift import adjust_posteriors, check_prior, em_prior, trained_prior
 from dgc.training import TrainData, Trainer
@@ -265,14 +266,26 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X, test_prior)
         return self.classes_[np.argmax(proba, axis=1)]
 
-    def _scores(self, X: Any) -> torch.Tensor:
-        """The unnormalised Bayes-rule scores log p(y = c | x) + const, shape (n, n_classes)."""
+    def score_ood(self, X: Any) -> dict[str, np.ndarray]:
+        """Novelty scores of rows of X, higher = more novel (`dgc.ood`): `msp`, `evidence`
+        (−log Σ_c exp of the Bayes-rule scores), `recon` (the best class's reconstruction error)
+        and `latent` (the codes' density under the prior)."""
+        model, x = self._prepared(X)
+        scores = dgc_scores(model, x, self._predict_config(), self.random_seed_)
+        return {name: value.double().cpu().numpy() for name, value in scores.items()}
+
+    def _prepared(self, X: Any) -> tuple[DGC, torch.Tensor]:
+        """The model and the checked, scaled input, in float64 for tables (so that a row's
+        scores do not depend on the rows beside it)."""
         check_is_fitted(self, "model_")
         X = self._check_predict_input(X)
-        model, dtype = self.model_, np.float32
-        if self._is_table():  # in float64 a row's scores do not depend on the rows beside it
-            model, dtype = copy.deepcopy(self.model_).double(), np.float64
-        x = self._tensor(self._scaled(X, dtype))
+        if self._is_table():
+            return copy.deepcopy(self.model_).double(), self._tensor(self._scaled(X, np.float64))
+        return self.model_, self._tensor(self._scaled(X))
+
+    def _scores(self, X: Any) -> torch.Tensor:
+        """The unnormalised Bayes-rule scores log p(y = c | x) + const, shape (n, n_classes)."""
+        model, x = self._prepared(X)
         return class_scores(model, x, self._predict_config(), seed=self.random_seed_)
 
     def _check_predict_input(self, X: Any) -> np.ndarray:

@@ -33,6 +33,7 @@ from scipy.ndimage import gaussian_filter
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from dgc.baselines import Classifier, classifier_logits
+from dgc.config import PredictConfig
 from dgc.data import ImbalancedData, load_imbalanced
 from dgc.errors import DGCError
 from dgc.experiment import Run, load_run, run_data
@@ -54,18 +55,25 @@ def _from_scores(scores: torch.Tensor, energy: str) -> dict[str, torch.Tensor]:
             energy: -torch.logsumexp(scores, dim=1)}
 
 
-def _dgc_scores(model: DGC, x: torch.Tensor, run: Run) -> dict[str, torch.Tensor]:
-    """Novelty scores of a batch from one pass of every class's S codes through the decoder."""
-    predict = run.cfg.predict
-    generator = torch.Generator().manual_seed(run.cfg.seed)
-    noise = torch.randn(predict.samples, model.cfg.latent_dim, generator=generator).to(x.device)
-    terms, _ = sample_terms(model, x, noise, ("recon", "label", "latent"), model.n_classes)
-    bayes = terms["recon"] + terms["label"]
-    if model.prior is not None:  # a learned prior's density is part of its Bayes rule
-        bayes = bayes + predict.latent_weight * terms["latent"]
-    return {**_from_scores(_log_mean_exp(bayes), "evidence"),
-            "recon": -_log_mean_exp(terms["recon"]).max(dim=1).values,
-            "latent": -_log_mean_exp(terms["latent"]).max(dim=1).values}
+def dgc_scores(model: DGC, x: torch.Tensor, predict: PredictConfig,
+               seed: int) -> dict[str, torch.Tensor]:
+    """DGC's novelty scores of a float batch, every class's S codes decoded in passes of at
+    most `predict.decode_batch` codes."""
+    noise = torch.randn(predict.samples, model.cfg.latent_dim,
+                        generator=torch.Generator().manual_seed(seed)).to(x.device, x.dtype)
+    per_batch = max(1, predict.decode_batch // (model.n_classes * predict.samples))
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, len(x), per_batch):
+            terms, _ = sample_terms(model, x[start:start + per_batch], noise,
+                                    ("recon", "label", "latent"), model.n_classes)
+            bayes = terms["recon"] + terms["label"]
+            if model.prior is not None:  # a learned prior's density is part of its Bayes rule
+                bayes = bayes + predict.latent_weight * terms["latent"]
+            parts.append({**_from_scores(_log_mean_exp(bayes), "evidence"),
+                          "recon": -_log_mean_exp(terms["recon"]).max(dim=1).values,
+                          "latent": -_log_mean_exp(terms["latent"]).max(dim=1).values})
+    return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
 
 def score_ood(run: Run | str | Path, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -79,18 +87,11 @@ def score_ood(run: Run | str | Path, images: np.ndarray) -> dict[str, np.ndarray
         raise DGCError(f"score_ood takes uint8 images of shape (N, {shape}), got "
                        f"{images.dtype} {images.shape}")
     x = images_to_tensor(images, run.cfg.device)
-    model = run.model
-    model.eval()
-    if isinstance(model, Classifier):
-        scores = _from_scores(classifier_logits(model, x).double(), "energy")
+    if isinstance(run.model, Classifier):
+        scores = _from_scores(classifier_logits(run.model, x).double(), "energy")
     else:
-        per_batch = max(1, run.cfg.predict.decode_batch
-                        // (model.n_classes * run.cfg.predict.samples))
-        parts = []
-        with torch.inference_mode():
-            for start in range(0, len(x), per_batch):
-                parts.append(_dgc_scores(model, x[start:start + per_batch], run))
-        scores = {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+        run.model.eval()
+        scores = dgc_scores(run.model, x, run.cfg.predict, run.cfg.seed)
     return {name: value.double().cpu().numpy() for name, value in scores.items()}
 
 

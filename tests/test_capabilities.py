@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_digits
 
+from dgc import DGCClassifier
 from dgc.cli import main
 from dgc.data import ImbalancedData
 from dgc.errors import DGCError
@@ -174,3 +176,16 @@ def test_benchmark_scripts_tabulate_every_run(bench: Path, tmp_path: Path, scrip
         (m, s) for m in ("dgc", "ce") for s in (1, 2)}
     tests = [t for section in record["sections"].values() for t in section["tests"].values()]
     assert tests and all(cell["n"] == 2 for t in tests for cell in t.values())
+
+
+def test_estimator_flags_rows_unlike_its_training_data() -> None:
+    x, y = load_digits(return_X_y=True)
+    clf = DGCClassifier(epochs=10, random_state=0).fit(x[:600], y[:600])
+    known = clf.score_ood(x[600:900])
+    novel = clf.score_ood(np.random.default_rng(0).uniform(0, 16, size=(300, 64)))
+    assert list(known) == ["msp", "evidence", "recon", "latent"]
+    assert detection_metrics(known["recon"], novel["recon"])["auroc"] > 0.95
+    again = clf.score_ood(x[600:605])  # float64 tables: a row's scores ignore its neighbours
+    assert all(np.allclose(again[k], known[k][:5]) for k in known)
+    with pytest.raises(DGCError, match="features"):
+        clf.score_ood(x[:3, :10])
