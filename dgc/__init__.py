@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from dgc.errors import DGCError
 
-__all__ = ["DGCClassifier", "DGCError"]
+__all__ = ["DGCClassifier", "DGCError", "DGCSampler", "score_ood"]
+_LAZY = {"DGCClassifier": "dgc.estimator", "DGCSampler": "dgc.sampler", "score_ood": "dgc.ood"}
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    """`dgc.DGCClassifier` on first use, so `import dgc` stays free of torch and scikit-learn."""
-    if name == "DGCClassifier":
-        from dgc.estimator import DGCClassifier
-
-        return DGCClassifier
+    """`dgc.DGCClassifier`, `dgc.DGCSampler` and `dgc.score_ood` on first use, so `import dgc`
+    stays free of torch and scikit-learn."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'dgc' has no attribute {name!r}")

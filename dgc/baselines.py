@@ -8,11 +8,12 @@ method, not the network. Baselines differ only in their `BaselineConfig` (dgc.co
   logit-adjusted cross-entropy (Menon et al. 2021);
 * class weights: none, inverse frequency, or the "effective number" weights of Cui et al. 2019,
   optionally deferred to the last epochs (DRW, Cao et al. 2019);
-* resampling: none, class-balanced random oversampling, or SMOTE (imbalanced-learn) once on
-  the flattened training images. An epoch of either still visits N rows, as many as the
-  training split holds, now drawn with every class equally likely, so every method gets the
-  same number of gradient steps (oversampling to C · n_max rows per epoch would give the
-  resampling methods 4.4× the steps of the others on Fashion-MNIST).
+* resampling: none, class-balanced random oversampling, SMOTE (imbalanced-learn) once on
+  the flattened training images, or images a trained DGC generates once (`dgc.sampler`). An
+  epoch of any of them still visits N rows, as many as the training split holds, now drawn
+  with every class equally likely, so every method gets the same number of gradient steps
+  (oversampling to C · n_max rows per epoch would give the resampling methods 4.4× the steps
+  of the others on Fashion-MNIST).
 
 A weighted loss is the plain weighted mean (1/N) Σ_i w_{y_i} ℓ_i, as Cui et al. define it (not
 PyTorch's Σ w ℓ / Σ w, which cancels the weights' overall scale batch by batch). Training goes
@@ -220,6 +221,14 @@ def smote(x: torch.Tensor, y: torch.Tensor, k: int, seed: int) -> tuple[torch.Te
     return images.to(x.device), torch.from_numpy(labels).long()
 
 
+def dgc_images(data: TrainData, cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split grown by the images of `baseline.generator`'s DGC (`dgc.sampler`)."""
+    from dgc.sampler import generator_run, oversample  # it needs dgc.experiment, which needs us
+
+    x, y = oversample(generator_run(cfg), data.x, data.y, cfg.seed)
+    return x.contiguous(memory_format=torch.channels_last), y
+
+
 # -- training and prediction ------------------------------------------------------------------
 
 class ClassifierTrainer(EpochTrainer):
@@ -234,16 +243,18 @@ class ClassifierTrainer(EpochTrainer):
                  run_dir: Path | None = None, progress: bool = False,
                  log: Callable[[str], None] = print):
         self.rows_per_epoch = len(data.y)
-        if cfg.baseline.resample == "smote":
-            x, y = smote(data.x, data.y, cfg.baseline.smote_k, cfg.seed)
-            log(f"dgc: SMOTE grew the training split from {len(data.y)} to {len(y)} images")
+        if cfg.baseline.resample in ("smote", "dgc"):
+            x, y = (smote(data.x, data.y, cfg.baseline.smote_k, cfg.seed)
+                    if cfg.baseline.resample == "smote" else dgc_images(data, cfg))
+            grower = "SMOTE" if cfg.baseline.resample == "smote" else "the DGC generator"
+            log(f"dgc: {grower} grew the training split from {len(data.y)} to {len(y)} images")
             data = dataclasses.replace(data, x=x, y=y)
         super().__init__(model, cfg, data, run_dir, progress, log)
         self.loss = BaselineLoss(cfg.baseline, data.train_counts, cfg.train.epochs)
 
     def epoch_order(self) -> torch.Tensor:
         """N rows per epoch for every method: class-balanced for `ros`, a fresh random subset
-        of the (balanced) SMOTE set for `smote`."""
+        of the (balanced) grown set for `smote` and `dgc`."""
         if self.cfg.baseline.resample == "ros":
             return balanced_order(self.data.y, self.rows_per_epoch, self.generator)
         order = super().epoch_order()

@@ -24,6 +24,17 @@ from PIL import Image
 
 from dgc import __version__, distributed
 from dgc.benchmark import PUBLISHED, parse_methods, parse_seeds, plan, run_bench
+from dgc.capabilities import (
+    builtin_sources,
+    calibration_markdown,
+    evaluate_calibration,
+    evaluate_ood,
+    evaluate_prior_shift,
+    ood_markdown,
+    parse_sources,
+    shift_markdown,
+    with_prediction,
+)
 from dgc.config import (
     PAPER_SAMPLES,
     PredictConfig,
@@ -35,6 +46,7 @@ from dgc.config import (
 from dgc.data import dataset_names, open_numpy, read_member
 from dgc.errors import DGCError
 from dgc.experiment import (
+    Run,
     decompose_run,
     default_out,
     evaluate_run,
@@ -48,6 +60,7 @@ from dgc.metrics import HEADLINE, format_metrics
 from dgc.plots import render_image_grid
 from dgc.report import sample_class, write_report
 from dgc.rundir import RunDir
+from dgc.scoring import score_splits
 from dgc.sweep import parse_values, run_sweep
 
 COMMANDS = ("train", "evaluate", "predict", "report", "sweep", "sample", "bench")
@@ -147,6 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--decompose", action="store_true",
                           help="ACSA and spread across classes of each Bayes-rule term alone")
+    evaluate.add_argument("--calibration", action="store_true",
+                          help="ECE, classwise ECE, Brier and NLL before and after temperature "
+                               "scaling fitted on validation (any method)")
+    evaluate.add_argument("--prior-shift", action="store_true",
+                          help="test sets resampled to other class priors, with EM prior "
+                               "re-estimation and calibration (any method)")
+    evaluate.add_argument("--ood", metavar="SOURCES",
+                          help="flag novel images: comma-separated from heldout, digits, "
+                               "inverted, noise, blur, or .npy/.npz files or image folders")
     add_predict_options(evaluate)
 
     predict = commands.add_parser("predict", help="classify new images with a trained run")
@@ -278,6 +300,10 @@ def paper_comparison(metrics: dict, paper: dict) -> str:
 def command_evaluate(args: argparse.Namespace) -> None:
     run = load_run(args.run_dir)
     predict = predict_settings(args, run.cfg)
+    if args.calibration or args.prior_shift or args.ood:
+        with RunDir(args.run_dir).lock():
+            evaluate_capabilities(args, run, predict)
+        return
     if get_method(run.cfg.method).family != "dgc":
         raise DGCError(f"{args.run_dir} is a {run.cfg.method} baseline run: `evaluate` re-scores "
                        "DGC's Bayes rule, and the run's metrics.json already holds its test "
@@ -294,6 +320,33 @@ def command_evaluate(args: argparse.Namespace) -> None:
         metrics, path = evaluate_run(args.run_dir, predict, run, progress=True)
     print(format_metrics(metrics, title=f"{args.run_dir} (test set)"))
     print(f"test prediction {metrics['seconds_predict']:.1f} s; written to {path}")
+
+
+def evaluate_capabilities(args: argparse.Namespace, run: Run, predict: PredictConfig) -> None:
+    """`evaluate --calibration / --prior-shift / --ood`, for DGC and baseline runs alike."""
+    run, suffix = with_prediction(run, predict)
+    novel = {}
+    if args.ood:  # every novel set is read before anything is computed or written
+        parts = parse_sources(args.ood)
+        files = {part: read_images(Path(part), tuple(run.model.image_shape))[0]
+                 for part in parts if Path(part).exists()}
+        novel = {**builtin_sources(run, [part for part in parts if part not in files]), **files}
+    scores = score_splits(run) if args.calibration or args.prior_shift else None
+    written = []
+    if args.calibration:
+        report, path = evaluate_calibration(args.run_dir, run, suffix, scores)
+        print(f"## Calibration of the test set\n\n{calibration_markdown(report)}\n")
+        written.append(path)
+    if args.prior_shift:
+        report, path = evaluate_prior_shift(args.run_dir, run, suffix, scores)
+        print(f"## Test sets resampled to other class priors\n\n{shift_markdown(report)}\n")
+        written.append(path)
+    if novel:
+        report, path = evaluate_ood(args.run_dir, novel, run, suffix)
+        print(f"## Novel images against the test set ({report['n_known']} images)\n\n"
+              f"{ood_markdown(report)}\n")
+        written.append(path)
+    print(f"written to {', '.join(map(str, written))}")
 
 
 def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:

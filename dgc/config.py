@@ -27,7 +27,7 @@ INITS = ("paper", "released", "torch")
 RULES = ("bayes", "label", "recon")
 BASELINE_LOSSES = ("ce", "focal", "ldam", "logit-adjust")
 CLASS_WEIGHTINGS = ("none", "inverse", "effective")
-RESAMPLERS = ("none", "ros", "smote")
+RESAMPLERS = ("none", "ros", "smote", "dgc")
 SECTIONS = ("model", "train", "predict", "baseline")
 PRIORS = ("normal", "mixture", "class")
 PAPER_SAMPLES = 10  # S of METHOD §4
@@ -78,6 +78,8 @@ class TrainConfig:
     "normal"), the DGCMM regulariser that stands beside (or, with `mmd_weight` 0, replaces) the
     MMD to N(0, I).
     `bf16` runs the training steps' forward passes under bfloat16 autocast (CUDA only).
+    `held_out` lists classes (of the full dataset) left out of training and testing, whose
+    test images `dgc evaluate --ood heldout` scores as novel (`dgc.heldout`).
     """
 
     epochs: int = 50
@@ -101,6 +103,7 @@ class TrainConfig:
     eval_every: int = 1
     val_samples: int = 1
     bf16: bool = False
+    held_out: tuple[int, ...] = ()
 
 
 @dataclass
@@ -144,6 +147,9 @@ class BaselineConfig:
     - `logit_tau` = 1: logit adjustment, Menon et al. 2021;
     - `smote_k` = 5: SMOTE's neighbours, Chawla et al. 2002 (imbalanced-learn's default),
       lowered to the smallest class's size − 1 where that is smaller.
+
+    `resample` "dgc" grows every class with images that the DGC run `generator` (a folder;
+    `{seed}` in it stands for the run's seed) decodes from its posteriors (`dgc.sampler`).
     """
 
     loss: str = "ce"
@@ -156,6 +162,7 @@ class BaselineConfig:
     ldam_scale: float = 30.0
     logit_tau: float = 1.0
     smote_k: int = 5
+    generator: str | None = None
 
 
 @dataclass
@@ -189,7 +196,8 @@ class RunConfig:
         if flat.get("profile") is not None:
             flat["profile"] = tuple(flat["profile"])
         model = dict(data["model"], head_hidden=tuple(data["model"]["head_hidden"]))
-        return cls(**flat, model=ModelConfig(**model), train=TrainConfig(**data["train"]),
+        train = dict(data["train"], held_out=tuple(data["train"].get("held_out", ())))
+        return cls(**flat, model=ModelConfig(**model), train=TrainConfig(**train),
                    predict=PredictConfig(**data["predict"]),
                    baseline=BaselineConfig(**data.get("baseline", {})))
 
@@ -363,6 +371,9 @@ def validate(cfg: RunConfig) -> None:
             raise DGCError(f"{option(key)} must be {wanted}, got {value!r}")
     if (cfg.train.bf16 or cfg.predict.bf16) and not cfg.device.startswith("cuda"):
         raise DGCError(BF16_NEEDS_CUDA)
+    if (cfg.baseline.resample == "dgc") != (cfg.baseline.generator is not None):
+        raise DGCError("baseline.resample=dgc and baseline.generator=RUN (a DGC run of the same "
+                       "training split; {seed} stands for the seed) go together")
 
 
 Range = tuple[Callable[[Any], bool], str]  # (test, what the value must be)
@@ -396,6 +407,7 @@ RANGES: dict[str, Range] = {
     "device": ((lambda v: re.fullmatch(r"(cpu|cuda|mps|xpu)(:\d+)?", v) is not None),
                "a torch device such as cpu, cuda or cuda:1"),
     "profile": ((lambda v: len(v) > 0 and min(v) >= 1), "positive counts, one per class"),
+    "train.held_out": ((lambda v: min(v, default=0) >= 0), "class indices such as [8,9]"),
     "model.head_hidden": ((lambda v: all(n >= 1 for n in v)), "positive layer sizes"),
     "model.init": one_of(INITS),
     "model.prior": one_of(PRIORS),

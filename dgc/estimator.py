@@ -34,7 +34,9 @@ from dgc.data import split_validation
 from dgc.errors import DGCError
 from dgc.io import load_checkpoint, load_weights, save_checkpoint
 from dgc.model import DGC, check_fits
+from dgc.ood import dgc_scores
 from dgc.prediction import class_scores
+from dgc.shift import adjust_posteriors, check_prior, em_prior, trained_prior
 from dgc.training import TrainData, Trainer
 
 try:
@@ -243,24 +245,49 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         return model.to(self.device)
 
     # -- prediction -------------------------------------------------------------------------
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """p(y = c | x) by Bayes' rule (METHOD §4), columns in the order of `classes_`."""
-        scores = self._scores(X)
-        return torch.softmax(scores.double(), dim=1).cpu().numpy()
+    def predict_proba(self, X: Any, test_prior: Any = None) -> np.ndarray:
+        """p(y = c | x) by Bayes' rule (METHOD §4), columns in the order of `classes_`.
 
-    def predict(self, X: Any) -> np.ndarray:
-        """The class of highest posterior probability, as a label from `classes_`."""
-        proba = self.predict_proba(X)
+        `test_prior` re-weighs the posteriors to the class prior of the data being predicted
+        (label shift, `dgc.shift`): one probability per class, or "em" to estimate it from the
+        rows of X themselves (Saerens et al. 2002; give X as one batch from that data). The
+        posteriors are taken to be for π^(1 − τ), π the training frequencies and τ the
+        `logit_adjust_tau` they were trained with.
+        """
+        proba = torch.softmax(self._scores(X).double(), dim=1).cpu().numpy()
+        if test_prior is None:
+            return proba
+        source = trained_prior(self.class_counts_, self.logit_adjust_tau)
+        if isinstance(test_prior, str) and test_prior == "em":
+            return em_prior(proba, source)[1]
+        return adjust_posteriors(proba, source, check_prior(test_prior, len(self.classes_)))
+
+    def predict(self, X: Any, test_prior: Any = None) -> np.ndarray:
+        """The class of highest posterior probability, as a label from `classes_`
+        (`test_prior` as for `predict_proba`)."""
+        proba = self.predict_proba(X, test_prior)
         return self.classes_[np.argmax(proba, axis=1)]
+
+    def score_ood(self, X: Any) -> dict[str, np.ndarray]:
+        """Novelty scores of rows of X, higher = more novel (`dgc.ood`): `msp`, `evidence`
+        (−log Σ_c exp of the Bayes-rule scores), `recon` (the best class's reconstruction error)
+        and `latent` (the codes' density under the prior)."""
+        model, x = self._prepared(X)
+        scores = dgc_scores(model, x, self._predict_config(), self.random_seed_)
+        return {name: value.double().cpu().numpy() for name, value in scores.items()}
+
+    def _prepared(self, X: Any) -> tuple[DGC, torch.Tensor]:
+        """The model and the checked, scaled input, in float64 for tables (so that a row's
+        scores do not depend on the rows beside it)."""
+        check_is_fitted(self, "model_")
+        X = self._check_predict_input(X)
+        if self._is_table():
+            return copy.deepcopy(self.model_).double(), self._tensor(self._scaled(X, np.float64))
+        return self.model_, self._tensor(self._scaled(X))
 
     def _scores(self, X: Any) -> torch.Tensor:
         """The unnormalised Bayes-rule scores log p(y = c | x) + const, shape (n, n_classes)."""
-        check_is_fitted(self, "model_")
-        X = self._check_predict_input(X)
-        model, dtype = self.model_, np.float32
-        if self._is_table():  # in float64 a row's scores do not depend on the rows beside it
-            model, dtype = copy.deepcopy(self.model_).double(), np.float64
-        x = self._tensor(self._scaled(X, dtype))
+        model, x = self._prepared(X)
         return class_scores(model, x, self._predict_config(), seed=self.random_seed_)
 
     def _check_predict_input(self, X: Any) -> np.ndarray:

@@ -24,6 +24,7 @@ from dgc.baselines import Classifier, ClassifierTrainer, build_classifier, class
 from dgc.config import BF16_NEEDS_CUDA, PredictConfig, RunConfig, validate
 from dgc.data import ImbalancedData, load_imbalanced, split_validation
 from dgc.errors import DGCError
+from dgc.heldout import hold_out
 from dgc.io import (
     atomic_write,
     load_checkpoint,
@@ -103,6 +104,7 @@ class Run:
     class_names: tuple[str, ...]
     train_counts: np.ndarray
     fingerprints: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    directory: Path | None = None
 
 
 def make_model(cfg: RunConfig, image_shape: tuple[int, int, int],
@@ -330,14 +332,16 @@ def resume_trainer(trainer: Trainer, out: Path, cfg: RunConfig, log: Any) -> Non
 
 
 def run_data(cfg: RunConfig) -> ImbalancedData:
-    """The imbalanced dataset a run's configuration names: its dataset, seed, folder, profile."""
-    return load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
+    """The imbalanced dataset a run's configuration names: its dataset, seed, folder, profile,
+    without the classes it holds out."""
+    return hold_out(load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile),
+                    cfg.train.held_out)
 
 
-def recorded_data(run: Run, run_dir: str | Path) -> ImbalancedData:
+def recorded_data(run: Run) -> ImbalancedData:
     """The data a trained run names, refused when it is no longer what the run recorded."""
     data = run_data(run.cfg)
-    check_fingerprints(run.fingerprints, data_fingerprints(data), Path(run_dir),
+    check_fingerprints(run.fingerprints, data_fingerprints(data), run.directory or Path("."),
                        describe_source(run.cfg))
     return data
 
@@ -364,7 +368,8 @@ def load_run(run_dir: str | Path) -> Run:
                        "restore it or train a new run") from error
     model = make_model(cfg, shape, len(names))
     load_weights(model, load_checkpoint(run_dir / BEST)["model"], run_dir / BEST)
-    return Run(model.to(cfg.device).eval(), cfg, names, counts, recorded_fingerprints(raw))
+    return Run(model.to(cfg.device).eval(), cfg, names, counts, recorded_fingerprints(raw),
+               run_dir)
 
 
 def evaluate_run(run_dir: str | Path, predict: PredictConfig, run: Run | None = None,
@@ -372,20 +377,24 @@ def evaluate_run(run_dir: str | Path, predict: PredictConfig, run: Run | None = 
     """Re-score a run's model (`run`, if already loaded) on the test set into a new
     `eval-*.json` (never metrics.json)."""
     run = run or load_run(run_dir)
-    data = recorded_data(run, run_dir)
+    data = recorded_data(run)
     started = time.perf_counter()
     probs = predict_images(run.model, data.x_test, run.cfg, predict, progress)
     seconds = time.perf_counter() - started
     metrics = compute_metrics(data.y_test, probs.argmax(1), data.train_counts, data.class_names,
                               y_prob=probs)
     metrics.update(seconds_predict=round(seconds, 2), predict=asdict(predict))
+    path = Path(run_dir) / f"eval-{predict_tag(predict)}.json"
+    write_json(path, metrics)
+    return metrics, path
+
+
+def predict_tag(predict: PredictConfig) -> str:
+    """The prediction settings in a file name, e.g. bayes-s10 or bayes-s1-top2."""
     tag = f"{predict.rule}-s{predict.samples}" + (f"-top{predict.top_k}" if predict.top_k else "")
     tag += ("-mmd" if predict.mmd_term else "") + ("-importance" if predict.importance else "")
     tag += "-bf16" if predict.bf16 else ""
-    tag += f"-latent{predict.latent_weight:g}" if predict.latent_weight != 1.0 else ""
-    path = Path(run_dir) / f"eval-{tag}.json"
-    write_json(path, metrics)
-    return metrics, path
+    return tag + (f"-latent{predict.latent_weight:g}" if predict.latent_weight != 1.0 else "")
 
 
 def decompose_run(run_dir: str | Path, predict: PredictConfig,
@@ -393,7 +402,7 @@ def decompose_run(run_dir: str | Path, predict: PredictConfig,
     """ACSA and cross-class spread of each Bayes-rule term alone on the test set (`run`, if
     already loaded, is the run's model)."""
     run = run or load_run(run_dir)
-    data = recorded_data(run, run_dir)
+    data = recorded_data(run)
     x = images_to_tensor(data.x_test, run.cfg.device)
     report = decompose(run.model, x, data.y_test, predict, seed=run.cfg.seed)
     path = Path(run_dir) / f"decomposition-s{predict.samples}.json"

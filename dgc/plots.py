@@ -37,6 +37,7 @@ SIZES: dict[str, tuple[float, float]] = {
     "sweep": (8.0, 5.0),
     "bench": (11.0, 5.0),
     "grid": (8.0, 8.0),
+    "reliability": (12.0, 4.5),
 }
 # Loss terms of history.json in the order they are drawn, with what each one is.
 LOSS_TERMS = {
@@ -358,6 +359,37 @@ def plot_recall_vs_count(train_counts: Sequence[int], recall: Sequence[float],
     ax.legend(loc="best", fontsize=8)
     data = {"class_names": list(class_names), "train_counts": counts.tolist(),
             "recall": recall.tolist()}
+    save(figure, path, data)
+    return data
+
+
+def plot_reliability(report: dict[str, dict[str, Any]], path: str | Path) -> dict[str, Any]:
+    """Reliability diagrams, one panel per calibration of `dgc.calibration.calibration_report`:
+    accuracy against mean confidence per confidence bin, the diagonal being perfect."""
+    figure = new_figure("reliability")
+    axes = figure.subplots(1, len(report), squeeze=False)[0]
+    for ax, (name, entry) in zip(axes, report.items(), strict=True):
+        bins = entry["reliability"]
+        edges = np.asarray(bins["edges"])
+        centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+        accuracy = [np.nan if a is None else a for a in bins["accuracy"]]
+        confidence = [np.nan if c is None else c for c in bins["confidence"]]
+        ax.bar(centres, accuracy, width=width * 0.9, color="tab:blue", alpha=0.8,
+               label="accuracy")
+        ax.plot(centres, confidence, "o", color="tab:red", markersize=4,
+                label="mean confidence")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("top-class probability")
+        ax.set_title(f"{name}: ECE {entry['ece']:.3f}, Brier {entry['brier']:.3f}", fontsize=9)
+        ax.legend(loc="upper left", fontsize=7)
+    axes[0].set_ylabel("share correct")
+    figure.suptitle("Reliability on the test set, before and after calibration fitted on "
+                    "validation")
+    data = {name: {key: entry[key] for key in ("ece", "classwise_ece", "brier", "nll",
+                                               "temperature", "reliability")}
+            for name, entry in report.items()}
     save(figure, path, data)
     return data
 

@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from dgc import plots
+from dgc.capabilities import CALIBRATION_FILE, calibration_markdown, evaluate_calibration
 from dgc.data import ImbalancedData
 from dgc.errors import DGCError
 from dgc.experiment import (
@@ -34,6 +35,7 @@ from dgc.io import load_checkpoint, read_json, write_text
 from dgc.metrics import compute_metrics, confusion_matrix, format_metrics
 from dgc.model import DGC, std_from_logvar
 from dgc.progress import bar as progress_bar
+from dgc.scoring import score_splits
 from dgc.training import BEST
 
 REPORT = "report.md"
@@ -133,7 +135,7 @@ def sample_class(run_dir: str | Path, class_name: str, n: int,
                        "sample from a DGC run")
     c = class_index(run.class_names, class_name)
     seed = run.cfg.seed if seed is None else seed
-    split = training_split(run, recorded_data(run, run_dir))
+    split = training_split(run, recorded_data(run))
     members = np.flatnonzero(split.y == c)
     if not len(members):
         raise DGCError(f"class {run.class_names[c]!r} has no training images in this run, so "
@@ -278,6 +280,24 @@ def generative_sections(run: Run, split: TrainingSplit, history: dict[str, Any],
     return sections
 
 
+def calibration_section(run_dir: Path, run: Run, data: ImbalancedData,
+                        figures: Path) -> list[str]:
+    """Reliability diagrams from calibration.json, which `dgc evaluate --calibration` writes
+    (and this writes when it is missing)."""
+    path = run_dir / CALIBRATION_FILE
+    report = (read_json(path) if path.is_file()
+              else evaluate_calibration(run_dir, run, scores=score_splits(run, data))[0])
+    plots.plot_reliability(report, figures / "reliability.png")
+    caption = ("Test-set accuracy against the top-class probability in 15 bins: as predicted, "
+               "after temperature scaling and after bias-corrected temperature scaling, both "
+               "fitted on the validation split (a Bayes rule pruned to its top classes is "
+               "scored over every class here)")
+    if len(report) == 1:
+        caption += "; this run has no validation split, so only as predicted"
+    return [*figure_section("Calibration", f"{FIGURES}/reliability.png", caption + "."),
+            calibration_markdown(report), ""]
+
+
 def write_report(run_dir: str | Path, progress: bool = False) -> Path:
     """Write `report.md` and its figures into a run directory; returns the report's path.
 
@@ -291,10 +311,12 @@ def write_report(run_dir: str | Path, progress: bool = False) -> Path:
     metrics = read_json(run_dir / "metrics.json")
     figures = run_dir / FIGURES
     generative = isinstance(run.model, DGC)
-    steps = progress_bar(None, progress, total=7 if generative else 3, desc="report",
+    steps = progress_bar(None, progress, total=8 if generative else 4, desc="report",
                          unit="figure")
-    data = recorded_data(run, run_dir)
+    data = recorded_data(run)
     sections = outcome_sections(run_dir, run, data, figures, steps)
+    sections += calibration_section(run_dir, run, data, figures)
+    steps.update()
     plots.plot_training_curves(history, figures / "curves.png")
     steps.update()
     sections += figure_section(

@@ -35,8 +35,8 @@ from dgc.report import (
 )
 
 NAMES = [str(i) for i in range(10)]
-DGC_FIGURES = ("recall_vs_count", "confusion", "curves", "generated", "reconstructions", "tsne",
-               "trace")
+DGC_FIGURES = ("recall_vs_count", "confusion", "reliability", "curves", "generated",
+               "reconstructions", "tsne", "trace")
 FAST = ["--exp", "digits", "--seed", "1", "--samples", "1", "--quiet",
         "--set", "train.pretrain_batch=200"]
 
@@ -110,6 +110,14 @@ def test_report_figures_hold_the_runs_numbers(run_dir: Path) -> None:
     confusion = read(figures / "confusion.json")
     assert np.array(confusion["counts"]).sum(1).tolist() == [50] * 10
     assert np.allclose(np.diag(confusion["normalised"]), recall["recall"])
+
+    reliability = read(figures / "reliability.json")
+    calibration = read(run_dir / "calibration.json")  # written by the report, as by evaluate
+    assert list(reliability) == ["none", "temperature", "bcts"]
+    assert reliability["none"]["temperature"] == 1.0
+    for name, panel in reliability.items():
+        assert sum(panel["reliability"]["count"]) == 500
+        assert panel["ece"] == calibration[name]["ece"]
 
     curves = read(figures / "curves.json")
     for term, values in curves["terms"].items():
@@ -219,7 +227,7 @@ def test_no_report_and_a_classifier_report(tmp_path: Path,
     assert code == 0, stderr
     targets = linked(out / REPORT)
     assert sorted(Path(t).stem for t in targets if t.endswith(".png")) == [
-        "confusion", "curves", "recall_vs_count"]
+        "confusion", "curves", "recall_vs_count", "reliability"]
     assert all((out / t).is_file() for t in targets)
     code, _, stderr = run_cli(["sample", str(out), "--class", "1", "--n", "2",
                                "--out", str(tmp_path / "s.npz")])

@@ -1,0 +1,192 @@
+"""Held-out classes, OOD scores and the `dgc evaluate --calibration / --prior-shift / --ood`
+commands and benchmark scripts, on a tiny digits benchmark that holds out classes 8 and 9."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from dgc import DGCClassifier
+from dgc.cli import main
+from dgc.data import ImbalancedData
+from dgc.errors import DGCError
+from dgc.experiment import load_run, run_data
+from dgc.heldout import hold_out
+from dgc.model import images_to_tensor
+from dgc.ood import SOURCES, detection_metrics, ood_images, resize, score_ood
+from dgc.prediction import class_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_ARGS = ["--exp", "digits", "--methods", "dgc,ce", "--seeds", "1-2", "--epochs", "2",
+              "--set", "predict.samples=1", "--set", "train.pretrain_batch=200",
+              "--set", "train.held_out=[8,9]", "--threads", "1", "--quiet"]
+
+
+def run_cli(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("capabilities") / "bench"
+    code, _, stderr = run_cli(["bench", *BENCH_ARGS, "--out", str(out)])
+    assert code == 0, stderr
+    return out
+
+
+def test_hold_out_renumbers_the_remaining_classes(digits_data: ImbalancedData) -> None:
+    kept = hold_out(digits_data, [0, 5])
+    assert kept.class_names == tuple(str(c) for c in (1, 2, 3, 4, 6, 7, 8, 9))
+    assert kept.train_counts.tolist() == np.delete(digits_data.train_counts, [0, 5]).tolist()
+    assert np.bincount(kept.y_train).tolist() == kept.train_counts.tolist()
+    assert len(kept.y_test) == 400 and set(kept.y_test.tolist()) == set(range(8))
+    assert np.array_equal(kept.x_test[kept.y_test == 4],  # class 6 is now class 4
+                          digits_data.x_test[digits_data.y_test == 6])
+    assert hold_out(digits_data, []) is digits_data
+    for bad in ([10], [1, 1], list(range(9))):
+        with pytest.raises(DGCError, match="train.held_out must list distinct"):
+            hold_out(digits_data, bad)
+
+
+def test_a_benchmark_run_never_sees_its_held_out_classes(bench: Path) -> None:
+    config = json.loads((bench / "dgc-s1" / "config.json").read_text())
+    assert config["train"]["held_out"] == [8, 9]
+    assert config["data"]["class_names"] == [str(c) for c in range(8)]
+    metrics = json.loads((bench / "ce-s1" / "metrics.json").read_text())
+    assert [row["support"] for row in metrics["per_class"]] == [50] * 8
+    for bad, message in (("eight", "takes a whole number"), ("-1", "class indices")):
+        code, _, stderr = run_cli(["train", "--exp", "digits", "--epochs", "1", "--set",
+                                   f"train.held_out={bad}", "--out", str(bench / "bad")])
+        assert code == 2 and "train.held_out" in stderr and message in stderr, stderr
+        assert not (bench / "bad").exists()
+
+
+def test_detection_metrics() -> None:
+    known, novel = np.arange(100.0), np.arange(100.0) + 1000
+    assert detection_metrics(known, novel) == {"auroc": 1.0, "aupr": 1.0, "fpr95": 0.0}
+    swapped = detection_metrics(novel, known)
+    assert swapped["auroc"] == 0.0 and swapped["fpr95"] == 1.0
+    # half the novel images score like the known ones: 95 % TPR flags every known image
+    mixed = detection_metrics(known, np.r_[known[:50], novel[:50]])
+    assert mixed["fpr95"] == 1.0 and 0.5 < mixed["auroc"] < 1.0
+
+
+def test_novel_sets_and_scores(bench: Path) -> None:
+    run = load_run(bench / "dgc-s1")
+    data = run_data(run.cfg)
+    images = {source: ood_images(source, run, data) for source in SOURCES if source != "digits"}
+    assert len(images["heldout"]) == 100  # the test images of classes 8 and 9
+    assert all(x.dtype == np.uint8 and x.shape[1:] == (8, 8, 1) for x in images.values())
+    assert np.array_equal(images["inverted"], 255 - data.x_test)
+    with pytest.raises(DGCError, match="trained on digits"):
+        ood_images("digits", run, data)
+    nothing_held = dataclasses.replace(run, cfg=dataclasses.replace(
+        run.cfg, train=dataclasses.replace(run.cfg.train, held_out=())))
+    with pytest.raises(DGCError, match="this run held out no classes"):
+        ood_images("heldout", nothing_held, data)
+    assert resize(np.zeros((2, 8, 8), np.uint8), (28, 28, 3)).shape == (2, 28, 28, 3)
+
+    known = score_ood(run, data.x_test)
+    assert list(known) == ["msp", "evidence", "recon", "latent"]
+    again = score_ood(run, data.x_test[:7])  # a row's scores do not depend on the batch
+    assert all(np.allclose(again[k], known[k][:7]) for k in known)
+    # the scores are the exact Bayes rule's terms, taken over every class
+    x = images_to_tensor(data.x_test, "cpu")
+    exact = dataclasses.replace(run.cfg.predict, top_k=None)
+    recon = class_scores(run.model, x, exact, run.cfg.seed, terms=("recon",))
+    bayes = class_scores(run.model, x, exact, run.cfg.seed, terms=("recon", "label"))
+    assert np.allclose(known["recon"], -recon.max(1).values.double().numpy(), rtol=1e-5)
+    assert np.allclose(known["evidence"], -torch.logsumexp(bayes.double(), 1).numpy(),
+                       rtol=1e-5)
+    assert np.allclose(known["msp"], -torch.softmax(bayes.double(), 1).max(1).values.numpy(),
+                       atol=1e-5)
+    assert list(score_ood(load_run(bench / "ce-s1"), data.x_test)) == ["msp", "energy"]
+    with pytest.raises(DGCError, match="uint8 images of shape"):
+        score_ood(run, data.x_test.astype(np.float32))
+
+
+def test_evaluate_writes_calibration_shift_and_ood(bench: Path, tmp_path: Path) -> None:
+    extra = tmp_path / "blank.npy"
+    np.save(extra, np.zeros((5, 8, 8), dtype=np.uint8))
+    for method in ("dgc", "ce"):  # baselines too
+        run_dir = bench / f"{method}-s2"
+        code, stdout, stderr = run_cli(["evaluate", str(run_dir), "--calibration",
+                                        "--prior-shift", "--ood", f"heldout,noise,{extra}"])
+        assert code == 0, stderr
+        assert "| bcts |" in stdout and "| reversed | bcts |" in stdout
+        calibration = json.loads((run_dir / "calibration.json").read_text())
+        assert list(calibration) == ["none", "temperature", "bcts"]
+        shift = json.loads((run_dir / "prior-shift.json").read_text())
+        assert shift["train"]["bcts"]["em"]["accuracy"] >= 0
+        assert set(shift["dirichlet"]) == {"size", "none", "temperature", "bcts"}
+        ood = json.loads((run_dir / "ood-heldout-noise-blank.json").read_text())
+        assert list(ood["sources"]) == ["heldout", "noise", str(extra)]
+        assert ood["sources"]["heldout"]["n_novel"] == 100 and ood["n_known"] == 400
+
+
+def test_evaluate_refuses_an_unknown_source_before_writing(bench: Path) -> None:
+    run_dir = bench / "ce-s1"
+    code, _, stderr = run_cli(["evaluate", str(run_dir), "--calibration", "--ood", "mnist"])
+    assert code == 2 and stderr.count("\n") == 1 and "unknown OOD source 'mnist'" in stderr
+    assert not list(run_dir.glob("calibration*.json")) and not list(run_dir.glob("ood*.json"))
+
+
+def test_other_prediction_settings_get_their_own_files(bench: Path) -> None:
+    run_dir = bench / "dgc-s1"
+    for args in ([], ["--samples", "2"]):
+        code, stdout, stderr = run_cli(["evaluate", str(run_dir), "--calibration", *args])
+        assert code == 0, stderr
+    own = json.loads((run_dir / "calibration.json").read_text())
+    other = json.loads((run_dir / "calibration-bayes-s2-top2.json").read_text())
+    assert own["none"]["nll"] != other["none"]["nll"]  # S = 2 scores differ from S = 1's
+    code, _, stderr = run_cli(["evaluate", str(bench / "ce-s1"), "--calibration", "--samples",
+                               "2"])  # a baseline has no prediction settings to vary
+    assert code == 0 and (bench / "ce-s1" / "calibration.json").is_file()
+    assert not list((bench / "ce-s1").glob("calibration-*.json"))
+
+
+@pytest.mark.parametrize(("script", "extra", "table", "heading"), [
+    ("calibration.py", [], "calibration", "## Bias-corrected temperature scaling"),
+    ("label_shift.py", [], "label-shift", "## Test prior: dirichlet"),
+    ("ood.py", ["--sources", "heldout,inverted"], "ood", "## Novel set: heldout"),
+])
+def test_benchmark_scripts_tabulate_every_run(bench: Path, tmp_path: Path, script: str,
+                                              extra: list[str], table: str,
+                                              heading: str) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), str(bench),
+                           "--out", str(tmp_path), *extra], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / f"{table}.md").read_text()
+    assert heading in text and "| `dgc" in text and "| `ce" in text
+    record = json.loads((tmp_path / f"{table}.json").read_text())
+    assert {(r["method"].split("/")[0], r["seed"]) for r in record["runs"]} == {
+        (m, s) for m in ("dgc", "ce") for s in (1, 2)}
+    tests = [t for section in record["sections"].values() for t in section["tests"].values()]
+    assert tests and all(cell["n"] == 2 for t in tests for cell in t.values())
+
+
+def test_estimator_flags_rows_unlike_its_training_data() -> None:
+    x, y = load_digits(return_X_y=True)
+    clf = DGCClassifier(epochs=10, random_state=0).fit(x[:600], y[:600])
+    known = clf.score_ood(x[600:900])
+    novel = clf.score_ood(np.random.default_rng(0).uniform(0, 16, size=(300, 64)))
+    assert list(known) == ["msp", "evidence", "recon", "latent"]
+    assert detection_metrics(known["recon"], novel["recon"])["auroc"] > 0.95
+    again = clf.score_ood(x[600:605])  # float64 tables: a row's scores ignore its neighbours
+    assert all(np.allclose(again[k], known[k][:5]) for k in known)
+    with pytest.raises(DGCError, match="features"):
+        clf.score_ood(x[:3, :10])

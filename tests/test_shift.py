@@ -1,0 +1,82 @@
+"""dgc.shift: resampling to a prior, EM re-estimation of it, and DGCClassifier's test_prior."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from dgc import DGCClassifier
+from dgc.errors import DGCError
+from dgc.shift import (
+    adjust_posteriors,
+    check_prior,
+    em_prior,
+    resample_to_prior,
+    target_priors,
+    trained_prior,
+)
+
+
+def gaussian_posteriors(y: np.ndarray, source: np.ndarray,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Exact posteriors under `source` of 1-D unit Gaussians with means 0, 2, 4, ..."""
+    means = 2.0 * np.arange(len(source))
+    x = rng.normal(means[y], 1.0)
+    log_joint = -0.5 * (x[:, None] - means[None]) ** 2 + np.log(source)
+    prob = np.exp(log_joint - log_joint.max(1, keepdims=True))
+    return prob / prob.sum(1, keepdims=True)
+
+
+def test_em_recovers_a_shifted_prior() -> None:
+    rng = np.random.default_rng(0)
+    source = np.array([0.6, 0.3, 0.1])
+    target = np.array([0.1, 0.3, 0.6])
+    y = rng.choice(3, size=6000, p=target)
+    prob = gaussian_posteriors(y, source, rng)
+    estimate, adjusted = em_prior(prob, source)
+    assert np.abs(estimate - target).sum() < 0.05
+    assert np.allclose(adjusted.sum(1), 1.0)
+    assert np.mean(adjusted.argmax(1) == y) > np.mean(prob.argmax(1) == y)
+    assert np.allclose(adjust_posteriors(prob, source, source), prob)
+
+
+def test_resampling_hits_the_prior_and_draws_each_image_once() -> None:
+    y = np.repeat(np.arange(4), 100)
+    prior = np.array([0.4, 0.3, 0.2, 0.1])
+    index = resample_to_prior(y, prior, np.random.default_rng(1))
+    assert len(np.unique(index)) == len(index)
+    assert np.bincount(y[index]).tolist() == [100, 75, 50, 25]
+    tiny = resample_to_prior(y, np.array([0.997, 0.001, 0.001, 0.001]), np.random.default_rng(1))
+    assert np.bincount(y[tiny]).tolist() == [100, 1, 1, 1]  # every class keeps one image
+
+
+def test_target_and_trained_priors() -> None:
+    counts = [40, 20, 10, 5]
+    priors = target_priors(counts, seed=3)
+    assert list(priors) == ["balanced", "train", "reversed", "dirichlet-1", "dirichlet-2",
+                            "dirichlet-3"]
+    assert np.allclose(priors["reversed"], priors["train"][::-1])
+    assert all(np.isclose(p.sum(), 1.0) for p in priors.values())
+    assert np.allclose(trained_prior(counts, 0.0), priors["train"])
+    assert np.allclose(trained_prior(counts, 1.0), 0.25)
+    with pytest.raises(DGCError, match="4 non-negative numbers summing to 1"):
+        check_prior([0.5, 0.5], 4)
+
+
+def test_estimator_predicts_for_a_test_prior() -> None:
+    x, y = load_digits(return_X_y=True)
+    keep = np.concatenate([np.flatnonzero(y == c)[:n] for c, n in zip(range(3), (150, 40, 10),
+                                                                       strict=True)])
+    clf = DGCClassifier(epochs=10, random_state=0).fit(x[keep], y[keep])
+    test = np.concatenate([np.flatnonzero(y == c)[-60:] for c in range(3)])
+    plain = clf.predict_proba(x[test])
+    # logit_adjust_tau = 1: the posteriors are for a balanced prior, which changes nothing
+    assert np.allclose(clf.predict_proba(x[test], test_prior=[1 / 3] * 3), plain)
+    skewed = clf.predict_proba(x[test], test_prior=[0.98, 0.01, 0.01])
+    assert np.mean(skewed.argmax(1) == 0) > np.mean(plain.argmax(1) == 0)
+    em = clf.predict_proba(x[test], test_prior="em")
+    assert np.allclose(em.sum(1), 1.0) and em.shape == plain.shape
+    assert clf.predict(x[test], test_prior="em").tolist() == clf.classes_[em.argmax(1)].tolist()
+    with pytest.raises(DGCError, match="or 'em'"):
+        clf.predict_proba(x[test], test_prior="uniform")
