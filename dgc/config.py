@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from dgc.data.folder import SIZE_RANGE
+from dgc.data.registry import DATASETS
 from dgc.errors import DGCError
 
 SCHEDULES = ("manual", "manual_smooth", "cosine", "constant")
@@ -22,6 +25,9 @@ RESAMPLERS = ("none", "ros", "smote")
 SECTIONS = ("model", "train", "predict", "baseline")
 PRIORS = ("normal", "mixture", "class")
 SPEC_SAMPLES = 10  # S of SPEC §4
+# The least optimiser steps of a small dataset's cpu preset, measured on digits' validation
+# split (docs/RESULTS.md, "The quick default").
+SMALL_DATA_STEPS = 2000
 BF16_NEEDS_CUDA = ("--bf16 (bfloat16 autocast) is for CUDA devices: on the CPU it is slower than "
                    "float32 and only changes the numbers; drop --bf16 or use --device cuda")
 
@@ -54,9 +60,14 @@ class TrainConfig:
     "normal"), the DGCMM regulariser that stands beside (or, with `mmd_weight` 0, replaces) the
     MMD to N(0, I).
     `bf16` runs the training steps' forward passes under bfloat16 autocast (CUDA only).
+    `steps`, when set, is the least number of optimiser steps: a run trains `epochs`, or more
+    whole epochs where its training split needs them to reach `steps` (`with_steps`), so a
+    small dataset gets enough updates whatever its size; setting `epochs` (`--epochs`) clears
+    it.
     """
 
     epochs: int = 50
+    steps: int | None = None
     batch_size: int = 100
     lr: float = 1e-5
     schedule: str = "manual"
@@ -133,7 +144,11 @@ class BaselineConfig:
 
 @dataclass
 class RunConfig:
-    """Everything that determines a run's numbers, plus where it writes them."""
+    """Everything that determines a run's numbers, plus where it writes them.
+
+    `image_size` and `test_fraction` are the class-folder dataset's reading settings (None: its
+    defaults, see `dgc.data.folder`).
+    """
 
     exp: str = "fashion"
     seed: int = 1
@@ -141,6 +156,8 @@ class RunConfig:
     preset: str = "cpu"
     data_dir: str | None = None
     profile: tuple[int, ...] | None = None
+    image_size: int | None = None
+    test_fraction: float | None = None
     out: str | None = None
     device: str = "cpu"
     threads: int | None = None
@@ -168,8 +185,10 @@ class RunConfig:
 
 
 def family(exp: str) -> str:
-    """Datasets that share a paper architecture and schedule."""
-    return {"celeba": "celeba", "digits": "digits"}.get(exp, "mnist")
+    """The architecture and schedule family a dataset's registry entry names."""
+    if exp not in DATASETS:
+        raise DGCError(f"unknown dataset {exp!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[exp].family
 
 
 def paper_preset(exp: str) -> tuple[ModelConfig, TrainConfig, PredictConfig]:
@@ -188,19 +207,21 @@ def cpu_preset(exp: str) -> tuple[ModelConfig, TrainConfig, PredictConfig]:
     """A narrow network and short schedule: one Fashion-MNIST seed in minutes on two cores.
 
     Same objective and prediction as `paper`; only width, epochs and learning rate differ
-    (lr 1e-5 is too slow for a short schedule, 1e-3 is unstable: SPEC §9).
+    (lr 1e-5 is too slow for a short schedule, 1e-3 is unstable: SPEC §9). Digits and class
+    folders, which can be small, train at least `SMALL_DATA_STEPS` optimiser steps.
     """
     model, train, predict = paper_preset(exp)
     if family(exp) == "digits":
         return (
             dataclasses.replace(model, latent_dim=16, width=16, decoder_width=4, hidden=128),
-            dataclasses.replace(train, epochs=30, batch_size=50, lr=1e-3, pretrain_batch=500,
-                                crop_pad=1),
+            dataclasses.replace(train, epochs=30, steps=SMALL_DATA_STEPS, batch_size=50, lr=1e-3,
+                                pretrain_batch=500, crop_pad=1),
             predict,
         )
+    steps = SMALL_DATA_STEPS if family(exp) == "folder" else None
     return (
         dataclasses.replace(model, width=32, decoder_width=8, hidden=512),
-        dataclasses.replace(train, epochs=40, lr=1e-4),
+        dataclasses.replace(train, epochs=40, steps=steps, lr=1e-4),
         predict,
     )
 
@@ -238,8 +259,27 @@ def apply_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
             value = text
         if isinstance(value, list):
             value = tuple(value)
-        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(part, **{name: value})})
+        changes = {name: value, **({"steps": None} if key.strip() == "train.epochs" else {})}
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(part, **changes)})
     return cfg
+
+
+def with_steps(cfg: RunConfig, rows: int) -> RunConfig:
+    """The configuration with its epochs raised to reach `train.steps` on `rows` training rows."""
+    t = cfg.train
+    if t.steps is None:
+        return cfg
+    per_epoch = max(1, math.ceil(rows / t.batch_size))
+    return dataclasses.replace(cfg, train=dataclasses.replace(
+        t, epochs=max(t.epochs, math.ceil(t.steps / per_epoch))))
+
+
+def as_asked(settings: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without what `with_steps` derives (the epochs, when `train.steps` is set),
+    to compare a finished run's settings with a new request."""
+    if settings.get("train", {}).get("steps") is None:
+        return settings
+    return {**settings, "train": {**settings["train"], "epochs": None}}
 
 
 def validate(cfg: RunConfig) -> None:
@@ -249,6 +289,7 @@ def validate(cfg: RunConfig) -> None:
         (t.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {t.schedule!r}"),
         (p.rule in RULES, f"prediction rule must be one of {RULES}, got {p.rule!r}"),
         (t.epochs >= 1, f"--epochs must be at least 1, got {t.epochs}"),
+        (t.steps is None or t.steps >= 1, f"train.steps must be at least 1, got {t.steps}"),
         (t.batch_size >= 2, f"batch size must be at least 2 (MMD needs pairs), got {t.batch_size}"),
         (t.lr > 0, f"learning rate must be positive, got {t.lr}"),
         (t.sampling_rate >= 0, f"--sampling-rate must be >= 0, got {t.sampling_rate}"),
@@ -263,6 +304,10 @@ def validate(cfg: RunConfig) -> None:
         (t.mmd_weight >= 0 and t.prior_weight >= 0, "train.mmd_weight and train.prior_weight "
                                                     "must be >= 0"),
         (cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1, got {cfg.threads}"),
+        (cfg.image_size is None or SIZE_RANGE[0] <= cfg.image_size <= SIZE_RANGE[1],
+         f"--image-size must be in {SIZE_RANGE[0]}..{SIZE_RANGE[1]}, got {cfg.image_size}"),
+        (cfg.test_fraction is None or 0 < cfg.test_fraction < 1,
+         f"--test-fraction must be in (0, 1), got {cfg.test_fraction}"),
         (not (t.bf16 or p.bf16) or cfg.device.startswith("cuda"), BF16_NEEDS_CUDA),
         *baseline_checks(cfg.baseline),
     ]

@@ -21,7 +21,7 @@ import torch
 
 from dgc import distributed
 from dgc.baselines import Classifier, ClassifierTrainer, build_classifier, classifier_proba
-from dgc.config import BF16_NEEDS_CUDA, PredictConfig, RunConfig, validate
+from dgc.config import BF16_NEEDS_CUDA, PredictConfig, RunConfig, validate, with_steps
 from dgc.data import ImbalancedData, load_imbalanced, split_validation
 from dgc.errors import DGCError
 from dgc.io import atomic_write, load_checkpoint, load_newest_checkpoint, read_json, write_json
@@ -143,6 +143,7 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
     model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
     trainer_type = ClassifierTrainer if isinstance(model, Classifier) else Trainer
     train_data = to_train_data(data, cfg)
+    cfg = with_steps(cfg, len(train_data.y))
     if not main:
         train_data = dataclasses.replace(train_data, x_val=train_data.x_val[:0],
                                          y_val=train_data.y_val[:0])
@@ -247,7 +248,8 @@ def resume_trainer(trainer: Trainer, out: Path, cfg: RunConfig, log: Any) -> Non
 
 def run_data(cfg: RunConfig) -> ImbalancedData:
     """The imbalanced dataset a run's configuration names: its dataset, seed, folder, profile."""
-    return load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
+    return load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile,
+                           image_size=cfg.image_size, test_fraction=cfg.test_fraction)
 
 
 def load_run(run_dir: str | Path) -> Run:
