@@ -1,12 +1,13 @@
 """The quick default `dgc train --exp digits`: test ACSA over seeds next to logistic regression.
 
 For each step budget in `--steps` and each seed, trains the `dgc` method on imbalanced digits
-with the `cpu` preset (`train.steps` set to the budget) into OUT/steps-<S>/s<seed>, resuming
-finished runs; fits scikit-learn's logistic regression with balanced class weights on the same
-training split (the same 10 % held out). The validation ACSA chooses the budget; the test ACSA
-only reports it. Writes OUT/digits_floor.json and OUT/digits_floor.md.
+with the `cpu` preset (`train.steps` set to the budget; the preset's own is the default) into
+OUT/steps-<S>/s<seed>, reusing finished runs; fits scikit-learn's logistic regression with
+balanced class weights on the same training split (the same 10 % held out). The validation
+ACSA chooses the budget; the test ACSA only reports it. Writes OUT/digits_floor.json and
+OUT/digits_floor.md; a run is reused when its metrics.json and history.json are there.
 
-    python benchmarks/digits_floor.py --steps 1000,2000,4000 --seeds 0-4 --out runs/digits-floor
+    python benchmarks/digits_floor.py --seeds 0-4 --threads 1 --out runs/digits-floor
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
 from dgc.benchmark import parse_seeds
-from dgc.config import apply_overrides, build_config
+from dgc.config import SMALL_DATA_STEPS, apply_overrides, build_config
 from dgc.data import load_imbalanced, split_validation
 from dgc.experiment import train_run
 from dgc.io import read_json, write_json, write_text
@@ -29,11 +30,10 @@ from dgc.methods import get_method
 from dgc.metrics import acsa
 
 
-def dgc_run(steps: int | None, seed: int, out: Path) -> dict[str, Any]:
-    """One `dgc train --exp digits` run (the preset's budget when `steps` is None)."""
+def dgc_run(steps: int, seed: int, out: Path) -> dict[str, Any]:
+    """One `dgc train --exp digits --seed SEED --set train.steps=STEPS` run."""
     cfg = get_method("dgc").configure(build_config("digits", "cpu", seed=seed, out=str(out)))
-    if steps is not None:
-        cfg = apply_overrides(cfg, [f"train.steps={steps}"])
+    cfg = apply_overrides(cfg, [f"train.steps={steps}"])
     if not (out / "metrics.json").is_file():
         train_run(cfg, progress=False, log=lambda _: None)
     history = read_json(out / "history.json")
@@ -62,19 +62,20 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", default="preset",
-                        help="comma-separated step budgets; 'preset' is the cpu preset's own")
+    parser.add_argument("--steps", default=f"1000,{SMALL_DATA_STEPS},4000",
+                        help="comma-separated step budgets (the cpu preset's is "
+                             f"{SMALL_DATA_STEPS})")
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="runs/digits-floor")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds, out = parse_seeds(args.seeds), Path(args.out)
-    budgets = [None if s == "preset" else int(s) for s in args.steps.split(",")]
+    budgets = [int(s) for s in args.steps.split(",")]
     results: dict[str, Any] = {"seeds": seeds, "threads": args.threads, "rows": {}}
     for steps in tqdm(budgets, desc="budgets"):
-        name = f"dgc, {steps} steps" if steps else "dgc, preset"
-        runs = [dgc_run(steps, seed, out / f"steps-{steps or 'preset'}" / f"s{seed}")
+        name = f"dgc, {steps} steps" + (" (the default)" if steps == SMALL_DATA_STEPS else "")
+        runs = [dgc_run(steps, seed, out / f"steps-{steps}" / f"s{seed}")
                 for seed in tqdm(seeds, desc=name, leave=False)]
         results["rows"][name] = {"runs": runs, **summary(runs)}
     runs = [logistic(seed) for seed in seeds]

@@ -22,6 +22,7 @@ from scipy.io import savemat
 
 from dgc import data
 from dgc.cli import main
+from dgc.config import build_config
 from dgc.data import mnist
 from dgc.errors import DGCError
 
@@ -829,3 +830,20 @@ def test_split_validation_properties(counts: list[int], fraction: float, seed: i
     for c, n in enumerate(counts):
         assert train_counts[c] >= 1
         assert val_counts[c] == (0 if n == 1 else max(1, min(round(fraction * n), n - 1)))
+
+
+def test_adding_a_dataset_is_one_module_and_one_entry(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worked example of docs/ARCHITECTURE.md, run as written on generated IDX files."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md").read_text()
+    source = text.split("## Adding a dataset", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    module: dict = {"__name__": "kmnist_example"}
+    exec(compile(source, "ARCHITECTURE.md", "exec"), module)
+    monkeypatch.setitem(data.DATASETS, "kmnist", module["KMNIST"])
+    write_idx_set(isolated / "kmnist", n_train=60)
+    subset = data.load_imbalanced("kmnist", 1, isolated / "kmnist", profile=(6,) * 5 + (1,) * 5)
+    assert subset.class_names[1] == "ki" and subset.train_counts.tolist() == [6] * 5 + [1] * 5
+    assert build_config("kmnist", "cpu").model.width == build_config("mnist", "cpu").model.width
+    with pytest.raises(DGCError, match="KMNIST files .* not found"):
+        data.load_imbalanced("kmnist", 1, isolated / "elsewhere")

@@ -257,6 +257,8 @@ def test_train_evaluate_predict_and_bench_on_class_folders(
 
     assert main(["evaluate", str(run), "--samples", "1"]) == 0
     assert "ACSA" in capsys.readouterr().out
+    assert main(["report", str(run), "--quiet"]) == 0
+    assert "a" in (run / "report.md").read_text() and (run / "figures" / "confusion.png").is_file()
 
     new = tmp_path / "new"
     write_image(new / "x.png", 5, size=(20, 30), mode="RGB")
@@ -284,6 +286,12 @@ def test_cli_folder_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
                  "--out", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "at least two class folders" in error
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    (idx / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    assert main(["train", "--data-dir", str(idx), "--epochs", "1", "--quiet",
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "holds no class folders" in capsys.readouterr().err
     assert main(["train", "--exp", "digits", "--image-size", "8", "--epochs", "1", "--quiet",
                  "--out", str(tmp_path / "run")]) == 2
     assert "no setting image_size" in capsys.readouterr().err

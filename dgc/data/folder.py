@@ -105,7 +105,8 @@ def _check_classes(root: Path, train: dict[str, list[Path]],
     if len(train) < 2:
         found = f"only the class {next(iter(train))!r}" if train else "no class folders"
         raise DGCError(f"{root} holds {found}; a classifier needs at least two class folders "
-                       "(one per class, named after it)")
+                       "(one per class, named after it); for a built-in dataset's files there, "
+                       "name it with --exp (e.g. --exp fashion)")
     for name, files in {**train, **(test or {})}.items():
         if not files:
             raise DGCError(f"class folder {name!r} in {root} holds no images (PNG, JPEG, BMP, "
