@@ -30,7 +30,8 @@ import numpy as np
 from scipy import stats
 from tqdm.auto import tqdm
 
-from dgc.config import RunConfig, apply_overrides, build_config, validate
+from dgc.config import RunConfig, apply_overrides, as_asked, build_config, validate
+from dgc.data import DATASETS
 from dgc.errors import DGCError
 from dgc.experiment import flatten, read_config, settings_of, train_run
 from dgc.io import read_json, write_json, write_text
@@ -46,56 +47,6 @@ TESTED = (*TABLE2, *TABLE3)
 LOWER_IS_BETTER = {"ece"}
 # Settings that may differ between a finished run and a rerun of the benchmark.
 FREE_SETTINGS = {"out", "data_dir", "threads", "device"}
-
-# METHOD §7: the paper's Tables 2 and 3 (means; the DGC row's std in PUBLISHED_STD). Table 3 gives
-# R_MI and P_MA only for DGC and for the best baseline of each column.
-PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
-    "mnist": {
-        "BAGAN": {"acsa": 0.8848, "f_macro": 0.8785, "g_macro": 0.9295},
-        "DFBS": {"acsa": 0.7812, "f_macro": 0.7838, "g_macro": 0.8683},
-        "GAMO": {"acsa": 0.8826, "f_macro": 0.8794, "g_macro": 0.9308},
-        "BayesCNN": {"acsa": 0.9158, "f_macro": 0.9141, "g_macro": 0.9512, "r_mi": 0.7578,
-                     "p_ma": 0.8896},
-        "mmDGMs": {"acsa": 0.9066, "f_macro": 0.9039, "g_macro": 0.9449},
-        "DGC": {"acsa": 0.9480, "f_macro": 0.9474, "g_macro": 0.9704, "r_mi": 0.8276,
-                "p_ma": 0.9270},
-    },
-    "fashion": {
-        "BAGAN": {"acsa": 0.7814, "f_macro": 0.7610, "g_macro": 0.8546},
-        "DFBS": {"acsa": 0.5135, "f_macro": 0.4620, "g_macro": 0.6382},
-        "GAMO": {"acsa": 0.7929, "f_macro": 0.7880, "g_macro": 0.8740, "p_ma": 0.6165},
-        "BayesCNN": {"acsa": 0.7934, "f_macro": 0.7835, "g_macro": 0.8701, "r_mi": 0.8474},
-        "mmDGMs": {"acsa": 0.8091, "f_macro": 0.7984, "g_macro": 0.8796},
-        "DGC": {"acsa": 0.8364, "f_macro": 0.8314, "g_macro": 0.9010, "r_mi": 0.8864,
-                "p_ma": 0.6900},
-    },
-    "svhn": {
-        "BAGAN": {"acsa": 0.6785, "f_macro": 0.6719, "g_macro": 0.7876},
-        "DFBS": {"acsa": 0.4788, "f_macro": 0.4745, "g_macro": 0.6539},
-        "GAMO": {"acsa": 0.6474, "f_macro": 0.6457, "g_macro": 0.7784},
-        "BayesCNN": {"acsa": 0.5511, "f_macro": 0.5392, "g_macro": 0.6998},
-        "mmDGMs": {"acsa": 0.7220, "f_macro": 0.7291, "g_macro": 0.8291, "r_mi": 0.3740,
-                   "p_ma": 0.4301},
-        "DGC": {"acsa": 0.7493, "f_macro": 0.7535, "g_macro": 0.8501, "r_mi": 0.4882,
-                "p_ma": 0.5348},
-    },
-    "celeba": {
-        "BAGAN": {"acsa": 0.5972, "f_macro": 0.5152, "g_macro": 0.6554},
-        "DFBS": {"acsa": 0.2109, "f_macro": 0.1335, "g_macro": 0.2664},
-        "GAMO": {"acsa": 0.6409, "f_macro": 0.5903, "g_macro": 0.7472, "r_mi": 0.2302,
-                 "p_ma": 0.6687},
-        "BayesCNN": {"acsa": 0.5517, "f_macro": 0.4936, "g_macro": 0.6534},
-        "mmDGMs": {"acsa": 0.3760, "f_macro": 0.0618, "g_macro": 0.3754},
-        "DGC": {"acsa": 0.6755, "f_macro": 0.6454, "g_macro": 0.7779, "r_mi": 0.2987,
-                "p_ma": 0.7603},
-    },
-}
-PUBLISHED_STD = {
-    "mnist": {"acsa": 0.00, "f_macro": 0.00, "g_macro": 0.00},
-    "fashion": {"acsa": 0.00, "f_macro": 0.00, "g_macro": 0.00},
-    "svhn": {"acsa": 0.01, "f_macro": 0.01, "g_macro": 0.00},
-    "celeba": {"acsa": 0.03, "f_macro": 0.02, "g_macro": 0.03},
-}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -166,7 +117,7 @@ def saved_settings(run_dir: Path) -> dict[str, Any]:
 def check_finished(cfg: RunConfig) -> None:
     """Refuse to count a finished run whose settings differ from the benchmark's."""
     run_dir = Path(cfg.out)
-    old, new = flatten(saved_settings(run_dir)), flatten(cfg.to_dict())
+    old, new = (flatten(as_asked(s)) for s in (saved_settings(run_dir), cfg.to_dict()))
     differences = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
                    for key in sorted(set(old) | set(new))
                    if key not in FREE_SETTINGS and old.get(key) != new.get(key)]
@@ -204,7 +155,8 @@ def run_bench(configs: Sequence[RunConfig], out_dir: str | Path, exp: str, recip
     write_json(out_dir / "results.json", results)
     write_text(out_dir / "table.md", render_table(results, paper))
     if results["runs"]:
-        plot_bench(results, out_dir / "table2.png", PUBLISHED.get(exp) if paper else None)
+        plot_bench(results, out_dir / "table2.png",
+                   DATASETS[exp].published if paper else None)
     if failed:
         pairs = ", ".join(f"{f['method']} seed {f['seed']}" for f in failed)
         raise DGCError(f"{len(failed)} run(s) failed ({pairs}); the tables in {out_dir} leave "
@@ -339,15 +291,16 @@ def measured_row(method: str, stat: dict[str, Any], columns: Sequence[tuple[str,
 
 def published_rows(exp: str, columns: Sequence[tuple[str, str]]) -> list[list[str]]:
     rows = []
-    for method, numbers in PUBLISHED.get(exp, {}).items():
+    info = DATASETS[exp]
+    for method, numbers in info.published.items():
         if not any(key in numbers for key, _ in columns):
             continue
         cells = [f"{method} (published)", ""]
         for key, _ in columns:
             if key not in numbers:
                 cells.append("—")
-            elif method == "DGC" and key in PUBLISHED_STD[exp]:
-                cells.append(f"{numbers[key]:.4f} ± {PUBLISHED_STD[exp][key]:.2f}")
+            elif method == "DGC" and key in info.published_std:
+                cells.append(f"{numbers[key]:.4f} ± {info.published_std[key]:.2f}")
             else:
                 cells.append(f"{numbers[key]:.4f}")
         rows.append(cells)

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from dgc import __version__, distributed
-from dgc.benchmark import PUBLISHED, parse_methods, parse_seeds, plan, run_bench
+from dgc.benchmark import parse_methods, parse_seeds, plan, run_bench
 from dgc.capabilities import (
     builtin_sources,
     calibration_markdown,
@@ -43,7 +42,13 @@ from dgc.config import (
     build_config,
     validate,
 )
-from dgc.data import dataset_names, open_numpy, read_member
+from dgc.data import DATASETS, dataset_names, open_numpy, read_member
+from dgc.data.folder import (
+    DEFAULT_TEST_FRACTION,
+    MAX_DEFAULT_SIZE,
+    image_files,
+    read_image,
+)
 from dgc.errors import DGCError
 from dgc.experiment import (
     Run,
@@ -54,7 +59,7 @@ from dgc.experiment import (
     predict_images,
     train_run,
 )
-from dgc.io import atomic_write, one_line
+from dgc.io import atomic_write
 from dgc.methods import METHODS, get_method
 from dgc.metrics import HEADLINE, format_metrics
 from dgc.plots import render_image_grid
@@ -72,7 +77,10 @@ RESUME_HINTS = {
     "sweep": SERIES_HINT,
     "bench": SERIES_HINT,
 }
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+EXP_HELP = ("dataset (default: fashion; with --data-dir, folder for a folder of class folders "
+            "and npz for a file)")
+DATA_DIR_HELP = ("the dataset's folder, used alone when given (for --exp folder: train/<class>/ "
+                 "and test/<class>/ image folders, or one folder per class)")
 
 
 def parse_profile(text: str) -> tuple[int, ...]:
@@ -99,13 +107,36 @@ def add_predict_options(parser: argparse.ArgumentParser) -> None:
                         help="bfloat16 autocast on CUDA (train: training and prediction)")
 
 
+def add_folder_options(parser: argparse.ArgumentParser) -> None:
+    """The class-folder dataset's reading settings (docs/ARCHITECTURE.md, `folder.py`)."""
+    parser.add_argument("--image-size", type=int,
+                        help="class folders: square size every image is resized to (default: "
+                             f"the median longer side, at most {MAX_DEFAULT_SIZE})")
+    parser.add_argument("--test-fraction", type=float,
+                        help="class folders without train/ and test/: share of each class held "
+                             f"out as the test set (default {DEFAULT_TEST_FRACTION})")
+
+
+def resolve_exp(args: argparse.Namespace) -> str:
+    """The dataset: --exp, else what --data-dir names (a file: npz, a folder: class folders),
+    else Fashion-MNIST."""
+    if args.exp:
+        return args.exp
+    if getattr(args, "data", None):
+        return "npz"
+    if args.data_dir is None:
+        return "fashion"
+    return "npz" if Path(args.data_dir).expanduser().is_file() else "folder"
+
+
 def add_series_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by the commands that train a series of runs (sweep, bench)."""
-    parser.add_argument("--exp", default="fashion", choices=dataset_names())
+    parser.add_argument("--exp", choices=dataset_names(), help=EXP_HELP)
     parser.add_argument("--preset", choices=("cpu", "paper"),
                         help="default: paper with a CUDA device, cpu otherwise")
     parser.add_argument("--epochs", type=int, help="epochs for every run")
-    parser.add_argument("--data-dir", help="folder holding the dataset's files")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
+    add_folder_options(parser)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="any other setting, applied to every run")
     parser.add_argument("--device", choices=("cpu", "cuda"))
@@ -127,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a method on an imbalanced dataset")
-    train.add_argument("--exp", default="fashion", choices=dataset_names())
+    train.add_argument("--exp", choices=dataset_names(), help=EXP_HELP)
     train.add_argument("--seed", type=int, default=1)
     train.add_argument("--method", default="dgc", choices=list(METHODS))
     train.add_argument("--preset", choices=("cpu", "paper"),
@@ -137,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sampling-rate", type=float, help="latent oversampling rate r")
     train.add_argument("--profile", type=parse_profile, help="training counts per class")
     source = train.add_mutually_exclusive_group()
-    source.add_argument("--data-dir", help="folder holding the dataset's files")
+    source.add_argument("--data-dir", help=DATA_DIR_HELP)
     source.add_argument("--data", help="a .npz with x_train, y_train, x_test, y_test")
+    add_folder_options(train)
     train.add_argument("--val-fraction", type=float,
                        help="stratified validation share of the training set (0: none)")
     train.add_argument("--grad-clip", type=float, help="clip gradients to this norm")
@@ -255,15 +287,18 @@ def hardware(args: argparse.Namespace) -> tuple[bool, str, str]:
 
 def command_train(args: argparse.Namespace) -> None:
     cuda, preset, device = hardware(args)
-    exp = "npz" if args.data else args.exp
+    exp = resolve_exp(args)
     cfg = build_config(exp, preset, seed=args.seed, method=args.method,
                        data_dir=args.data or args.data_dir, profile=args.profile,
+                       image_size=args.image_size, test_fraction=args.test_fraction,
                        device=device, threads=args.threads)
     cfg = get_method(args.method).configure(cfg)
     train_changes = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
                                        ("sampling_rate", args.sampling_rate),
                                        ("val_fraction", args.val_fraction),
                                        ("grad_clip", args.grad_clip)) if v is not None}
+    if args.epochs is not None:
+        train_changes["steps"] = None
     if args.bf16:
         train_changes["bf16"] = True
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_changes),
@@ -283,8 +318,8 @@ def command_train(args: argparse.Namespace) -> None:
     print(format_metrics(metrics, title=f"{cfg.method} on {cfg.exp}, seed {cfg.seed} (test set)"))
     print(f"training {metrics['seconds_train']:.0f} s, test prediction "
           f"{metrics['seconds_predict']:.0f} s; files in {cfg.out}")
-    if exp in PUBLISHED:
-        print(paper_comparison(metrics, PUBLISHED[exp]["DGC"]))
+    if DATASETS[exp].published:
+        print(paper_comparison(metrics, DATASETS[exp].published["DGC"]))
     if not args.no_report:
         print(f"dgc: report written to {write_report(cfg.out, progress=not args.quiet)}")
 
@@ -350,20 +385,15 @@ def evaluate_capabilities(args: argparse.Namespace, run: Run, predict: PredictCo
 
 
 def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
-    """New images as uint8 (N, H, W, C) in the model's shape, with a name for each row."""
+    """New images as uint8 (N, H, W, C) in the model's shape, with a name for each row; a
+    folder's images are converted and resized as the class-folder reader does."""
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(path)
         if not files:
-            raise DGCError(f"{path} holds no PNG or JPEG images")
+            raise DGCError(f"{path} holds no images (PNG, JPEG, BMP, TIFF); give the folder "
+                           "that holds them")
         mode = "L" if shape[2] == 1 else "RGB"
-        images = []
-        for file in files:
-            try:
-                with Image.open(file) as image:
-                    image = image.convert(mode).resize((shape[1], shape[0]))
-                    images.append(np.asarray(image, dtype=np.uint8).reshape(shape))
-            except (OSError, Image.DecompressionBombError) as error:
-                raise DGCError(f"cannot read image {file}: {one_line(str(error))}") from error
+        images = [read_image(file, mode, shape[:2]) for file in files]
         return np.stack(images), [f.name for f in files]
     array = load_array(path)
     if array.ndim == 3:
@@ -433,11 +463,13 @@ def command_report(args: argparse.Namespace) -> None:
 
 def command_sweep(args: argparse.Namespace) -> None:
     _, preset, device = hardware(args)
-    cfg = build_config(args.exp, preset, method=args.method,
-                       data_dir=args.data_dir, device=device, threads=args.threads)
+    exp = resolve_exp(args)
+    cfg = build_config(exp, preset, method=args.method, data_dir=args.data_dir,
+                       image_size=args.image_size, test_fraction=args.test_fraction,
+                       device=device, threads=args.threads)
     cfg = apply_overrides(get_method(args.method).configure(cfg), series_overrides(args))
     values, seeds = parse_values(args.values), parse_seeds(args.seeds)
-    out = Path(args.out or Path("runs") / f"sweep-{args.exp}-{args.method}-{args.param}")
+    out = Path(args.out or Path("runs") / f"sweep-{exp}-{args.method}-{args.param}")
     run_sweep(cfg, args.param, values, seeds, out, progress=not args.quiet)
     print((out / "sweep.md").read_text(), end="")
     print(f"dgc: sweep.json, sweep.png and sweep.md written to {out}")
@@ -463,20 +495,21 @@ def command_sample(args: argparse.Namespace) -> None:
 
 def command_bench(args: argparse.Namespace) -> None:
     cuda, preset, device = hardware(args)
-    if args.paper and args.exp not in PUBLISHED:
-        raise DGCError(f"--paper: the paper publishes no numbers for {args.exp}, only for "
-                       f"{', '.join(PUBLISHED)}")
+    exp = resolve_exp(args)
+    if args.paper and not DATASETS[exp].published:
+        raise DGCError(f"--paper: the paper publishes no numbers for {exp}, only for "
+                       f"{', '.join(n for n, i in DATASETS.items() if i.published)}")
     methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
     recipe = args.recipe == "on"
     overrides = series_overrides(args)
-    default = Path("runs") / f"bench-{args.exp}-{preset}{'' if recipe else '-norecipe'}"
+    default = Path("runs") / f"bench-{exp}-{preset}{'' if recipe else '-norecipe'}"
     out = Path(args.out or default)
-    configs = plan(args.exp, methods, seeds, out, preset=preset, recipe=recipe,
-                   overrides=overrides, data_dir=args.data_dir, device=device,
-                   threads=args.threads)
+    configs = plan(exp, methods, seeds, out, preset=preset, recipe=recipe,
+                   overrides=overrides, data_dir=args.data_dir, image_size=args.image_size,
+                   test_fraction=args.test_fraction, device=device, threads=args.threads)
     print(f"dgc: {len(methods)} methods × {len(seeds)} seeds = {len(configs)} runs in {out}, "
           f"preset {preset}, recipe {args.recipe}")
-    run_bench(configs, out, args.exp, recipe, paper=args.paper, progress=not args.quiet)
+    run_bench(configs, out, exp, recipe, paper=args.paper, progress=not args.quiet)
     print((out / "table.md").read_text(), end="")
     print(f"dgc: results.json and table.md written to {out}")
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from dgc.data.folder import SIZE_RANGE
+from dgc.data.registry import DATASETS
 from dgc.errors import DGCError
 
 SCHEDULES = ("manual", "manual_smooth", "manual_released", "manual_smooth_released", "cosine",
@@ -38,7 +40,11 @@ OPTIONS = {"seed": "--seed", "threads": "--threads", "profile": "--profile",
            "device": "--device", "train.epochs": "--epochs", "train.lr": "--lr",
            "train.sampling_rate": "--sampling-rate", "train.val_fraction": "--val-fraction",
            "train.grad_clip": "--grad-clip", "predict.samples": "--samples",
-           "predict.rule": "--rule", "predict.top_k": "--top-k"}
+           "predict.rule": "--rule", "predict.top_k": "--top-k",
+           "image_size": "--image-size", "test_fraction": "--test-fraction"}
+# The least optimiser steps of a small dataset's cpu preset, measured on digits' validation
+# split (docs/RESULTS.md, "The quick default").
+SMALL_DATA_STEPS = 2500
 BF16_NEEDS_CUDA = ("--bf16 (bfloat16 autocast) is for CUDA devices: on the CPU it is slower than "
                    "float32 and only changes the numbers; drop --bf16 or use --device cuda")
 
@@ -80,9 +86,14 @@ class TrainConfig:
     `bf16` runs the training steps' forward passes under bfloat16 autocast (CUDA only).
     `held_out` lists classes (of the full dataset) left out of training and testing, whose
     test images `dgc evaluate --ood heldout` scores as novel (`dgc.heldout`).
+    `steps`, when set, is the least number of optimiser steps: a run trains `epochs`, or more
+    whole epochs where its training split needs them to reach `steps` (`with_steps`), so a
+    small dataset gets enough updates whatever its size; setting `epochs` (`--epochs`) clears
+    it.
     """
 
     epochs: int = 50
+    steps: int | None = None
     batch_size: int = 100
     lr: float = 1e-5
     schedule: str = "manual"
@@ -167,7 +178,11 @@ class BaselineConfig:
 
 @dataclass
 class RunConfig:
-    """Everything that determines a run's numbers, plus where it writes them."""
+    """Everything that determines a run's numbers, plus where it writes them.
+
+    `image_size` and `test_fraction` are the class-folder dataset's reading settings (None: its
+    defaults, see `dgc.data.folder`).
+    """
 
     exp: str = "fashion"
     seed: int = 1
@@ -175,6 +190,8 @@ class RunConfig:
     preset: str = "cpu"
     data_dir: str | None = None
     profile: tuple[int, ...] | None = None
+    image_size: int | None = None
+    test_fraction: float | None = None
     out: str | None = None
     device: str = "cpu"
     threads: int | None = None
@@ -203,8 +220,10 @@ class RunConfig:
 
 
 def family(exp: str) -> str:
-    """Datasets that share a paper architecture and schedule."""
-    return {"celeba": "celeba", "digits": "digits"}.get(exp, "mnist")
+    """The architecture and schedule family a dataset's registry entry names."""
+    if exp not in DATASETS:
+        raise DGCError(f"unknown dataset {exp!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[exp].family
 
 
 def paper_preset(exp: str) -> tuple[ModelConfig, TrainConfig, PredictConfig]:
@@ -223,19 +242,23 @@ def cpu_preset(exp: str) -> tuple[ModelConfig, TrainConfig, PredictConfig]:
     """A narrow network and short schedule: one Fashion-MNIST seed in minutes on two cores.
 
     Same objective and prediction as `paper`; only width, epochs and learning rate differ
-    (lr 1e-5 is too slow for a short schedule, 1e-3 is unstable: METHOD §9).
+    (lr 1e-5 is too slow for a short schedule, 1e-3 is unstable: METHOD §9). Digits and class
+    folders, which can be small, train at least `SMALL_DATA_STEPS` optimiser steps; digits' 8×8
+    images get no crop (a one-pixel shift is an eighth of the image) and a network twice as wide
+    as its first one (docs/RESULTS.md, "The quick default").
     """
     model, train, predict = paper_preset(exp)
     if family(exp) == "digits":
         return (
-            dataclasses.replace(model, latent_dim=16, width=16, decoder_width=4, hidden=128),
-            dataclasses.replace(train, epochs=30, batch_size=50, lr=1e-3, pretrain_batch=500,
-                                crop_pad=1),
+            dataclasses.replace(model, latent_dim=16, width=32, decoder_width=8, hidden=256),
+            dataclasses.replace(train, epochs=30, steps=SMALL_DATA_STEPS, batch_size=50, lr=1e-3,
+                                pretrain_batch=500, crop_pad=0),
             predict,
         )
+    steps = SMALL_DATA_STEPS if family(exp) == "folder" else None
     return (
         dataclasses.replace(model, width=32, decoder_width=8, hidden=512),
-        dataclasses.replace(train, epochs=40, lr=1e-4),
+        dataclasses.replace(train, epochs=40, steps=steps, lr=1e-4),
         predict,
     )
 
@@ -267,8 +290,27 @@ def apply_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
             known = ", ".join(f.name for f in dataclasses.fields(part))
             raise DGCError(f"{section} has no setting {name!r}; known: {known}")
         value = convert(text, kinds[name], f"--set {section}.{name}")
-        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(part, **{name: value})})
+        changes = {name: value, **({"steps": None} if key.strip() == "train.epochs" else {})}
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(part, **changes)})
     return cfg
+
+
+def with_steps(cfg: RunConfig, rows: int) -> RunConfig:
+    """The configuration with its epochs raised to reach `train.steps` on `rows` training rows."""
+    t = cfg.train
+    if t.steps is None:
+        return cfg
+    per_epoch = max(1, math.ceil(rows / t.batch_size))
+    return dataclasses.replace(cfg, train=dataclasses.replace(
+        t, epochs=max(t.epochs, math.ceil(t.steps / per_epoch))))
+
+
+def as_asked(settings: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without what `with_steps` derives (the epochs, when `train.steps` is set),
+    to compare a finished run's settings with a new request."""
+    if settings.get("train", {}).get("steps") is None:
+        return settings
+    return {**settings, "train": {**settings["train"], "epochs": None}}
 
 
 def convert(text: str, kind: Any, key: str) -> Any:
@@ -408,6 +450,10 @@ RANGES: dict[str, Range] = {
                "a torch device such as cpu, cuda or cuda:1"),
     "profile": ((lambda v: len(v) > 0 and min(v) >= 1), "positive counts, one per class"),
     "train.held_out": ((lambda v: min(v, default=0) >= 0), "class indices such as [8,9]"),
+    "train.steps": at_least(1),
+    "image_size": ((lambda v: SIZE_RANGE[0] <= v <= SIZE_RANGE[1]),
+                   f"in {SIZE_RANGE[0]}..{SIZE_RANGE[1]}"),
+    "test_fraction": ((lambda v: 0 < v < 1), "in (0, 1)"),
     "model.head_hidden": ((lambda v: all(n >= 1 for n in v)), "positive layer sizes"),
     "model.init": one_of(INITS),
     "model.prior": one_of(PRIORS),

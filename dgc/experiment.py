@@ -21,7 +21,7 @@ import torch
 
 from dgc import distributed
 from dgc.baselines import Classifier, ClassifierTrainer, build_classifier, classifier_proba
-from dgc.config import BF16_NEEDS_CUDA, PredictConfig, RunConfig, validate
+from dgc.config import BF16_NEEDS_CUDA, PredictConfig, RunConfig, validate, with_steps
 from dgc.data import ImbalancedData, load_imbalanced, split_validation
 from dgc.errors import DGCError
 from dgc.heldout import hold_out
@@ -167,6 +167,7 @@ def train_locked(cfg: RunConfig, out: RunDir, resume: bool, progress: bool, log:
         log(f"dgc: moved the earlier run in {out.path} to {out.move_aside()}")
     trainer_type = ClassifierTrainer if isinstance(model, Classifier) else Trainer
     train_data = to_train_data(data, cfg)
+    cfg = with_steps(cfg, len(train_data.y))
     if not main:
         train_data = dataclasses.replace(train_data, x_val=train_data.x_val[:0],
                                          y_val=train_data.y_val[:0])
@@ -334,7 +335,8 @@ def resume_trainer(trainer: Trainer, out: Path, cfg: RunConfig, log: Any) -> Non
 def run_data(cfg: RunConfig) -> ImbalancedData:
     """The imbalanced dataset a run's configuration names: its dataset, seed, folder, profile,
     without the classes it holds out."""
-    return hold_out(load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile),
+    return hold_out(load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile,
+                                    image_size=cfg.image_size, test_fraction=cfg.test_fraction),
                     cfg.train.held_out)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from dgc import plots
-from dgc.config import RunConfig, apply_overrides, validate
+from dgc.config import RunConfig, apply_overrides, as_asked, validate
 from dgc.errors import DGCError
 from dgc.experiment import RUN_FACTS, flatten, read_config, train_run
 from dgc.io import read_json, write_text
@@ -73,7 +73,8 @@ def settings(config: dict[str, Any]) -> dict[str, Any]:
 
 def check_finished(run_dir: Path, cfg: RunConfig) -> None:
     """Refuse to reuse a finished run whose settings are not the ones the sweep asks for."""
-    old, new = settings(read_config(run_dir / "config.json")), settings(cfg.to_dict())
+    old, new = (settings(as_asked(s)) for s in (read_config(run_dir / "config.json"),
+                                                cfg.to_dict()))
     differences = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                    if old.get(k) != new.get(k)]
     if differences:
@@ -98,7 +99,9 @@ def summarise(runs: list[dict[str, Any]], values: Sequence[float]) -> list[dict[
 def markdown(record: dict[str, Any]) -> str:
     lines = [f"# {record['method']} on {record['exp']}: {record['param']} sweep", "",
              f"Setting `{record['setting']}`, seeds {', '.join(map(str, record['seeds']))}, "
-             f"preset `{record['preset']}`, {record['epochs']} epochs; test metrics, mean ± "
+             f"preset `{record['preset']}`, {record['epochs']} epochs"
+             f"{f' or more, to reach {steps} steps' if (steps := record.get('steps')) else ''}; "
+             "test metrics, mean ± "
              "sample std over seeds.", "",
              "| " + " | ".join([record["param"], "runs", *(LABELS[k] for k in HEADLINE)]) + " |",
              "|" + "---|" * (len(HEADLINE) + 2)]
@@ -145,7 +148,8 @@ def run_sweep(base: RunConfig, param: str, values: Sequence[float], seeds: Seque
         runs.append({"value": value, "seed": seed, "dir": run_dir.name,
                      **{k: metrics[k] for k in HEADLINE}})
     record = {"exp": base.exp, "method": base.method, "preset": base.preset, "param": param,
-              "setting": setting, "epochs": base.train.epochs, "values": list(values),
+              "setting": setting, "epochs": base.train.epochs, "steps": base.train.steps,
+              "values": list(values),
               "seeds": list(seeds), "std": "sample standard deviation over seeds (ddof = 1)",
               "runs": runs, "summary": summarise(runs, values)}
     plots.plot_sweep(record, out / "sweep.png")

@@ -23,6 +23,7 @@ from dgc.benchmark import (
 )
 from dgc.cli import main
 from dgc.config import build_config
+from dgc.data import DATASETS
 from dgc.errors import DGCError
 from dgc.methods import METHODS
 
@@ -300,10 +301,10 @@ def test_table2_adds_the_published_rows(tmp_path: Path) -> None:
                "ce": {key: {"mean": None, "std": None, "n": 0}
                       for key in ("acsa", "f_macro", "g_macro")}}
     results = {"exp": "fashion", "preset": "cpu", "seeds": [1, 2, 3], "summary": summary}
-    data = plot_bench(results, tmp_path / "t2.png", dgc.benchmark.PUBLISHED["fashion"])
+    data = plot_bench(results, tmp_path / "t2.png", DATASETS["fashion"].published)
     names = [row["method"] for row in data["rows"]]
     assert names[0] == "dgc" and "ce" not in names  # a method without finished runs is left out
-    assert names[1:] == [f"{n} (published)" for n in dgc.benchmark.PUBLISHED["fashion"]]
+    assert names[1:] == [f"{n} (published)" for n in DATASETS["fashion"].published]
     assert data["rows"][-1]["acsa"] == 0.8364 and data["rows"][-1]["published"]
     assert (tmp_path / "t2.png").is_file() and (tmp_path / "t2.json").is_file()
     with pytest.raises(DGCError, match="no finished runs"):

@@ -21,6 +21,9 @@ from PIL import Image
 from scipy.io import savemat
 
 from dgc import data
+from dgc.cli import main
+from dgc.config import build_config
+from dgc.data import mnist
 from dgc.errors import DGCError
 
 FASHION_PROFILE = (4000, 2000, 1000, 750, 500, 350, 200, 100, 60, 40)
@@ -42,7 +45,7 @@ CELEBA_ATTRIBUTES = (
 
 def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
     """Encode an array in the IDX format (big-endian, as published)."""
-    dtype = data._IDX_DTYPES[code]
+    dtype = mnist._IDX_DTYPES[code]
     header = bytes([0, 0, code, array.ndim]) + np.array(array.shape, dtype=">u4").tobytes()
     return header + array.astype(dtype).tobytes()
 
@@ -76,7 +79,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    monkeypatch.setattr(data, "DEBIAN_FASHION_DIR", tmp_path / "debian")
+    monkeypatch.setattr(mnist, "DEBIAN_FASHION_DIR", tmp_path / "debian")
     dead = f"http://127.0.0.1:{free_port()}/"
     monkeypatch.setitem(data.DOWNLOAD_URLS, "mnist", dead)
     monkeypatch.setitem(data.DOWNLOAD_URLS, "fashion", dead)
@@ -109,10 +112,10 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 # IDX reader
 
 
-@pytest.mark.parametrize("code", sorted(data._IDX_DTYPES))
+@pytest.mark.parametrize("code", sorted(mnist._IDX_DTYPES))
 @pytest.mark.parametrize("compress", [True, False])
 def test_read_idx_round_trips_every_type(tmp_path: Path, code: int, compress: bool) -> None:
-    array = (np.arange(24).reshape(2, 3, 4) - 5).astype(data._IDX_DTYPES[code].newbyteorder("="))
+    array = (np.arange(24).reshape(2, 3, 4) - 5).astype(mnist._IDX_DTYPES[code].newbyteorder("="))
     if code == 0x08:
         array = np.abs(array)
     raw = idx_bytes(array, code)
@@ -269,15 +272,48 @@ def test_network_failure_explains_how_to_get_the_data(isolated: Path) -> None:
     assert not list((isolated / "work" / "data" / "fashion").iterdir())
 
 
-def test_network_failure_lists_explicit_and_env_dirs(
+def test_network_failure_lists_only_the_named_dir(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    write_idx_set(isolated / "env" / "mnist")
     monkeypatch.setenv("DGC_DATA", str(isolated / "env"))
     with pytest.raises(DGCError) as info:
         data.load_mnist(isolated / "explicit")
     message = str(info.value)
-    assert str(isolated / "explicit") in message and str(isolated / "env" / "mnist") in message
-    assert "apt-get" not in message
+    assert f"Searched: {isolated / 'explicit'}, {isolated / 'explicit' / 'mnist'}." in message
+    assert str(isolated / "env") not in message and "apt-get" not in message
+
+
+def test_named_dir_is_authoritative(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder the user names is used (or its <name> subfolder), never another copy."""
+    named = isolated / "mine"
+    write_idx_set(isolated / "debian", marker=4)
+    write_idx_set(isolated / "env" / "fashion", marker=2)
+    monkeypatch.setenv("DGC_DATA", str(isolated / "env"))
+    write_idx_set(named / "fashion", marker=5)
+    assert data.load_fashion(named).x_train[0, 0, 0, 0] == 5
+    damaged = named / "fashion" / data.IDX_FILES[0]
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    with pytest.raises(DGCError, match=f"{damaged}.*corrupt or truncated"):
+        data.load_fashion(named)
+    shutil.rmtree(named / "fashion")
+    with pytest.raises(DGCError, match=f"Searched: {named}, {named / 'fashion'}[.]"):
+        data.load_fashion(named)
+
+
+def test_named_dir_is_authoritative_in_the_cli(
+    isolated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dgc train --exp fashion --data-dir DIR` stops on DIR's damaged files (issue 16)."""
+    write_idx_set(isolated / "debian", marker=4)
+    named = isolated / "mine"
+    write_idx_set(named / "fashion")
+    (named / "fashion" / data.IDX_FILES[3]).write_bytes(b"\x1f\x8b broken")
+    assert main(["train", "--exp", "fashion", "--data-dir", str(named), "--epochs", "1",
+                 "--quiet", "--out", str(isolated / "run")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and str(named / "fashion" / data.IDX_FILES[3]) in error
+    assert not (isolated / "run" / "metrics.json").exists()
 
 
 def test_idx_loader_rejects_out_of_range_labels(isolated: Path) -> None:
@@ -631,12 +667,20 @@ def test_protocol_argument_errors() -> None:
 
 
 def test_registry() -> None:
-    assert data.dataset_names() == ["mnist", "fashion", "svhn", "celeba", "digits", "npz"]
+    assert data.dataset_names() == ["mnist", "fashion", "svhn", "celeba", "digits", "npz",
+                                    "folder"]
     flips = {name: info.hflip for name, info in data.DATASETS.items()}
     assert flips == {
         "mnist": False, "fashion": True, "svhn": False, "celeba": True, "digits": False,
-        "npz": False,
+        "npz": False, "folder": False,
     }
+    families = {name: info.family for name, info in data.DATASETS.items()}
+    assert families == {"mnist": "mnist", "fashion": "mnist", "svhn": "mnist", "celeba": "celeba",
+                        "digits": "digits", "npz": "mnist", "folder": "folder"}
+    assert sorted(n for n, i in data.DATASETS.items() if i.published) == [
+        "celeba", "fashion", "mnist", "svhn"]
+    assert data.DATASETS["fashion"].published["DGC"]["acsa"] == 0.8364
+    assert data.DATASETS["celeba"].published_std["acsa"] == 0.03
     for name, info in data.DATASETS.items():
         assert info.name == name
         if info.profile is not None:
@@ -786,3 +830,20 @@ def test_split_validation_properties(counts: list[int], fraction: float, seed: i
     for c, n in enumerate(counts):
         assert train_counts[c] >= 1
         assert val_counts[c] == (0 if n == 1 else max(1, min(round(fraction * n), n - 1)))
+
+
+def test_adding_a_dataset_is_one_module_and_one_entry(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worked example of docs/ARCHITECTURE.md, run as written on generated IDX files."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md").read_text()
+    source = text.split("## Adding a dataset", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    module: dict = {"__name__": "kmnist_example"}
+    exec(compile(source, "ARCHITECTURE.md", "exec"), module)
+    monkeypatch.setitem(data.DATASETS, "kmnist", module["KMNIST"])
+    write_idx_set(isolated / "kmnist", n_train=60)
+    subset = data.load_imbalanced("kmnist", 1, isolated / "kmnist", profile=(6,) * 5 + (1,) * 5)
+    assert subset.class_names[1] == "ki" and subset.train_counts.tolist() == [6] * 5 + [1] * 5
+    assert build_config("kmnist", "cpu").model.width == build_config("mnist", "cpu").model.width
+    with pytest.raises(DGCError, match="KMNIST files .* not found"):
+        data.load_imbalanced("kmnist", 1, isolated / "elsewhere")

@@ -1,0 +1,135 @@
+"""Finding a dataset's files, downloading them, and opening numpy files without pickles."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.request
+import zipfile
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dgc.data.base import PathLike
+from dgc.errors import DGCError
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_TIMEOUT_S = 60.0
+
+
+def candidate_dirs(name: str, data_dir: PathLike | None, extra: Sequence[Path] = ()) -> list[Path]:
+    """Directories searched for a dataset, in priority order.
+
+    A folder the user names is authoritative: it and its `<name>` subfolder are the only
+    places searched, so a damaged or missing copy there is never replaced by another one.
+    """
+    if data_dir is not None:
+        named = Path(data_dir).expanduser()
+        return [named, named / name]
+    dirs: list[Path] = []
+    env = os.environ.get("DGC_DATA")
+    if env:
+        dirs.append(Path(env).expanduser() / name)
+    dirs.append(Path("data", name))
+    dirs.extend(extra)
+    return dirs
+
+
+def find_dir(candidates: Sequence[Path], files: Sequence[str]) -> Path | None:
+    for directory in candidates:
+        if all((directory / f).exists() for f in files):
+            return directory
+    return None
+
+
+def show_dirs(dirs: Sequence[Path]) -> str:
+    return ", ".join(str(d.absolute()) for d in dirs)
+
+
+def download(url: str, dest: Path, md5: str) -> None:
+    """Fetch url to dest through a temporary file, so a bad download never looks like data."""
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.md5(usedforsecurity=False)
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+        ):
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != md5:
+            raise DGCError(
+                f"download of {url} is corrupt: MD5 {digest.hexdigest()} does not match the "
+                f"published {md5}; the partial file was deleted, try again or fetch {dest.name} "
+                "by hand"
+            )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# How .npz (zip, possibly empty) and .npy files start; np.load takes anything else for a pickle.
+NUMPY_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")
+
+
+def is_numpy_file(path: Path) -> bool:
+    """Whether `path` starts like an .npz or .npy file (it must exist and be readable)."""
+    with path.open("rb") as handle:
+        return handle.read(6).startswith(NUMPY_MAGICS)
+
+
+# What numpy and zipfile raise for a damaged .npz: a bad deflate stream (zlib.error), an unknown
+# compression method (NotImplementedError), a stray encryption flag (RuntimeError), a size field
+# asking for more memory than there is (MemoryError), besides the usual types.
+_ARCHIVE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+                   NotImplementedError, RuntimeError, MemoryError)
+
+
+def open_numpy(path: Path, hint: str) -> np.ndarray | np.lib.npyio.NpzFile:
+    """np.load of an .npy or .npz file without pickles; a file that is neither, or is damaged,
+    is a DGCError naming it (`hint` says how to save a good one)."""
+    try:
+        loaded = np.load(path, allow_pickle=False) if is_numpy_file(path) else None
+    except _ARCHIVE_ERRORS as exc:
+        raise DGCError(f"cannot read {path} as an .npz archive or .npy file: {exc}") from exc
+    if loaded is None:
+        raise DGCError(f"cannot read {path}: it is neither an .npz archive nor an .npy file; "
+                       f"{hint}")
+    return loaded
+
+
+def read_member(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    """One array of an open .npz; a damaged member is a DGCError naming the file."""
+    try:
+        member = npz[key]
+    except _ARCHIVE_ERRORS as exc:
+        raise DGCError(f"cannot read the array {key!r} in {path}: {exc}") from exc
+    if not isinstance(member, np.ndarray):  # numpy hands a zip's non-.npy member over as bytes
+        raise DGCError(f"{path}: {key!r} is not a numpy array (is this a zip of other files?); "
+                       "save your arrays with np.savez")
+    return member
+
+
+def write_cache(path: Path, arrays: dict[str, np.ndarray], fingerprint: str) -> None:
+    """Save decoded arrays with the fingerprint of their sources, atomically; an unwritable
+    place just means no cache."""
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        with os.fdopen(fd, "wb") as out:
+            np.savez(out, fingerprint=np.array(fingerprint), **arrays)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.info("not caching at %s: %s", path, exc)
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)

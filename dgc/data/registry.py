@@ -1,0 +1,20 @@
+"""The registry of datasets: one `DatasetInfo` entry per name, from the dataset modules."""
+
+from __future__ import annotations
+
+from dgc.data.base import DatasetInfo
+from dgc.data.celeba import CELEBA
+from dgc.data.digits import DIGITS
+from dgc.data.folder import FOLDER
+from dgc.data.mnist import FASHION, MNIST
+from dgc.data.npz import NPZ
+from dgc.data.svhn import SVHN
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info for info in (MNIST, FASHION, SVHN, CELEBA, DIGITS, NPZ, FOLDER)
+}
+
+
+def dataset_names() -> list[str]:
+    """Names accepted by load_imbalanced, in registry order."""
+    return list(DATASETS)
