@@ -332,12 +332,16 @@ def resume_trainer(trainer: Trainer, out: Path, cfg: RunConfig, log: Any) -> Non
     log(f"dgc: resuming {out} after epoch {trainer.epoch} of {cfg.train.epochs}")
 
 
+def full_data(cfg: RunConfig) -> ImbalancedData:
+    """The imbalanced dataset a run's configuration names (its dataset, seed, folder, profile
+    and folder reading settings), held-out classes included."""
+    return load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile,
+                           image_size=cfg.image_size, test_fraction=cfg.test_fraction)
+
+
 def run_data(cfg: RunConfig) -> ImbalancedData:
-    """The imbalanced dataset a run's configuration names: its dataset, seed, folder, profile,
-    without the classes it holds out."""
-    return hold_out(load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile,
-                                    image_size=cfg.image_size, test_fraction=cfg.test_fraction),
-                    cfg.train.held_out)
+    """The data a run trains and tests on: `full_data` without the classes it holds out."""
+    return hold_out(full_data(cfg), cfg.train.held_out)
 
 
 def recorded_data(run: Run) -> ImbalancedData:

@@ -34,9 +34,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from dgc.baselines import Classifier, classifier_logits
 from dgc.config import PredictConfig
-from dgc.data import ImbalancedData, load_imbalanced
+from dgc.data import ImbalancedData
 from dgc.errors import DGCError
-from dgc.experiment import Run, load_run, recorded_data
+from dgc.experiment import Run, full_data, load_run, recorded_data
 from dgc.heldout import held_out_test_images
 from dgc.model import DGC, images_to_tensor
 from dgc.prediction import sample_terms
@@ -122,8 +122,7 @@ def ood_images(source: str, run: Run, data: ImbalancedData) -> np.ndarray:
         if not len(cfg.train.held_out):
             raise DGCError("--ood heldout: this run held out no classes; train one with "
                            "--set train.held_out=[8,9] (class indices of the full dataset)")
-        full = load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile)
-        return held_out_test_images(full, cfg.train.held_out)
+        return held_out_test_images(full_data(cfg), cfg.train.held_out)
     if source == "digits":
         if cfg.exp == "digits":
             raise DGCError("--ood digits: this run was trained on digits; choose another source")
