@@ -443,6 +443,27 @@ def test_celeba_reads_real_layout_and_caches(isolated: Path) -> None:
     np.testing.assert_array_equal(again.y_test, raw.y_test)
 
 
+def test_celeba_released_reading_keeps_every_hair_attribute_and_the_whole_image(
+        isolated: Path) -> None:
+    """The released code's classes: image 6 (blond and brown) twice, no crop of the red bands."""
+    directory = isolated / "celeba"
+    write_celeba(directory)
+    paper = data.load_celeba(directory)
+    released = data.load_celeba_released(directory)
+    assert released.class_names == paper.class_names
+    np.testing.assert_array_equal(released.y_train, [0, 1, 3, 0, 3])
+    np.testing.assert_array_equal(released.y_test, [2, 4, 3])
+    np.testing.assert_array_equal(released.x_train[3], released.x_train[4])
+    assert released.x_train[0][:3].mean(axis=(0, 1))[0] > 200  # the top band is kept
+    assert paper.x_train[0][:3].mean(axis=(0, 1))[0] < 60
+    assert (directory / data.CELEBA_CACHE_FILE).is_file()
+    assert (directory / "dgc_cache_celeba64_released.npz").is_file()  # each reading its own
+    np.testing.assert_array_equal(data.load_celeba(directory).y_train, paper.y_train)
+    info = data.DATASETS["celeba-released"]
+    assert (info.family, info.profile, info.published) == ("celeba", data.DATASETS[
+        "celeba"].profile, data.DATASETS["celeba"].published)
+
+
 def test_celeba_cache_alone_is_enough(isolated: Path) -> None:
     directory = isolated / "celeba"
     write_celeba(directory)
@@ -667,18 +688,19 @@ def test_protocol_argument_errors() -> None:
 
 
 def test_registry() -> None:
-    assert data.dataset_names() == ["mnist", "fashion", "svhn", "celeba", "digits", "npz",
-                                    "folder"]
+    assert data.dataset_names() == ["mnist", "fashion", "svhn", "celeba", "celeba-released",
+                                    "digits", "npz", "folder"]
     flips = {name: info.hflip for name, info in data.DATASETS.items()}
     assert flips == {
-        "mnist": False, "fashion": True, "svhn": False, "celeba": True, "digits": False,
-        "npz": False, "folder": False,
+        "mnist": False, "fashion": True, "svhn": False, "celeba": True, "celeba-released": True,
+        "digits": False, "npz": False, "folder": False,
     }
     families = {name: info.family for name, info in data.DATASETS.items()}
     assert families == {"mnist": "mnist", "fashion": "mnist", "svhn": "mnist", "celeba": "celeba",
-                        "digits": "digits", "npz": "mnist", "folder": "folder"}
+                        "celeba-released": "celeba", "digits": "digits", "npz": "mnist",
+                        "folder": "folder"}
     assert sorted(n for n, i in data.DATASETS.items() if i.published) == [
-        "celeba", "fashion", "mnist", "svhn"]
+        "celeba", "celeba-released", "fashion", "mnist", "svhn"]
     assert data.DATASETS["fashion"].published["DGC"]["acsa"] == 0.8364
     assert data.DATASETS["celeba"].published_std["acsa"] == 0.03
     for name, info in data.DATASETS.items():

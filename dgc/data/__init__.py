@@ -16,6 +16,7 @@ from dgc.data.celeba import (
     CELEBA_SIZE,
     CELEBA_URL,
     load_celeba,
+    load_celeba_released,
 )
 from dgc.data.digits import DIGITS_TEST_PER_CLASS, load_digits
 from dgc.data.files import (
@@ -48,7 +49,8 @@ __all__ = [
     "DGCError", "DIGITS_TEST_PER_CLASS", "DIGIT_NAMES", "DOWNLOAD_TIMEOUT_S", "DOWNLOAD_URLS",
     "FASHION_NAMES", "IDX_FILES", "MD5SUMS", "NUMPY_MAGICS", "DatasetInfo", "ImbalancedData",
     "PathLike", "Published", "RawData", "SVHN_FILES", "SVHN_URL", "dataset_names",
-    "is_numpy_file", "load_celeba", "load_digits", "load_fashion", "load_folder", "load_imbalanced",
+    "is_numpy_file", "load_celeba", "load_celeba_released", "load_digits", "load_fashion",
+    "load_folder", "load_imbalanced",
     "load_mnist", "load_npz", "load_svhn", "open_numpy", "read_idx", "read_member",
     "split_validation",
 ]

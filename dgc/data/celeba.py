@@ -1,7 +1,14 @@
-"""CelebA's hair-colour subset at 64x64, cached as an .npz beside the data after one pass."""
+"""CelebA's hair-colour subset at 64x64, cached as an .npz beside the data after one pass.
+
+Two readings: `celeba` keeps the paper's five non-overlapping classes (images with exactly one
+of the hair attributes) and center-crops each face to a square; `celeba-released` does what the
+authors' released code does: every image with a hair attribute set, once per attribute (an
+image with two appears twice, with two labels), the 178x218 image resized without a crop.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import zipfile
 from pathlib import Path
@@ -16,6 +23,7 @@ CELEBA_ATTR_FILE = "list_attr_celeba.txt"
 CELEBA_PARTITION_FILE = "list_eval_partition.txt"
 CELEBA_IMAGE_DIR = "img_align_celeba"
 CELEBA_CACHE_FILE = "dgc_cache_celeba64.npz"
+CELEBA_RELEASED_CACHE_FILE = "dgc_cache_celeba64_released.npz"
 CELEBA_URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 CELEBA_HAIR = ("Blond_Hair", "Black_Hair", "Bald", "Brown_Hair", "Gray_Hair")
 CELEBA_SIZE = 64
@@ -23,16 +31,18 @@ CELEBA_SIZE = 64
 _CELEBA_CACHE_VERSION = "1"
 
 
-def _celeba_fingerprint(directory: Path) -> str:
-    """Identify the source lists so a cache built from other lists is never reused."""
-    digest = hashlib.sha256(_CELEBA_CACHE_VERSION.encode())
+def _celeba_fingerprint(directory: Path, released: bool) -> str:
+    """Identify the source lists and the reading so a cache built otherwise is never reused."""
+    digest = hashlib.sha256(f"{_CELEBA_CACHE_VERSION} released={released}".encode())
     for name in (CELEBA_ATTR_FILE, CELEBA_PARTITION_FILE):
         digest.update((directory / name).read_bytes())
     return digest.hexdigest()
 
 
-def _parse_celeba_lists(directory: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Return (filenames, hair class, partition) for images carrying exactly one hair class."""
+def _parse_celeba_lists(directory: Path,
+                        released: bool = False) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Return (filenames, hair class, partition) for images carrying exactly one hair class,
+    or (`released`) one row per image and hair class it carries."""
     attr_path = directory / CELEBA_ATTR_FILE
     lines = attr_path.read_text().splitlines()
     if len(lines) < 2 or not lines[0].strip().isdigit():
@@ -58,7 +68,11 @@ def _parse_celeba_lists(directory: Path) -> tuple[list[str], np.ndarray, np.ndar
     if not np.isin(values, (-1, 1)).all():
         raise DGCError(f"{attr_path} has attribute values other than 1 and -1")
     hair = values[:, [names.index(h) for h in CELEBA_HAIR]] == 1
-    keep = np.flatnonzero(hair.sum(axis=1) == 1)
+    if released:
+        keep, labels = np.nonzero(hair)  # row-major: image by image, classes in order
+    else:
+        keep = np.flatnonzero(hair.sum(axis=1) == 1)
+        labels = hair[keep].argmax(axis=1)
 
     part_path = directory / CELEBA_PARTITION_FILE
     partition_of: dict[str, int] = {}
@@ -74,35 +88,38 @@ def _parse_celeba_lists(directory: Path) -> tuple[list[str], np.ndarray, np.ndar
     if absent:
         raise DGCError(f"{part_path} gives no partition for {absent[0]} ({len(absent)} in all)")
     partition = np.array([partition_of[f] for f in files], dtype=np.int64)
-    return files, hair[keep].argmax(axis=1).astype(np.int64), partition
+    return files, labels.astype(np.int64), partition
 
 
-def _load_celeba_image(path: Path) -> np.ndarray:
-    """Center-crop to a square (178x218 -> 178x178, the face is centered) and resize to 64x64."""
+def _load_celeba_image(path: Path, crop: bool = True) -> np.ndarray:
+    """Center-crop to a square (178x218 -> 178x178, the face is centered) and resize to 64x64;
+    without `crop`, resize the whole image as the released code does."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
-            w, h = image.size
-            side = min(w, h)
-            left, top = (w - side) // 2, (h - side) // 2
-            image = image.crop((left, top, left + side, top + side))
+            if crop:
+                w, h = image.size
+                side = min(w, h)
+                left, top = (w - side) // 2, (h - side) // 2
+                image = image.crop((left, top, left + side, top + side))
             image = image.resize((CELEBA_SIZE, CELEBA_SIZE), Image.Resampling.LANCZOS)
             return np.asarray(image, dtype=np.uint8)
     except OSError as exc:
         raise DGCError(f"cannot read CelebA image {path}: {exc}") from exc
 
 
-def _build_celeba(directory: Path) -> dict[str, np.ndarray]:
+def _build_celeba(directory: Path, released: bool) -> dict[str, np.ndarray]:
     from tqdm import tqdm
 
-    files, labels, partition = _parse_celeba_lists(directory)
+    files, labels, partition = _parse_celeba_lists(directory, released)
     # Partition 1 (validation) is dropped: the paper uses the official train (0) / test (2) split.
     used = np.flatnonzero(partition != 1)
     images = np.empty((len(used), CELEBA_SIZE, CELEBA_SIZE, 3), dtype=np.uint8)
     for out, i in enumerate(tqdm(used, desc="CelebA 64x64", unit="img")):
-        images[out] = _load_celeba_image(directory / CELEBA_IMAGE_DIR / files[i])
+        images[out] = _load_celeba_image(directory / CELEBA_IMAGE_DIR / files[i],
+                                         crop=not released)
     train = partition[used] == 0
     return {
         "x_train": images[train],
@@ -129,13 +146,25 @@ def load_celeba(data_dir: PathLike | None = None) -> RawData:
     2 = test; 1 = validation is unused, as in the paper) and center-crops each 178x218 image to
     178x178 before resizing, so faces are not squashed.
     """
+    return _load(data_dir, released=False)
+
+
+def load_celeba_released(data_dir: PathLike | None = None) -> RawData:
+    """CelebA's hair classes as the authors' released code reads them (module docstring): every
+    image with a hair attribute, once per attribute, resized without a crop."""
+    return _load(data_dir, released=True)
+
+
+def _load(data_dir: PathLike | None, released: bool) -> RawData:
+    """Either reading, from its own cache or from the images and lists."""
     searched = candidate_dirs("celeba", data_dir)
+    cache_file = CELEBA_RELEASED_CACHE_FILE if released else CELEBA_CACHE_FILE
     sources = (CELEBA_ATTR_FILE, CELEBA_PARTITION_FILE, CELEBA_IMAGE_DIR)
     directory = next(
         (
             d
             for d in searched
-            if (d / CELEBA_CACHE_FILE).is_file() or all((d / f).exists() for f in sources)
+            if (d / cache_file).is_file() or all((d / f).exists() for f in sources)
         ),
         None,
     )
@@ -146,9 +175,9 @@ def load_celeba(data_dir: PathLike | None = None) -> RawData:
             f"{CELEBA_URL} and pass their directory with --data-dir, or put them in "
             "$DGC_DATA/celeba"
         )
-    cache_path = directory / CELEBA_CACHE_FILE
+    cache_path = directory / cache_file
     has_lists = all((directory / f).is_file() for f in sources[:2])
-    fingerprint = _celeba_fingerprint(directory) if has_lists else None
+    fingerprint = _celeba_fingerprint(directory, released) if has_lists else None
     arrays = _read_celeba_cache(cache_path, fingerprint) if cache_path.is_file() else None
     if arrays is None:
         if fingerprint is None or not (directory / CELEBA_IMAGE_DIR).is_dir():
@@ -156,7 +185,7 @@ def load_celeba(data_dir: PathLike | None = None) -> RawData:
                 f"CelebA cache {cache_path} is unreadable or out of date and the sources "
                 f"{', '.join(sources)} are not all in {directory} to rebuild it; restore them"
             )
-        arrays = _build_celeba(directory)
+        arrays = _build_celeba(directory, released)
         write_cache(cache_path, arrays, fingerprint)
     return RawData(
         arrays["x_train"],
@@ -181,3 +210,6 @@ CELEBA = DatasetInfo(
     """),
     published_std={"acsa": 0.03, "f_macro": 0.02, "g_macro": 0.03},
 )
+
+# The paper's numbers were produced by the authors' code, so its reading shares them.
+CELEBA_RELEASED = dataclasses.replace(CELEBA, name="celeba-released", loader=load_celeba_released)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dgc.data.base import DatasetInfo
-from dgc.data.celeba import CELEBA
+from dgc.data.celeba import CELEBA, CELEBA_RELEASED
 from dgc.data.digits import DIGITS
 from dgc.data.folder import FOLDER
 from dgc.data.mnist import FASHION, MNIST
@@ -11,7 +11,7 @@ from dgc.data.npz import NPZ
 from dgc.data.svhn import SVHN
 
 DATASETS: dict[str, DatasetInfo] = {
-    info.name: info for info in (MNIST, FASHION, SVHN, CELEBA, DIGITS, NPZ, FOLDER)
+    info.name: info for info in (MNIST, FASHION, SVHN, CELEBA, CELEBA_RELEASED, DIGITS, NPZ, FOLDER)
 }
 
 
