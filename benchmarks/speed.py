@@ -15,6 +15,11 @@ test set, through the library's `predict_images`, after an untimed warm-up batch
     python benchmarks/speed.py                           # Fashion-MNIST, cpu preset, 2 epochs
     python benchmarks/speed.py --exp digits --epochs 1   # a quick smoke run
     python benchmarks/speed.py --preset paper --device cuda --bf16   # benchmarks/gpu_check.sh
+
+`--training` measures instead DGC's training alone under each of `TRAINING_VARIANTS` side by
+side (the code before the fused optimiser, float32, bfloat16 autocast), with the work of a
+training step counted by torch's FLOP counter, the GFLOP/s achieved, and the machine's measured
+matrix-product peak in float32 and bfloat16 (2048 × 2048 products at the same thread count).
 """
 
 from __future__ import annotations
@@ -44,6 +49,12 @@ from dgc.metrics import compute_metrics
 from dgc.training import Trainer
 
 METHODS = ("dgc", "ce")
+TRAINING_VARIANTS = {
+    "before": "float32, Adam's per-parameter loop (the trainer before the fused optimiser)",
+    "float32": "float32, fused Adam",
+    "bf16": "bfloat16 autocast, fused Adam",
+}
+PEAK_SIZE = 2048
 WARMUP = 256  # test images predicted once, untimed, before the timed pass
 
 
@@ -120,6 +131,45 @@ def predict_phase(cfg: RunConfig, weights: Path, setting: str) -> dict[str, Any]
             "setting": dataclasses.asdict(predict)}
 
 
+def loop_adam() -> None:
+    """Make `torch.optim.Adam` the per-parameter loop the trainer used before `fused=True`."""
+    fused_adam = torch.optim.Adam
+
+    class LoopAdam(fused_adam):
+        def __init__(self, params: Any, *args: Any, fused: bool | None = None, **kwargs: Any):
+            super().__init__(params, *args, foreach=False, **kwargs)
+
+    torch.optim.Adam = LoopAdam
+
+
+def step_flops(cfg: RunConfig) -> dict[str, Any]:
+    """The floating-point operations of one DGC training step (every pass it makes)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    data = run_data(cfg)
+    model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
+    trainer = Trainer(model, cfg, to_train_data(data, cfg), log=quiet)
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(trainer.epoch_order()[:cfg.train.batch_size])
+    return {"gflop_per_step": round(counter.get_total_flops() / 1e9, 3),
+            "steps_per_epoch": -(-len(trainer.data.y) // cfg.train.batch_size)}
+
+
+def matmul_peak() -> dict[str, float]:
+    """GFLOP/s of square float32 and bfloat16 matrix products at the current thread count."""
+    peaks = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = (torch.randn(PEAK_SIZE, PEAK_SIZE, dtype=dtype) for _ in range(2))
+        for _ in range(3):
+            a @ b
+        started, repeats = time.perf_counter(), 20
+        for _ in range(repeats):
+            a @ b
+        seconds = (time.perf_counter() - started) / repeats
+        peaks[str(dtype).removeprefix("torch.")] = round(2 * PEAK_SIZE**3 / seconds / 1e9, 1)
+    return peaks
+
+
 def run_phase(phase: str, cfg: RunConfig, work: Path) -> dict[str, Any]:
     """One phase in a fresh Python process; its numbers come back as JSON on stdout."""
     config = work / f"{cfg.method}.json"
@@ -172,6 +222,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--out", help="JSON file (default runs/speed-<exp>-<preset>-<device>.json)")
+    parser.add_argument("--training", action="store_true",
+                        help="DGC's training alone under each variant, with GFLOP/s")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -184,7 +236,11 @@ def main() -> None:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         weights = Path(args.config).with_suffix(".pt")
-        numbers = (train_phase(cfg, weights) if args.phase == "train"
+        if args.phase == "train-before":
+            loop_adam()
+        phases = {"train": train_phase, "train-before": train_phase,
+                  "flops": lambda cfg, _: step_flops(cfg), "peak": lambda *_: matmul_peak()}
+        numbers = (phases[args.phase](cfg, weights) if args.phase in phases
                    else predict_phase(cfg, weights, args.phase))
         print(json.dumps(numbers))
         return
@@ -198,6 +254,8 @@ def main() -> None:
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "machine": platform.machine(), "cpus": os.cpu_count(),
                         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None}}
+    if args.training:
+        return training_variants(args, out, results)
     with tempfile.TemporaryDirectory() as work:
         for method in METHODS:
             cfg = configure(method, args)
@@ -220,6 +278,41 @@ def main() -> None:
           "torch, the data and the model before it starts)")
     print(f"\nDGC default prediction: {default:,.0f} images/s (target >= 1000); its prediction "
           f"time is {slowdown:.1f}x CE's (target <= 10x). Numbers in {out}")
+
+
+def training_variants(args: argparse.Namespace, out: Path, results: dict[str, Any]) -> None:
+    """`--training`: DGC's training under every variant, each in its own process."""
+    cfg = configure("dgc", args)
+    with tempfile.TemporaryDirectory() as work:
+        results["work"] = run_phase("flops", cfg, Path(work))
+        results["peak_gflop_s"] = run_phase("peak", cfg, Path(work))
+        for name, summary in TRAINING_VARIANTS.items():
+            print(f"speed.py: dgc training, {summary} ...", flush=True)
+            variant = apply_overrides(cfg, [f"train.bf16={name == 'bf16'}"])
+            phase = "train-before" if name == "before" else "train"
+            results[name] = run_phase(phase, variant, Path(work))
+    work, peak = results["work"], results["peak_gflop_s"]
+    lines = ["| variant | images/s | s/epoch | speed-up | GFLOP/s | % of float32 peak | "
+             "% of bfloat16 peak |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, summary in TRAINING_VARIANTS.items():
+        numbers = results[name]
+        epoch = numbers["seconds"] / args.epochs
+        gflops = work["gflop_per_step"] * work["steps_per_epoch"] / epoch
+        numbers.update(seconds_per_epoch=round(epoch, 2), gflop_s=round(gflops, 1),
+                       speedup=ratio(numbers["images_per_s"], results["before"]["images_per_s"]))
+        lines.append(f"| {summary} | {numbers['images_per_s']:,.1f} | {epoch:.2f} | "
+                     f"{numbers['speedup']:.2f} | {gflops:.1f} | "
+                     f"{100 * gflops / peak['float32']:.0f} | "
+                     f"{100 * gflops / peak['bfloat16']:.0f} |")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n{results['exp']}, preset {args.preset}, {args.epochs} epochs of DGC training, "
+          f"threads {args.threads or torch.get_num_threads()}; a step is "
+          f"{work['gflop_per_step']} GFLOP, {work['steps_per_epoch']} steps an epoch; matrix-"
+          f"product peak {peak['float32']} GFLOP/s in float32, {peak['bfloat16']} in "
+          f"bfloat16\n")
+    print("\n".join(lines))
+    print(f"\nNumbers in {out}")
 
 
 if __name__ == "__main__":

@@ -45,8 +45,6 @@ OPTIONS = {"seed": "--seed", "threads": "--threads", "profile": "--profile",
 # The least optimiser steps of a small dataset's cpu preset, measured on digits' validation
 # split (docs/RESULTS.md, "The quick default").
 SMALL_DATA_STEPS = 2500
-BF16_NEEDS_CUDA = ("--bf16 (bfloat16 autocast) is for CUDA devices: on the CPU it is slower than "
-                   "float32 and only changes the numbers; drop --bf16 or use --device cuda")
 
 
 @dataclass
@@ -83,7 +81,7 @@ class TrainConfig:
     `prior_weight` weighs the KL of q(z|x,y) to a learned prior (`model.prior` other than
     "normal"), the DGCMM regulariser that stands beside (or, with `mmd_weight` 0, replaces) the
     MMD to N(0, I).
-    `bf16` runs the training steps' forward passes under bfloat16 autocast (CUDA only).
+    `bf16` runs the training steps' forward passes under bfloat16 autocast (`dgc.precision`).
     `held_out` lists classes (of the full dataset) left out of training and testing, whose
     test images `dgc evaluate --ood heldout` scores as novel (`dgc.heldout`).
     `steps`, when set, is the least number of optimiser steps: a run trains `epochs`, or more
@@ -125,10 +123,10 @@ class PredictConfig:
     learned prior's) rank best (None: all, as METHOD §4); `importance` adds log p(z) − log q(z|x,y)
     to every sample's weight (Eq. 9 leaves it out); `latent_weight` scales a learned prior's
     log p(z) in the score (DGCMM; 1 is Bayes' rule); `decode_batch` bounds memory as the number
-    of codes per decoder pass; `bf16` predicts (and validates) under bfloat16 autocast (CUDA
-    only). `mmd_term` adds λ · MMD between each class's codes and N(0, I), computed over
-    chunks of `mmd_images` images as the released code's evaluation does; it depends on the
-    rest of the chunk, so it is off by default.
+    of codes per decoder pass; `bf16` predicts (and validates) under bfloat16 autocast.
+    `mmd_term` adds λ · MMD between each class's codes and N(0, I), computed over chunks of
+    `mmd_images` images as the released code's evaluation does; it depends on the rest of the
+    chunk, so it is off by default.
     """
 
     samples: int = PAPER_SAMPLES
@@ -411,8 +409,6 @@ def validate(cfg: RunConfig) -> None:
         value = flat[key]
         if value is not None and not ok(value):
             raise DGCError(f"{option(key)} must be {wanted}, got {value!r}")
-    if (cfg.train.bf16 or cfg.predict.bf16) and not cfg.device.startswith("cuda"):
-        raise DGCError(BF16_NEEDS_CUDA)
     if (cfg.baseline.resample == "dgc") != (cfg.baseline.generator is not None):
         raise DGCError("baseline.resample=dgc and baseline.generator=RUN (a DGC run of the same "
                        "training split; {seed} stands for the seed) go together")

@@ -21,7 +21,7 @@ import torch
 
 from dgc import distributed
 from dgc.baselines import Classifier, ClassifierTrainer, build_classifier, classifier_proba
-from dgc.config import BF16_NEEDS_CUDA, PredictConfig, RunConfig, validate, with_steps
+from dgc.config import PredictConfig, RunConfig, validate, with_steps
 from dgc.data import ImbalancedData, load_imbalanced, split_validation
 from dgc.errors import DGCError
 from dgc.heldout import hold_out
@@ -124,8 +124,6 @@ def build_model(cfg: RunConfig, image_shape: tuple[int, int, int],
 def predict_images(model: DGC | Classifier, images: np.ndarray, cfg: RunConfig,
                    predict: PredictConfig, progress: bool = False) -> np.ndarray:
     """Class probabilities (N, C) of uint8 images: DGC's Bayes rule, or a classifier's softmax."""
-    if predict.bf16 and not cfg.device.startswith("cuda"):
-        raise DGCError(BF16_NEEDS_CUDA)
     if isinstance(model, Classifier):
         return classifier_proba(model, images, device=cfg.device, bf16=predict.bf16)
     return predict_proba(model, images, predict, seed=cfg.seed, device=cfg.device,
@@ -354,8 +352,8 @@ def recorded_data(run: Run) -> ImbalancedData:
 
 def load_run(run_dir: str | Path) -> Run:
     """The evaluated model (`best.pt`) of a run directory, ready to predict: on the device it
-    was trained on, or on the CPU where that is a GPU this machine lacks (and `bf16`, which
-    needs one, is then off)."""
+    was trained on, or on the CPU where that is a GPU this machine lacks (and then in float32:
+    bfloat16 on a CPU gives other numbers than the GPU's, slower on most CPUs)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DGCError(f"run directory {run_dir} does not exist")

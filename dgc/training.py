@@ -100,7 +100,9 @@ class EpochTrainer:
         self.model, self.cfg, self.data = model, cfg, data
         self.run_dir, self.progress, self.log = run_dir, progress, log
         t = cfg.train
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, 0.999))
+        # fused: one kernel for every parameter, 4x faster than the loop on the CPU (RESULTS.md)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, 0.999),
+                                          fused=True)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.log_prior = class_log_prior(data.train_counts).to(data.x.device)
         self.epoch = 0
@@ -284,7 +286,7 @@ class Trainer(EpochTrainer):
         super().__init__(model, cfg, data, run_dir, progress, log)
         t = cfg.train
         self.encoder_optimizer = torch.optim.Adam(model.encoder.parameters(), lr=t.lr,
-                                                  betas=(t.beta1, 0.999))
+                                                  betas=(t.beta1, 0.999), fused=True)
         self.history = {"pretrain": None, "epochs": [], "trace_points": trace_points(data.y)}
 
     def state_dict(self) -> dict[str, Any]:

@@ -38,3 +38,23 @@ def test_speed_benchmark_runs_on_digits(tmp_path: Path) -> None:
     assert set(numbers["targets"]) == {"dgc_default_images_per_s",
                                        "dgc_default_prediction_time_over_ce"}
     assert "| training, images/s |" in result.stdout
+
+
+def test_speed_benchmark_compares_training_variants(tmp_path: Path) -> None:
+    out = tmp_path / "training.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--training", "--exp",
+               "digits", "--epochs", "1", "--threads", "1", "--out", str(out)]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    numbers = json.loads(out.read_text())
+    assert numbers["work"]["steps_per_epoch"] == 8  # 390 training images, batch 50
+    assert numbers["work"]["gflop_per_step"] > 0
+    assert set(numbers["peak_gflop_s"]) == {"float32", "bfloat16"}
+    for name in ("before", "float32", "bf16"):
+        assert set(numbers[name]) >= PHASE_KEYS | {"gflop_s", "speedup", "seconds_per_epoch"}
+        assert numbers[name]["images"] == 390
+    assert numbers["before"]["speedup"] == 1.0
+    assert result.stdout.count("\n| ") == 4  # the header and one row per variant
