@@ -194,6 +194,7 @@ def collect(configs: Sequence[RunConfig], exp: str, recipe: bool) -> dict[str, A
         "exp": exp,
         "preset": configs[0].preset if configs else None,
         "recipe": recipe,
+        "crop_pad": configs[0].train.crop_pad if configs else None,
         "methods": methods,
         "seeds": list(dict.fromkeys(cfg.seed for cfg in configs)),
         "runs": runs,
@@ -316,8 +317,10 @@ def render_table(results: dict[str, Any], paper: bool = False) -> str:
     """table.md: Tables 2 and 3 of the paper for the measured methods, cost, and the t-tests."""
     exp, summary, methods = results["exp"], results["summary"], results["methods"]
     seeds = ", ".join(map(str, results["seeds"]))
-    recipe = ("on: random crop (pad 2), horizontal flip where the dataset allows it, cosine "
-              "schedule" if results["recipe"] else "off: no augmentation, each preset's schedule")
+    pad = results.get("crop_pad", 2)  # results.json files before crop_pad was recorded: 2
+    crop = f"random crop (pad {pad})" if pad else "no random crop (the preset's crop_pad is 0)"
+    recipe = (f"on: {crop}, horizontal flip where the dataset allows it, cosine schedule"
+              if results["recipe"] else "off: no augmentation, each preset's schedule")
     lines = [f"# Benchmark: {exp}, preset {results['preset']}, seeds {seeds}", "",
              f"Training recipe {recipe}; 10 % validation split, best-validation-ACSA checkpoint, "
              "for every method.",

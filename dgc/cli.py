@@ -105,7 +105,8 @@ def add_predict_options(parser: argparse.ArgumentParser) -> None:
                              "S = 10 unless --samples says otherwise")
     parser.add_argument("--bf16", action="store_true",
                         help="bfloat16 autocast (train: training and prediction); on a CPU with "
-                             "native bfloat16 (AVX-512 BF16, AMX) training is 1.4x faster")
+                             "native bfloat16 (AVX-512 BF16, AMX), 1.4x faster training at "
+                             "one thread")
 
 
 def add_folder_options(parser: argparse.ArgumentParser) -> None:

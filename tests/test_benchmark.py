@@ -182,6 +182,7 @@ def test_bench_writes_results_and_table(bench_dir: Path) -> None:
     for heading in ("Table 2", "Table 3", "seconds per seed", "Paired t-tests"):
         assert heading in table
     assert "| `dgc` | 2 |" in table and "| `ce` | 2 |" in table
+    assert results["crop_pad"] == 0 and "no random crop" in table  # digits' 8×8 images
 
 
 def test_bench_rerun_skips_finished_pairs(bench_dir: Path,
