@@ -30,10 +30,10 @@ import numpy as np
 from scipy import stats
 from tqdm.auto import tqdm
 
-from dgc.config import RunConfig, apply_overrides, as_asked, build_config, validate
+from dgc.config import RunConfig, apply_overrides, build_config, validate
 from dgc.data import DATASETS
 from dgc.errors import DGCError
-from dgc.experiment import flatten, read_config, settings_of, train_run
+from dgc.experiment import finished_differences, train_run
 from dgc.io import read_json, write_json, write_text
 from dgc.methods import METHODS, RELEASED_SCHEDULES, get_method
 from dgc.plots import plot_bench
@@ -45,8 +45,6 @@ TABLE2 = (("acsa", "ACSA"), ("f_macro", "F_macro"), ("g_macro", "G_macro"))
 TABLE3 = (("r_mi", "R_MI"), ("p_ma", "P_MA"), ("ece", "ECE"))
 TESTED = (*TABLE2, *TABLE3)
 LOWER_IS_BETTER = {"ece"}
-# Settings that may differ between a finished run and a rerun of the benchmark.
-FREE_SETTINGS = {"out", "data_dir", "threads", "device"}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -108,21 +106,10 @@ def plan(exp: str, methods: Sequence[str], seeds: Sequence[int], out_dir: str | 
             for seed in seeds for method in methods]
 
 
-def saved_settings(run_dir: Path) -> dict[str, Any]:
-    """A run's config.json without its facts, normalised through `RunConfig`."""
-    path = run_dir / "config.json"
-    return settings_of(read_config(path), path).to_dict()
-
-
 def check_finished(cfg: RunConfig) -> None:
     """Refuse to count a finished run whose settings differ from the benchmark's."""
-    run_dir = Path(cfg.out)
-    old, new = (flatten(as_asked(s)) for s in (saved_settings(run_dir), cfg.to_dict()))
-    differences = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
-                   for key in sorted(set(old) | set(new))
-                   if key not in FREE_SETTINGS and old.get(key) != new.get(key)]
-    if differences:
-        raise DGCError(f"{run_dir} was run with other settings ({'; '.join(differences)}); "
+    if differences := finished_differences(Path(cfg.out), cfg):
+        raise DGCError(f"{cfg.out} was run with other settings ({'; '.join(differences)}); "
                        "use another --out, or delete that run to redo it")
 
 

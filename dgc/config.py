@@ -401,6 +401,11 @@ def validate(cfg: RunConfig) -> None:
     errors = type_errors(cfg)
     if errors:
         raise DGCError("; ".join(errors))
+    options = DATASETS[cfg.exp].options if cfg.exp in DATASETS else ()  # the estimator's own
+    for name in ("image_size", "test_fraction"):
+        if getattr(cfg, name) is not None and name not in options:
+            raise DGCError(f"{option(name)} is a setting of the folder dataset; the {cfg.exp} "
+                           "dataset does not take it")
     flat = {f"{s}.{f.name}": getattr(getattr(cfg, s), f.name)
             for s in SECTIONS for f in dataclasses.fields(getattr(cfg, s))}
     flat.update((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)

@@ -21,8 +21,8 @@ import torch
 
 from dgc import distributed
 from dgc.baselines import Classifier, ClassifierTrainer, build_classifier, classifier_proba
-from dgc.config import PredictConfig, RunConfig, validate, with_steps
-from dgc.data import ImbalancedData, load_imbalanced, split_validation
+from dgc.config import PredictConfig, RunConfig, as_asked, validate, with_steps
+from dgc.data import DATASETS, ImbalancedData, load_imbalanced, split_validation
 from dgc.errors import DGCError
 from dgc.heldout import hold_out
 from dgc.io import (
@@ -83,6 +83,22 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
     return flat
+
+
+# Settings a finished run may differ in and still count in a series (`dgc bench`, `dgc sweep`):
+# where and how fast it ran, not what it computed.
+SERIES_FREE = {"out", "data_dir", "threads", "device"}
+
+
+def finished_differences(run_dir: Path, cfg: RunConfig) -> list[str]:
+    """'name: old -> new' for each setting the finished run in `run_dir` differs in from `cfg`,
+    besides `SERIES_FREE`; the folder of the user's own data is the data, so it counts."""
+    path = run_dir / "config.json"
+    old = flatten(as_asked(settings_of(read_config(path), path).to_dict()))
+    new = flatten(as_asked(cfg.to_dict()))
+    free = SERIES_FREE - ({"data_dir"} if DATASETS[cfg.exp].user_data else set())
+    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
+            if key not in free and old.get(key) != new.get(key)]
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -219,7 +235,8 @@ def check_resumable(out: RunDir, cfg: RunConfig) -> None:
     if not (out / "config.json").is_file():
         return
     saved = settings_of(read_config(out / "config.json"), out / "config.json")
-    differences = config_differences(saved.to_dict(), cfg.to_dict())
+    # with `train.steps`, the recorded epochs were derived from it: compare what was asked
+    differences = config_differences(as_asked(saved.to_dict()), as_asked(cfg.to_dict()))
     if differences:
         raise DGCError("cannot resume: the configuration differs from the run's in "
                        + "; ".join(differences) + ". Use the same settings, or another --out")

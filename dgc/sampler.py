@@ -22,6 +22,7 @@ import torch
 from sklearn.base import BaseEstimator, clone
 
 from dgc.config import RunConfig
+from dgc.data import DATASETS
 from dgc.errors import DGCError
 from dgc.estimator import DGCClassifier
 from dgc.experiment import load_run
@@ -72,14 +73,15 @@ def generator_run(cfg: RunConfig) -> DGC:
     if not isinstance(run.model, DGC):
         raise DGCError(f"baseline.generator {path} is a {run.cfg.method} run, which cannot "
                        "generate images; give a DGC run")
-    same = ("exp", "seed", "profile")
+    same = ("exp", "seed", "profile", "image_size", "test_fraction",
+            *(("data_dir",) if DATASETS[cfg.exp].user_data else ()))
     ours = [getattr(cfg, k) for k in same] + [cfg.train.val_fraction, list(cfg.train.held_out)]
     theirs = [getattr(run.cfg, k) for k in same] + [run.cfg.train.val_fraction,
                                                     list(run.cfg.train.held_out)]
     if ours != theirs:
-        raise DGCError(f"baseline.generator {path} trained on another split (exp, seed, "
-                       f"profile, validation share, held-out classes {theirs} vs {ours}); "
-                       "give the DGC run of this seed's benchmark")
+        raise DGCError(f"baseline.generator {path} trained on another split ({', '.join(same)}, "
+                       f"validation share, held-out classes: {theirs} vs {ours}); give the DGC "
+                       "run of this seed's benchmark")
     return run.model.to(cfg.device)
 
 

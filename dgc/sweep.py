@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from dgc import plots
-from dgc.config import RunConfig, apply_overrides, as_asked, validate
+from dgc.config import SECTIONS, RunConfig, apply_overrides, validate
 from dgc.errors import DGCError
-from dgc.experiment import RUN_FACTS, flatten, read_config, train_run
+from dgc.experiment import finished_differences, train_run
 from dgc.io import read_json, write_text
 from dgc.metrics import HEADLINE
 from dgc.progress import bar as progress_bar
@@ -29,7 +29,6 @@ from dgc.progress import bar as progress_bar
 # Short names for the settings people sweep; any other is written section.field.
 PARAMS = {"sampling-rate": "train.sampling_rate"}
 # Settings that may differ between a finished run and the sweep asking for it.
-FREE_SETTINGS = {"out", "data_dir", "threads", "device"}
 LABELS = {"acsa": "ACSA", "f_macro": "F_macro", "g_macro": "G_macro", "r_mi": "R_MI",
           "p_ma": "P_MA"}
 
@@ -39,7 +38,7 @@ def setting_of(param: str) -> str:
     if param in PARAMS:
         return PARAMS[param]
     section, dot, name = param.partition(".")
-    if dot and section in ("model", "train", "predict") and name:
+    if dot and section in SECTIONS and name:
         return param
     raise DGCError(f"cannot sweep {param!r}; use one of {', '.join(PARAMS)} or any setting "
                    "written section.field, e.g. train.lr")
@@ -66,18 +65,9 @@ def run_name(param: str, value: float, seed: int) -> str:
     return f"{param}-{value:g}-s{seed}"
 
 
-def settings(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in flatten({k: v for k, v in config.items() if k not in RUN_FACTS})
-            .items() if k not in FREE_SETTINGS}
-
-
 def check_finished(run_dir: Path, cfg: RunConfig) -> None:
     """Refuse to reuse a finished run whose settings are not the ones the sweep asks for."""
-    old, new = (settings(as_asked(s)) for s in (read_config(run_dir / "config.json"),
-                                                cfg.to_dict()))
-    differences = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                   if old.get(k) != new.get(k)]
-    if differences:
+    if differences := finished_differences(run_dir, cfg):
         raise DGCError(f"{run_dir} was run with other settings ({'; '.join(differences)}); "
                        "sweep into another --out, or delete that run to redo it")
 

@@ -278,6 +278,15 @@ def test_train_evaluate_predict_and_bench_on_class_folders(
     assert {r["method"] for r in results["runs"]} == {"dgc", "ce"}
     assert "`dgc`" in (bench / "table.md").read_text()
 
+    # the folder is the data: another folder's finished runs are not counted as this one's
+    other = tmp_path / "other"
+    write_classes(other / "train", {"a": 8, "b": 4, "c": 2}, start=60)
+    write_classes(other / "test", {"a": 3, "b": 3, "c": 3}, start=90)
+    capsys.readouterr()
+    assert main(["bench", "--data-dir", str(other), "--methods", "dgc,ce", "--seeds", "1",
+                 "--epochs", "1", "--image-size", "8", "--quiet", "--out", str(bench)]) == 2
+    assert "data_dir" in capsys.readouterr().err
+
 
 def test_cli_folder_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "data"
@@ -294,4 +303,8 @@ def test_cli_folder_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert "holds no class folders" in capsys.readouterr().err
     assert main(["train", "--exp", "digits", "--image-size", "8", "--epochs", "1", "--quiet",
                  "--out", str(tmp_path / "run")]) == 2
-    assert "no setting image_size" in capsys.readouterr().err
+    assert "--image-size is a setting of the folder dataset" in capsys.readouterr().err
+    bench = tmp_path / "bench"  # refused before a benchmark writes anything
+    assert main(["bench", "--exp", "digits", "--test-fraction", "0.3", "--methods", "ce",
+                 "--seeds", "1", "--epochs", "1", "--quiet", "--out", str(bench)]) == 2
+    assert "--test-fraction is a setting" in capsys.readouterr().err and not bench.exists()

@@ -315,6 +315,18 @@ def test_resume_without_checkpoint_starts_from_scratch(
     assert len(read(tmp_path / "fresh" / "history.json")["epochs"]) == 2
 
 
+def test_resume_a_run_whose_epochs_come_from_its_steps(digits_config: Callable[..., RunConfig],
+                                                       tmp_path: Path) -> None:
+    """With `train.steps` the recorded epochs are derived (here 1 asked, 2 needed for 16 steps
+    of 8 a epoch), so --resume compares what was asked, even under a cosine schedule."""
+    cfg = digits_config(tmp_path / "run", 'train.schedule="cosine"', "train.epochs=1",
+                        "train.steps=16", "train.pretrain_steps=0")
+    first = train_run(cfg, progress=False, log=quiet)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["epochs"] == 2
+    again = train_run(cfg, resume=True, progress=False, log=quiet)
+    assert without_seconds(again) == without_seconds(first)
+
+
 @pytest.mark.parametrize("name", ["cosine", "manual_smooth"])
 def test_resume_to_more_epochs_with_epoch_dependent_schedule(
         digits_config: Callable[..., RunConfig], tmp_path: Path, name: str) -> None:

@@ -38,7 +38,9 @@ class DatasetInfo:
     `loader(data_dir, **options)` reads it, `options` naming the keywords it takes besides the
     folder; `profile` is the training count per class the protocol keeps (None: the training
     set as given); `family` picks the presets' architecture and schedule (`dgc.config`);
-    `published` holds the paper's numbers for it and `published_std` its DGC row's spread.
+    `published` holds the paper's numbers for it and `published_std` its DGC row's spread;
+    `user_data` marks the user's own data, whose folder or file *is* the dataset (so another
+    `--data-dir` is other data, not another copy).
     None and empty mean not known before the files are read, or not published.
     """
 
@@ -52,6 +54,7 @@ class DatasetInfo:
     published: Published = field(default_factory=dict)
     published_std: dict[str, float] = field(default_factory=dict)
     options: tuple[str, ...] = ()
+    user_data: bool = False
 
 
 def published_table(text: str) -> Published:

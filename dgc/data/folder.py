@@ -210,4 +210,4 @@ def load_folder(data_dir: PathLike | None = None, image_size: int | None = None,
 
 # The user's own images; classes, sizes and counts are only known once the folders are read.
 FOLDER = DatasetInfo("folder", load_folder, family="folder",
-                     options=("image_size", "test_fraction"))
+                     options=("image_size", "test_fraction"), user_data=True)

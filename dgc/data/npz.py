@@ -111,4 +111,4 @@ def load_npz(data_dir: PathLike | None = None) -> RawData:
 
 
 # The user's own data; its class count is only known once the file is read.
-NPZ = DatasetInfo("npz", load_npz)
+NPZ = DatasetInfo("npz", load_npz, user_data=True)
