@@ -25,6 +25,7 @@ from dgc.baselines import Classifier
 from dgc.benchmark import markdown, mean_std, number, p_value, paired_p_value, values
 from dgc.calibration import CALIBRATIONS, calibration_report
 from dgc.config import PredictConfig
+from dgc.data import ImbalancedData
 from dgc.errors import DGCError
 from dgc.experiment import Run, flatten, load_run, predict_tag, recorded_data
 from dgc.io import read_json, write_json, write_text
@@ -73,17 +74,19 @@ def evaluate_prior_shift(run_dir: str | Path, run: Run | None = None, suffix: st
     return report, path
 
 
-def builtin_sources(run: Run, sources: Sequence[str]) -> dict[str, np.ndarray]:
+def builtin_sources(run: Run, sources: Sequence[str],
+                    data: ImbalancedData | None = None) -> dict[str, np.ndarray]:
     """The images of each named built-in novel set (`dgc.ood.SOURCES`)."""
-    data = recorded_data(run)
+    data = data or recorded_data(run)
     return {source: ood_images(source, run, data) for source in sources}
 
 
 def evaluate_ood(run_dir: str | Path, novel: dict[str, np.ndarray], run: Run | None = None,
-                 suffix: str = "") -> tuple[dict[str, Any], Path]:
+                 suffix: str = "", data: ImbalancedData | None = None) -> tuple[dict[str, Any],
+                                                                                 Path]:
     """Detection of each novel image set (name → uint8 images) against the test set, into
     ood-<their names><suffix>.json."""
-    report = ood_report(run or load_run(run_dir), novel)
+    report = ood_report(run or load_run(run_dir), novel, data)
     names = "-".join(Path(name).stem for name in novel)
     path = Path(run_dir) / f"ood-{names}{suffix}.json"
     write_json(path, report)

@@ -57,6 +57,7 @@ from dgc.experiment import (
     evaluate_run,
     load_run,
     predict_images,
+    recorded_data,
     train_run,
 )
 from dgc.io import atomic_write
@@ -339,6 +340,9 @@ def command_evaluate(args: argparse.Namespace) -> None:
     run = load_run(args.run_dir)
     predict = predict_settings(args, run.cfg)
     if args.calibration or args.prior_shift or args.ood:
+        if args.decompose:
+            raise DGCError("--decompose re-scores the Bayes rule's terms on its own; run it "
+                           "apart from --calibration, --prior-shift and --ood")
         with RunDir(args.run_dir).lock():
             evaluate_capabilities(args, run, predict)
         return
@@ -363,13 +367,15 @@ def command_evaluate(args: argparse.Namespace) -> None:
 def evaluate_capabilities(args: argparse.Namespace, run: Run, predict: PredictConfig) -> None:
     """`evaluate --calibration / --prior-shift / --ood`, for DGC and baseline runs alike."""
     run, suffix = with_prediction(run, predict)
+    data = recorded_data(run)  # read and checked once for every capability
     novel = {}
     if args.ood:  # every novel set is read before anything is computed or written
         parts = parse_sources(args.ood)
         files = {part: read_images(Path(part), tuple(run.model.image_shape))[0]
                  for part in parts if Path(part).exists()}
-        novel = {**builtin_sources(run, [part for part in parts if part not in files]), **files}
-    scores = score_splits(run) if args.calibration or args.prior_shift else None
+        novel = {**builtin_sources(run, [part for part in parts if part not in files], data),
+                 **files}
+    scores = score_splits(run, data) if args.calibration or args.prior_shift else None
     written = []
     if args.calibration:
         report, path = evaluate_calibration(args.run_dir, run, suffix, scores)
@@ -380,7 +386,7 @@ def evaluate_capabilities(args: argparse.Namespace, run: Run, predict: PredictCo
         print(f"## Test sets resampled to other class priors\n\n{shift_markdown(report)}\n")
         written.append(path)
     if novel:
-        report, path = evaluate_ood(args.run_dir, novel, run, suffix)
+        report, path = evaluate_ood(args.run_dir, novel, run, suffix, data)
         print(f"## Novel images against the test set ({report['n_known']} images)\n\n"
               f"{ood_markdown(report)}\n")
         written.append(path)

@@ -96,11 +96,14 @@ class RunDir:
             raise DGCError(f"cannot create the output directory {self.path}: "
                            f"{error.strerror}; choose another --out") from error
         lock = self.path / LOCK
-        self._take(lock)
+        taken = False
         try:
+            self._take(lock)
+            taken = True
             yield
         finally:
-            lock.unlink(missing_ok=True)
+            if taken:
+                lock.unlink(missing_ok=True)
             if created and not any(self.path.iterdir()):
                 self.path.rmdir()
 

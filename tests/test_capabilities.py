@@ -142,6 +142,9 @@ def test_evaluate_refuses_an_unknown_source_before_writing(bench: Path) -> None:
     code, _, stderr = run_cli(["evaluate", str(run_dir), "--calibration", "--ood", "mnist"])
     assert code == 2 and stderr.count("\n") == 1 and "unknown OOD source 'mnist'" in stderr
     assert not list(run_dir.glob("calibration*.json")) and not list(run_dir.glob("ood*.json"))
+    code, _, stderr = run_cli(["evaluate", str(bench / "dgc-s1"), "--calibration",
+                               "--decompose"])
+    assert code == 2 and "--decompose re-scores" in stderr
 
 
 def test_other_prediction_settings_get_their_own_files(bench: Path) -> None:
