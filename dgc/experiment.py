@@ -37,7 +37,7 @@ from dgc.methods import get_method
 from dgc.metrics import compute_metrics
 from dgc.model import DGC, check_fits, count_parameters, images_to_tensor
 from dgc.prediction import decompose, predict_proba
-from dgc.rundir import RunDir, check_fingerprints, images_sha256
+from dgc.rundir import RunDir, check_fingerprints
 from dgc.training import BEST, CHECKPOINT, PREVIOUS, TrainData, Trainer
 
 # Settings that may differ when a run is resumed: they do not change its numbers.
@@ -245,7 +245,7 @@ def check_resumable(out: RunDir, cfg: RunConfig) -> None:
 def data_fingerprints(data: ImbalancedData) -> dict[str, str]:
     """What a run records of its data, to refuse other data later."""
     return {"split_sha256": data.split_sha256,
-            "test_sha256": images_sha256(data.x_test, data.y_test)}
+            "test_sha256": data.test_sha256}
 
 
 def recorded_fingerprints(config: dict[str, Any]) -> dict[str, str | None]:

@@ -8,14 +8,11 @@ two processes never write one run at once.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import numpy as np
 
 from dgc.errors import DGCError
 
@@ -24,14 +21,6 @@ LOCK = ".dgc.lock"
 RUN_FILES = ("config.json", "checkpoint.pt", "checkpoint.prev.pt", "best.pt", "history.json",
              "metrics.json")
 FINISHED = "metrics.json"
-
-
-def images_sha256(x: np.ndarray, y: np.ndarray) -> str:
-    """Fingerprint of images and labels (the form `ImbalancedData.split_sha256` uses)."""
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(x, dtype=np.uint8).tobytes())
-    digest.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
-    return digest.hexdigest()
 
 
 def check_fingerprints(recorded: dict[str, str | None], found: dict[str, str],

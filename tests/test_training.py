@@ -30,7 +30,6 @@ from dgc.experiment import (
     train_run,
 )
 from dgc.methods import get_method
-from dgc.rundir import images_sha256
 from dgc.training import TrainData, Trainer, learning_rate
 
 METRIC_KEYS = {"acsa", "f_macro", "g_macro", "r_mi", "p_ma", "accuracy", "precision_macro",
@@ -229,7 +228,7 @@ def test_run_directory_files(trained: tuple[RunConfig, dict[str, Any]],
     out = Path(cfg.out)
     config = read(out / "config.json")
     assert config["split_sha256"] == digits_data.split_sha256
-    assert config["test_sha256"] == images_sha256(digits_data.x_test, digits_data.y_test)
+    assert config["test_sha256"] == digits_data.test_sha256
     env = config["environment"]
     assert env["python"] == platform.python_version()
     assert env["torch"] == torch.__version__ and env["numpy"] == np.__version__

@@ -35,10 +35,20 @@ class ImbalancedData:
     @property
     def split_sha256(self) -> str:
         """Fingerprint of the training split, to prove two methods trained on the same data."""
-        digest = hashlib.sha256()
-        digest.update(np.ascontiguousarray(self.x_train, dtype=np.uint8).tobytes())
-        digest.update(np.ascontiguousarray(self.y_train, dtype=np.int64).tobytes())
-        return digest.hexdigest()
+        return images_sha256(self.x_train, self.y_train)
+
+    @property
+    def test_sha256(self) -> str:
+        """Fingerprint of the test set, to refuse scoring a run on other test data."""
+        return images_sha256(self.x_test, self.y_test)
+
+
+def images_sha256(x: np.ndarray, y: np.ndarray) -> str:
+    """SHA-256 of uint8 images and int64 labels."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(x, dtype=np.uint8).tobytes())
+    digest.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def _protocol_shuffle(x: np.ndarray, y: np.ndarray, seed: int) -> None:
