@@ -4,8 +4,8 @@ Autocast runs convolutions and matrix products in bfloat16 and keeps reductions,
 weights in float32. Only forward passes run under it, as PyTorch recommends, and bfloat16 has
 float32's range, so no gradient scaling is needed. It pays on CUDA and on CPUs with native
 bfloat16 instructions (AVX-512 BF16, AMX) at one thread per run: a `cpu`-preset DGC training
-step runs 1.4x faster there on this project's two-core AMD EPYC, while at two threads it gains
-only 2 % over float32 (docs/RESULTS.md, "Training speed"); on other CPUs it is slower.
+step runs 1.40x faster there on this project's two-core AMD EPYC, while at two threads it gains
+1.14x (docs/RESULTS.md, "Training speed"); on other CPUs it is slower.
 """
 
 from __future__ import annotations
