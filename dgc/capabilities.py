@@ -30,6 +30,7 @@ from dgc.errors import DGCError
 from dgc.experiment import Run, flatten, load_run, predict_tag, recorded_data
 from dgc.io import read_json, write_json, write_text
 from dgc.ood import SOURCES, ood_images, ood_report
+from dgc.rundir import RunDir
 from dgc.scoring import SplitScores, score_splits
 from dgc.shift import shift_report
 
@@ -192,10 +193,12 @@ def test_table(runs: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]],
 
 def evaluate_bench(bench_dir: str | Path, evaluate: Callable[[Path, Run], dict[str, Any]],
                    what: str) -> list[tuple[str, int, dict[str, Any]]]:
-    """(method, seed, report) of `evaluate(run_dir, run)` for every run of a benchmark."""
+    """(method, seed, report) of `evaluate(run_dir, run)` for every run of a benchmark, each
+    run's folder locked while its files are written, as `dgc evaluate` does."""
     reports = []
     for method, seed, run_dir in tqdm(bench_runs(bench_dir), desc=what, unit="run"):
-        reports.append((method, seed, evaluate(run_dir, load_run(run_dir))))
+        with RunDir(run_dir).lock():
+            reports.append((method, seed, evaluate(run_dir, load_run(run_dir))))
     return reports
 
 

@@ -325,7 +325,9 @@ def command_train(args: argparse.Namespace) -> None:
     if DATASETS[exp].published:
         print(paper_comparison(metrics, DATASETS[exp].published["DGC"]))
     if not args.no_report:
-        print(f"dgc: report written to {write_report(cfg.out, progress=not args.quiet)}")
+        with RunDir(cfg.out).lock():
+            path = write_report(cfg.out, progress=not args.quiet)
+        print(f"dgc: report written to {path}")
 
 
 def paper_comparison(metrics: dict, paper: dict) -> str:

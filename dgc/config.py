@@ -293,12 +293,13 @@ def apply_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
     return cfg
 
 
-def with_steps(cfg: RunConfig, rows: int) -> RunConfig:
-    """The configuration with its epochs raised to reach `train.steps` on `rows` training rows."""
+def with_steps(cfg: RunConfig, rows: int, processes: int = 1) -> RunConfig:
+    """The configuration with its epochs raised to reach `train.steps` on `rows` training rows;
+    under torchrun a step takes a batch from each of the `processes`."""
     t = cfg.train
     if t.steps is None:
         return cfg
-    per_epoch = max(1, math.ceil(rows / t.batch_size))
+    per_epoch = max(1, math.ceil(rows / (t.batch_size * processes)))
     return dataclasses.replace(cfg, train=dataclasses.replace(
         t, epochs=max(t.epochs, math.ceil(t.steps / per_epoch))))
 

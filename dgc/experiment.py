@@ -181,7 +181,7 @@ def train_locked(cfg: RunConfig, out: RunDir, resume: bool, progress: bool, log:
         log(f"dgc: moved the earlier run in {out.path} to {out.move_aside()}")
     trainer_type = ClassifierTrainer if isinstance(model, Classifier) else Trainer
     train_data = to_train_data(data, cfg)
-    cfg = with_steps(cfg, len(train_data.y))
+    cfg = with_steps(cfg, len(train_data.y), distributed.world_size())
     if not main:
         train_data = dataclasses.replace(train_data, x_val=train_data.x_val[:0],
                                          y_val=train_data.y_val[:0])

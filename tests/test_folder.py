@@ -232,6 +232,7 @@ def test_steps_raise_the_epochs_of_small_training_sets() -> None:
     assert cfg.train.steps is not None
     assert with_steps(cfg, 390).train.epochs == -(-cfg.train.steps // 8)  # 8 batches of 50
     assert with_steps(cfg, 10**6).train.epochs == cfg.train.epochs  # never fewer epochs
+    assert with_steps(cfg, 800, processes=2).train.epochs == -(-cfg.train.steps // 8)  # torchrun
     assert apply_overrides(cfg, ["train.epochs=3"]).train.steps is None
     assert build_config("fashion", "cpu").train.steps is None
     assert build_config("folder", "cpu").train.steps is not None
