@@ -101,13 +101,17 @@ def add_predict_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, help="decode only the label term's K best classes")
     parser.add_argument("--importance", action="store_true",
                         help="add the importance correction log p(z) - log q(z|x,y)")
+    add_exact_and_bf16(parser, "predict with")
+
+
+def add_exact_and_bf16(parser: argparse.ArgumentParser, who: str) -> None:
+    """--exact and --bf16, for one run's prediction or every run of a series."""
     parser.add_argument("--exact", action="store_true",
-                        help="the paper's rule (docs/METHOD.md §4): Bayes rule over every class, "
-                             "S = 10 unless --samples says otherwise")
+                        help=f"{who} the paper's rule (docs/METHOD.md §4): Bayes rule over every "
+                             "class, S = 10 unless --samples says otherwise")
     parser.add_argument("--bf16", action="store_true",
-                        help="bfloat16 autocast (train: training and prediction); on a CPU with "
-                             "native bfloat16 (AVX-512 BF16, AMX), 1.4x faster training at "
-                             "one thread, 1.14x at two")
+                        help="bfloat16 autocast of the forward passes (CUDA, or a CPU with "
+                             "native bfloat16: AVX-512 BF16, AMX; docs/RESULTS.md)")
 
 
 def add_folder_options(parser: argparse.ArgumentParser) -> None:
@@ -145,12 +149,7 @@ def add_series_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--exact", action="store_true",
-                        help="every DGC run predicts with the paper's rule (docs/METHOD.md §4: "
-                             "all classes, S = 10)")
-    parser.add_argument("--bf16", action="store_true",
-                        help="bfloat16 autocast in training and prediction (CUDA, or a CPU "
-                             "with native bfloat16)")
+    add_exact_and_bf16(parser, "every DGC run predicts with")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,27 +340,32 @@ def paper_comparison(metrics: dict, paper: dict) -> str:
 def command_evaluate(args: argparse.Namespace) -> None:
     run = load_run(args.run_dir)
     predict = predict_settings(args, run.cfg)
-    if args.calibration or args.prior_shift or args.ood:
-        if args.decompose:
-            raise DGCError("--decompose re-scores the Bayes rule's terms on its own; run it "
-                           "apart from --calibration, --prior-shift and --ood")
-        with RunDir(args.run_dir).lock():
-            evaluate_capabilities(args, run, predict)
-        return
-    if get_method(run.cfg.method).family != "dgc":
+    capabilities = args.calibration or args.prior_shift or args.ood
+    if capabilities and args.decompose:
+        raise DGCError("--decompose re-scores the Bayes rule's terms on its own; run it apart "
+                       "from --calibration, --prior-shift and --ood")
+    if not capabilities and get_method(run.cfg.method).family != "dgc":
         raise DGCError(f"{args.run_dir} is a {run.cfg.method} baseline run: `evaluate` re-scores "
                        "DGC's Bayes rule, and the run's metrics.json already holds its test "
                        "metrics")
+    with RunDir(args.run_dir).lock():  # every file evaluate writes into the run
+        evaluate_locked(args, run, predict, capabilities)
+
+
+def evaluate_locked(args: argparse.Namespace, run: Run, predict: PredictConfig,
+                    capabilities: bool) -> None:
+    """The body of `dgc evaluate`, once its run folder is locked."""
+    if capabilities:
+        evaluate_capabilities(args, run, predict)
+        return
     if args.decompose:
-        with RunDir(args.run_dir).lock():
-            report, path = decompose_run(args.run_dir, predict, run)
+        report, path = decompose_run(args.run_dir, predict, run)
         print("| terms | ACSA alone | spread across classes (nats) |\n|---|---|---|")
         for terms, row in report.items():
             print(f"| {terms} | {row['acsa']:.4f} | {row['spread']:.2f} |")
         print(f"written to {path}")
         return
-    with RunDir(args.run_dir).lock():
-        metrics, path = evaluate_run(args.run_dir, predict, run, progress=True)
+    metrics, path = evaluate_run(args.run_dir, predict, run, progress=True)
     print(format_metrics(metrics, title=f"{args.run_dir} (test set)"))
     print(f"test prediction {metrics['seconds_predict']:.1f} s; written to {path}")
 
