@@ -23,19 +23,19 @@ from dgc.benchmark import (
     TABLE2,
     TABLE3,
     bench_config,
-    check_finished,
     markdown,
-    mean_std,
     measured_row,
     p_value,
     paired_p_value,
     parse_seeds,
 )
-from dgc.cli import series_overrides
+from dgc.cli import option_settings
 from dgc.config import RunConfig
 from dgc.errors import DGCError
 from dgc.experiment import train_run
-from dgc.io import read_json, write_json, write_text
+from dgc.io import write_json, write_text
+from dgc.rundir import RunDir
+from dgc.series import check_finished, mean_std
 
 # (name, what changes, the `--set` overrides it adds to the step before).
 STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -107,9 +107,9 @@ def main() -> None:
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
     bench, out = Path(args.bench), Path(args.out)
-    base = series_overrides(args)  # --epochs, --exact, --bf16 and --set, as `dgc bench`
+    base = args.set  # with --epochs, --exact and --bf16 (the options), as `dgc bench`
     settings = {"preset": args.preset, "recipe": args.recipe == "on", "threads": args.threads,
-                "data_dir": args.data_dir}
+                "data_dir": args.data_dir, "options": option_settings(args)}
     inner = range(1, len(STEPS) - 1)
     train_steps = [int(s) for s in args.steps.split(",")] if args.steps else list(inner)
     if args.collect:
@@ -123,16 +123,16 @@ def main() -> None:
         metrics: dict[int, dict[str, Any]] = {}
         for seed in seeds:
             cfg = step_config(k, args.exp, seed, bench, out, base, **settings)
-            run_dir = Path(cfg.out)
-            if (run_dir / "metrics.json").is_file():
+            run_dir = RunDir(cfg.out)
+            if run_dir.finished():
                 check_finished(cfg)
             elif k in train_steps:
                 print(f"ablation: step {k} ({name}), seed {seed}", flush=True)
-                train_run(cfg, resume=run_dir.exists(), progress=not args.quiet)
+                train_run(cfg, resume=run_dir.path.exists(), progress=not args.quiet)
             else:
-                missing.append(str(run_dir))
+                missing.append(str(run_dir.path))
                 continue
-            metrics[seed] = read_json(run_dir / "metrics.json")
+            metrics[seed] = run_dir.metrics()
         summary = {key: mean_std([m[key] for m in metrics.values()]) for key, _ in COLUMNS}
         row = {"step": name, "change": change, "overrides": list(changes),
                "metrics": {str(s): m for s, m in metrics.items()}, "summary": summary}

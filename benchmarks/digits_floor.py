@@ -22,24 +22,25 @@ from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
 from dgc.benchmark import parse_seeds
-from dgc.config import SMALL_DATA_STEPS, apply_overrides, build_config
+from dgc.config import SMALL_DATA_STEPS
 from dgc.data import load_imbalanced, split_validation
 from dgc.experiment import train_run
 from dgc.io import read_json, write_json, write_text
-from dgc.methods import get_method
+from dgc.methods import resolve_config
 from dgc.metrics import acsa
+from dgc.rundir import HISTORY, RunDir
 
 
 def dgc_run(steps: int, seed: int, out: Path) -> dict[str, Any]:
     """One `dgc train --exp digits --seed SEED --set train.steps=STEPS` run."""
-    cfg = get_method("dgc").configure(build_config("digits", "cpu", seed=seed, out=str(out)))
-    cfg = apply_overrides(cfg, [f"train.steps={steps}"])
-    if not (out / "metrics.json").is_file():
+    cfg = resolve_config("digits", "cpu", "dgc", overrides=[f"train.steps={steps}"], out=str(out),
+                         seed=seed)
+    run = RunDir(out)
+    if not run.finished():
         train_run(cfg, progress=False, log=lambda _: None)
-    history = read_json(out / "history.json")
+    history = read_json(run / HISTORY)
     val = max(record["val"]["acsa"] for record in history["epochs"] if "val" in record)
-    return {"val_acsa": val, "test_acsa": read_json(out / "metrics.json")["acsa"],
-            "epochs": len(history["epochs"])}
+    return {"val_acsa": val, "test_acsa": run.metrics()["acsa"], "epochs": len(history["epochs"])}
 
 
 def logistic(seed: int) -> dict[str, float]:

@@ -30,7 +30,7 @@ from dgc.capabilities import (
     run_script,
     write_tables,
 )
-from dgc.experiment import flatten
+from dgc.config import flatten
 
 
 def best_baseline(runs: list[dict[str, Any]], rows: list[str], source: str) -> str | None:

@@ -18,10 +18,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from dgc.baselines import ClassifierTrainer
-from dgc.config import build_config
 from dgc.data import dataset_names
 from dgc.experiment import build_model, run_data, to_train_data
-from dgc.methods import METHODS, get_method
+from dgc.methods import METHODS, get_method, resolve_config
 from dgc.training import Trainer
 
 
@@ -41,8 +40,7 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = get_method(args.method).configure(build_config(args.exp, args.preset, seed=1,
-                                                         method=args.method))
+    cfg = resolve_config(args.exp, args.preset, args.method, seed=1)
     data = to_train_data(run_data(cfg), cfg)
     image_shape = (*data.x.shape[2:], data.x.shape[1])
     model = build_model(cfg, image_shape, len(data.train_counts))

@@ -40,11 +40,11 @@ from typing import Any
 import torch
 
 from dgc.baselines import Classifier, ClassifierTrainer
-from dgc.config import PAPER_SAMPLES, PredictConfig, RunConfig, apply_overrides, build_config
+from dgc.config import PAPER_SAMPLES, PredictConfig, RunConfig, apply_overrides
 from dgc.data import dataset_names
 from dgc.experiment import build_model, predict_images, quiet, run_data, to_train_data
 from dgc.io import load_checkpoint, save_checkpoint
-from dgc.methods import get_method
+from dgc.methods import get_method, resolve_config
 from dgc.metrics import compute_metrics
 from dgc.training import Trainer
 
@@ -65,14 +65,12 @@ def peak_rss_mib() -> float:
 
 def configure(method: str, args: argparse.Namespace) -> RunConfig:
     """The run configuration `dgc train` would build for these options."""
-    exp = "npz" if args.data else args.exp
-    cfg = build_config(exp, args.preset, seed=args.seed, method=method,
-                       data_dir=args.data or args.data_dir, device=args.device,
-                       threads=args.threads)
     settings = [f"train.epochs={args.epochs}"]
     if args.bf16:
         settings += ["train.bf16=true", "predict.bf16=true"]
-    return apply_overrides(get_method(method).configure(cfg), settings)
+    return resolve_config("npz" if args.data else args.exp, args.preset, method,
+                          overrides=settings, seed=args.seed, data_dir=args.data or args.data_dir,
+                          device=args.device, threads=args.threads)
 
 
 def prediction_settings(cfg: RunConfig) -> dict[str, PredictConfig]:

@@ -10,11 +10,11 @@ alike (DGC and `dgc-faithful` included):
   horizontal flip where the dataset allows it, and a cosine learning-rate schedule over the
   preset's epochs; without it, no augmentation and each preset's own schedule.
 
-A pair counts as finished when its `metrics.json` exists, so an interrupted benchmark resumes
-(an unfinished pair continues from its checkpoint). `results.json` holds every finished run and
-the paired t-tests of `dgc` against each other method; `table.md` shows the paper's Tables 2
-and 3 as mean ± sample standard deviation (ddof = 1) over seeds, with ECE and cost. With one
-seed there is no standard deviation and no test: the table says "n/a" and the JSON holds null.
+The pairs are a series (`dgc.series`): an interrupted benchmark resumes, and a pair that fails
+leaves the others to finish. `results.json` holds every finished run and the paired t-tests of
+`dgc` against each other method; `table.md` shows the paper's Tables 2 and 3 as mean ± sample
+standard deviation (ddof = 1) over seeds, with ECE and cost. With one seed there is no standard
+deviation and no test: the table says "n/a" and the JSON holds null.
 """
 
 from __future__ import annotations
@@ -26,18 +26,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from scipy import stats
 from tqdm.auto import tqdm
 
-from dgc.config import RunConfig, apply_overrides, build_config, validate
+from dgc.config import RunConfig, build_config
 from dgc.data import DATASETS
 from dgc.errors import DGCError
-from dgc.experiment import finished_differences, train_run
-from dgc.io import read_json, write_json, write_text
-from dgc.methods import METHODS, RELEASED_SCHEDULES, get_method
+from dgc.io import write_json, write_text
+from dgc.methods import METHODS, RELEASED_SCHEDULES, resolve_config
 from dgc.plots import plot_bench
-from dgc.progress import bar as progress_bar
+from dgc.rundir import RunDir
+from dgc.series import Failure, mean_std, number, run_series
 
 VAL_FRACTION = 0.1
 REFERENCE = "dgc"
@@ -90,13 +89,11 @@ def apply_harness(cfg: RunConfig, recipe: bool) -> RunConfig:
 def bench_config(exp: str, method: str, seed: int, out_dir: str | Path, preset: str = "cpu",
                  recipe: bool = True, overrides: Sequence[str] = (),
                  **run_fields: Any) -> RunConfig:
-    """One pair's configuration: preset, then the method, the harness, then `--set` overrides."""
-    cfg = build_config(exp, preset, seed=seed, method=method, **run_fields)
-    cfg = apply_harness(get_method(method).configure(cfg), recipe)
-    cfg = apply_overrides(cfg, list(overrides))
-    cfg = dataclasses.replace(cfg, out=str(Path(out_dir) / f"{method}-s{seed}"))
-    validate(cfg)
-    return cfg
+    """One pair's configuration: `resolve_config` with the harness, in `out_dir/METHOD-sSEED`
+    (`run_fields` may hold the command line's `options`)."""
+    return resolve_config(exp, preset, method, overrides=overrides,
+                          out=str(Path(out_dir) / f"{method}-s{seed}"),
+                          harness=lambda cfg: apply_harness(cfg, recipe), seed=seed, **run_fields)
 
 
 def plan(exp: str, methods: Sequence[str], seeds: Sequence[int], out_dir: str | Path,
@@ -106,49 +103,26 @@ def plan(exp: str, methods: Sequence[str], seeds: Sequence[int], out_dir: str | 
             for seed in seeds for method in methods]
 
 
-def check_finished(cfg: RunConfig) -> None:
-    """Refuse to count a finished run whose settings differ from the benchmark's."""
-    if differences := finished_differences(Path(cfg.out), cfg):
-        raise DGCError(f"{cfg.out} was run with other settings ({'; '.join(differences)}); "
-                       "use another --out, or delete that run to redo it")
-
-
 def run_bench(configs: Sequence[RunConfig], out_dir: str | Path, exp: str, recipe: bool,
               paper: bool = False, progress: bool = True,
               log: Callable[[str], None] = tqdm.write) -> dict[str, Any]:
-    """Run every unfinished pair, then write `results.json`, `table.md` and `table2.png` (the
-    bar chart of Table 2, its numbers in `table2.json`) into `out_dir`.
-
-    A pair that fails with a `DGCError` (e.g. a diverging loss) is reported and the others still
-    run; the error is raised at the end, after both files are written from the finished runs.
-    """
+    """Run every unfinished pair as a series (`run_series`: a failed pair is reported and the
+    others still run), then write `results.json`, `table.md` and `table2.png` (the bar chart of
+    Table 2, its numbers in `table2.json`) into `out_dir` from the finished ones."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    failed: list[dict[str, Any]] = []
-    bar = progress_bar(configs, progress, desc="bench", unit="run")
-    for cfg in bar:
-        bar.set_postfix_str(f"{cfg.method} seed {cfg.seed}")
-        run_dir = Path(cfg.out)
-        if (run_dir / "metrics.json").is_file():
-            check_finished(cfg)
-            continue
-        try:
-            train_run(cfg, resume=run_dir.exists(), progress=progress, log=log)
-        except DGCError as error:
-            log(f"dgc: {cfg.method} seed {cfg.seed} failed: {error}")
-            failed.append({"method": cfg.method, "seed": cfg.seed, "error": str(error)})
-    results = collect(configs, exp, recipe)
-    results["failed"] = failed
-    write_json(out_dir / "results.json", results)
-    write_text(out_dir / "table.md", render_table(results, paper))
-    if results["runs"]:
-        plot_bench(results, out_dir / "table2.png",
-                   DATASETS[exp].published if paper else None)
-    if failed:
-        pairs = ", ".join(f"{f['method']} seed {f['seed']}" for f in failed)
-        raise DGCError(f"{len(failed)} run(s) failed ({pairs}); the tables in {out_dir} leave "
-                       "them out. Fix the cause and rerun the same command to finish them")
-    return results
+
+    def write(failed: list[Failure]) -> dict[str, Any]:
+        results = collect(configs, exp, recipe)
+        results["failed"] = [{"method": cfg.method, "seed": cfg.seed, "error": error}
+                             for cfg, error in failed]
+        write_json(out_dir / "results.json", results)
+        write_text(out_dir / "table.md", render_table(results, paper))
+        if results["runs"]:
+            plot_bench(results, out_dir / "table2.png",
+                       DATASETS[exp].published if paper else None)
+        return results
+
+    return run_series(out_dir, configs, write, "bench", progress, log)
 
 
 def trained_on(config: dict[str, Any]) -> str | None:
@@ -165,11 +139,10 @@ def collect(configs: Sequence[RunConfig], exp: str, recipe: bool) -> dict[str, A
     """results.json's content from the finished runs among `configs`."""
     runs = []
     for cfg in configs:
-        run_dir = Path(cfg.out)
-        if not (run_dir / "metrics.json").is_file():
+        folder = RunDir(cfg.out)
+        if not folder.finished():
             continue
-        metrics = read_json(run_dir / "metrics.json")
-        config = read_json(run_dir / "config.json")
+        metrics, config = folder.metrics(), folder.config()
         runs.append({"method": cfg.method, "seed": cfg.seed, "metrics": metrics,
                      "seconds_train": metrics.get("seconds_train"),
                      "seconds_predict": metrics.get("seconds_predict"),
@@ -199,13 +172,6 @@ def values(runs: Sequence[dict[str, Any]], method: str, key: str) -> dict[int, f
             if value is not None:
                 out[run["seed"]] = float(value)
     return out
-
-
-def mean_std(numbers: Sequence[float]) -> dict[str, Any]:
-    """Mean and sample standard deviation (ddof = 1; None below two values)."""
-    n = len(numbers)
-    return {"mean": float(np.mean(numbers)) if n else None,
-            "std": float(np.std(numbers, ddof=1)) if n >= 2 else None, "n": n}
 
 
 def summarise(runs: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
@@ -247,10 +213,6 @@ def paired_tests(runs: Sequence[dict[str, Any]], methods: Sequence[str],
 
 
 # -- table.md ---------------------------------------------------------------------------------
-
-def number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
 
 def p_value(p: float | None) -> str:
     return "n/a" if p is None else f"{p:.3g}"

@@ -22,16 +22,17 @@ import torch
 from tqdm.auto import tqdm
 
 from dgc.baselines import Classifier
-from dgc.benchmark import markdown, mean_std, number, p_value, paired_p_value, values
+from dgc.benchmark import markdown, p_value, paired_p_value, values
 from dgc.calibration import CALIBRATIONS, calibration_report
-from dgc.config import PredictConfig
+from dgc.config import PredictConfig, flatten
 from dgc.data import ImbalancedData
 from dgc.errors import DGCError
-from dgc.experiment import Run, flatten, load_run, predict_tag, recorded_data
+from dgc.experiment import Run, load_run, predict_tag, recorded_data
 from dgc.io import read_json, write_json, write_text
 from dgc.ood import SOURCES, ood_images, ood_report
 from dgc.rundir import RunDir
 from dgc.scoring import SplitScores, score_splits
+from dgc.series import mean_std, number
 from dgc.shift import shift_report
 
 CALIBRATION_FILE = "calibration.json"

@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import dataclasses
 import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,14 +34,7 @@ from dgc.capabilities import (
     shift_markdown,
     with_prediction,
 )
-from dgc.config import (
-    PAPER_SAMPLES,
-    PredictConfig,
-    RunConfig,
-    apply_overrides,
-    build_config,
-    validate,
-)
+from dgc.config import OPTIONS, PAPER_SAMPLES, PredictConfig, RunConfig, validate, with_settings
 from dgc.data import DATASETS, dataset_names, open_numpy, read_member
 from dgc.data.folder import (
     DEFAULT_TEST_FRACTION,
@@ -53,7 +46,6 @@ from dgc.errors import DGCError
 from dgc.experiment import (
     Run,
     decompose_run,
-    default_out,
     evaluate_run,
     load_run,
     predict_images,
@@ -61,7 +53,7 @@ from dgc.experiment import (
     train_run,
 )
 from dgc.io import atomic_write
-from dgc.methods import METHODS, get_method
+from dgc.methods import METHODS, get_method, resolve_config
 from dgc.metrics import HEADLINE, format_metrics
 from dgc.plots import render_image_grid
 from dgc.report import sample_class, write_report
@@ -250,32 +242,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def option_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings a command's options ask for, as `section.field`: value: the options that
+    set one setting each (`config.OPTIONS`), then `--importance`, `--exact` and `--bf16` over
+    them. Every command passes its own; an absent option changes nothing."""
+    given = vars(args)
+    settings = {key: given[flag] for key, option in OPTIONS.items()
+                if "." in key and given.get(flag := option[2:].replace("-", "_")) is not None}
+    if given.get("importance"):
+        settings["predict.importance"] = True
+    if args.exact:
+        samples = PAPER_SAMPLES if given.get("samples") is None else given["samples"]
+        settings.update({"predict.rule": "bayes", "predict.top_k": None,
+                         "predict.samples": samples})
+    if args.bf16:
+        settings.update({"train.bf16": True, "predict.bf16": True})
+    return settings
+
+
 def predict_settings(args: argparse.Namespace, cfg: RunConfig) -> PredictConfig:
     """The run's prediction settings with the command line's changes, validated."""
-    base = cfg.predict
-    changes = {k: v for k, v in (("samples", args.samples), ("rule", args.rule),
-                                 ("top_k", args.top_k)) if v is not None}
-    if args.importance:
-        changes["importance"] = True
-    if args.bf16:
-        changes["bf16"] = True
-    if args.exact:
-        changes.update(rule="bayes", top_k=None,
-                       samples=PAPER_SAMPLES if args.samples is None else args.samples)
-    predict = dataclasses.replace(base, **changes)
-    validate(dataclasses.replace(cfg, predict=predict))
-    return predict
-
-
-def series_overrides(args: argparse.Namespace) -> list[str]:
-    """The `--set` list of a sweep or benchmark, with `--epochs` and `--exact` folded in."""
-    overrides = [f"train.epochs={args.epochs}"] if args.epochs is not None else []
-    if args.exact:
-        overrides += ["predict.rule=bayes", "predict.top_k=null",
-                      f"predict.samples={PAPER_SAMPLES}"]
-    if args.bf16:
-        overrides += ["train.bf16=true", "predict.bf16=true"]
-    return overrides + args.set
+    changed = with_settings(cfg, option_settings(args))
+    validate(changed)
+    return changed.predict
 
 
 def hardware(args: argparse.Namespace) -> tuple[bool, str, str]:
@@ -291,24 +280,10 @@ def hardware(args: argparse.Namespace) -> tuple[bool, str, str]:
 def command_train(args: argparse.Namespace) -> None:
     cuda, preset, device = hardware(args)
     exp = resolve_exp(args)
-    cfg = build_config(exp, preset, seed=args.seed, method=args.method,
-                       data_dir=args.data or args.data_dir, profile=args.profile,
-                       image_size=args.image_size, test_fraction=args.test_fraction,
-                       device=device, threads=args.threads)
-    cfg = get_method(args.method).configure(cfg)
-    train_changes = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
-                                       ("sampling_rate", args.sampling_rate),
-                                       ("val_fraction", args.val_fraction),
-                                       ("grad_clip", args.grad_clip)) if v is not None}
-    if args.epochs is not None:
-        train_changes["steps"] = None
-    if args.bf16:
-        train_changes["bf16"] = True
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_changes),
-                              predict=predict_settings(args, cfg))
-    cfg = apply_overrides(cfg, args.set)
-    cfg = dataclasses.replace(cfg, out=args.out or default_out(cfg))
-    validate(cfg)
+    cfg = resolve_config(exp, preset, args.method, option_settings(args), args.set, args.out,
+                         seed=args.seed, data_dir=args.data or args.data_dir, profile=args.profile,
+                         image_size=args.image_size, test_fraction=args.test_fraction,
+                         device=device, threads=args.threads)
     with distributed.session(device):
         reports = distributed.is_main()  # process 0 of torchrun's group reports the run
         if reports:
@@ -479,12 +454,11 @@ def command_report(args: argparse.Namespace) -> None:
 def command_sweep(args: argparse.Namespace) -> None:
     _, preset, device = hardware(args)
     exp = resolve_exp(args)
-    cfg = build_config(exp, preset, method=args.method, data_dir=args.data_dir,
-                       image_size=args.image_size, test_fraction=args.test_fraction,
-                       device=device, threads=args.threads)
-    cfg = apply_overrides(get_method(args.method).configure(cfg), series_overrides(args))
-    values, seeds = parse_values(args.values), parse_seeds(args.seeds)
     out = Path(args.out or Path("runs") / f"sweep-{exp}-{args.method}-{args.param}")
+    cfg = resolve_config(exp, preset, args.method, option_settings(args), args.set, str(out),
+                         data_dir=args.data_dir, image_size=args.image_size,
+                         test_fraction=args.test_fraction, device=device, threads=args.threads)
+    values, seeds = parse_values(args.values), parse_seeds(args.seeds)
     run_sweep(cfg, args.param, values, seeds, out, progress=not args.quiet)
     print((out / "sweep.md").read_text(), end="")
     print(f"dgc: sweep.json, sweep.png and sweep.md written to {out}")
@@ -516,12 +490,12 @@ def command_bench(args: argparse.Namespace) -> None:
                        f"{', '.join(n for n, i in DATASETS.items() if i.published)}")
     methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
     recipe = args.recipe == "on"
-    overrides = series_overrides(args)
     default = Path("runs") / f"bench-{exp}-{preset}{'' if recipe else '-norecipe'}"
     out = Path(args.out or default)
     configs = plan(exp, methods, seeds, out, preset=preset, recipe=recipe,
-                   overrides=overrides, data_dir=args.data_dir, image_size=args.image_size,
-                   test_fraction=args.test_fraction, device=device, threads=args.threads)
+                   options=option_settings(args), overrides=args.set, data_dir=args.data_dir,
+                   image_size=args.image_size, test_fraction=args.test_fraction, device=device,
+                   threads=args.threads)
     print(f"dgc: {len(methods)} methods × {len(seeds)} seeds = {len(configs)} runs in {out}, "
           f"preset {preset}, recipe {args.recipe}")
     run_bench(configs, out, exp, recipe, paper=args.paper, progress=not args.quiet)

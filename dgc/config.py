@@ -13,8 +13,9 @@ import math
 import numbers
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -287,9 +288,19 @@ def apply_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
         if name not in kinds:
             known = ", ".join(f.name for f in dataclasses.fields(part))
             raise DGCError(f"{section} has no setting {name!r}; known: {known}")
-        value = convert(text, kinds[name], f"--set {section}.{name}")
-        changes = {name: value, **({"steps": None} if key.strip() == "train.epochs" else {})}
-        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(part, **changes)})
+        cfg = with_settings(cfg, {f"{section}.{name}": convert(text, kinds[name],
+                                                               f"--set {section}.{name}")})
+    return cfg
+
+
+def with_settings(cfg: RunConfig, settings: Mapping[str, Any]) -> RunConfig:
+    """The configuration with `section.field` settings set to values of their types; setting
+    `train.epochs` clears `train.steps`, which it replaces."""
+    for key, value in settings.items():
+        section, _, name = key.partition(".")
+        changes = {name: value, **({"steps": None} if key == "train.epochs" else {})}
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section),
+                                                                       **changes)})
     return cfg
 
 
@@ -302,6 +313,21 @@ def with_steps(cfg: RunConfig, rows: int, processes: int = 1) -> RunConfig:
     per_epoch = max(1, math.ceil(rows / (t.batch_size * processes)))
     return dataclasses.replace(cfg, train=dataclasses.replace(
         t, epochs=max(t.epochs, math.ceil(t.steps / per_epoch))))
+
+
+def default_out(cfg: RunConfig) -> str:
+    return str(Path("runs") / f"{cfg.exp}-{cfg.method}-s{cfg.seed}")
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict (a config's, a report's) as one level of `section.field` keys."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
 
 
 def as_asked(settings: dict[str, Any]) -> dict[str, Any]:

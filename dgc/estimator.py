@@ -211,7 +211,12 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
                            "available; use device='cpu'")
 
     def _run_config(self, seed: int) -> RunConfig:
-        """The library configuration these hyper-parameters stand for (the `dgc` method's)."""
+        """The library configuration these hyper-parameters stand for, built from them alone
+        (an estimator has no dataset or preset for `resolve_config`). It is not the `dgc`
+        method's: it shares its cosine schedule, logit adjustment and lack of an LVO step, but
+        by default averages the cross-entropy, keeps the label in the encoder's mean and the
+        last epoch, clips no gradients, augments nothing and predicts with the Bayes rule over
+        every class (S = `samples`); the class docstring says why."""
         train = TrainConfig(
             epochs=self.epochs, batch_size=self.batch_size, lr=float(self.learning_rate),
             schedule="cosine", cls_weight=None if self.cls_weight is None

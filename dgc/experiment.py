@@ -1,9 +1,6 @@
 """One training run end to end: data, model, training, final test prediction, files on disk.
 
-A run directory holds `config.json` (the resolved configuration and the environment),
-`history.json`, `metrics.json`, `predictions.npz` (the test set's labels, predicted labels and
-probabilities), `checkpoint.pt` (everything needed to resume) and `best.pt` (the weights that
-are evaluated).
+The run directory's files, and what a run recorded in them, are `dgc.rundir`'s.
 """
 
 from __future__ import annotations
@@ -21,8 +18,8 @@ import torch
 
 from dgc import distributed
 from dgc.baselines import Classifier, ClassifierTrainer, build_classifier, classifier_proba
-from dgc.config import PredictConfig, RunConfig, as_asked, validate, with_steps
-from dgc.data import DATASETS, ImbalancedData, load_imbalanced, split_validation
+from dgc.config import PredictConfig, RunConfig, default_out, validate, with_steps
+from dgc.data import ImbalancedData, load_imbalanced, split_validation
 from dgc.errors import DGCError
 from dgc.heldout import hold_out
 from dgc.io import (
@@ -30,26 +27,26 @@ from dgc.io import (
     load_checkpoint,
     load_newest_checkpoint,
     load_weights,
-    read_json,
     write_json,
 )
 from dgc.methods import get_method
 from dgc.metrics import compute_metrics
 from dgc.model import DGC, check_fits, count_parameters, images_to_tensor
 from dgc.prediction import decompose, predict_proba
-from dgc.rundir import RunDir, check_fingerprints
-from dgc.training import BEST, CHECKPOINT, PREVIOUS, TrainData, Trainer
-
-# Settings that may differ when a run is resumed: they do not change its numbers.
-RESUMABLE_DIFFERENCES = {"out", "data_dir", "threads", "train.epochs"}
-EPOCH_DEPENDENT_SCHEDULES = ("cosine", "manual_smooth", "manual_smooth_released")
-# Keys of config.json that record facts about the run rather than settings.
-RUN_FACTS = ("environment", "split_sha256", "test_sha256", "n_params", "data")
-PREDICTIONS = "predictions.npz"
-
-
-def default_out(cfg: RunConfig) -> str:
-    return str(Path("runs") / f"{cfg.exp}-{cfg.method}-s{cfg.seed}")
+from dgc.rundir import (
+    BEST,
+    CHECKPOINT,
+    CONFIG,
+    FINGERPRINTS,
+    HISTORY,
+    METRICS,
+    PREDICTIONS,
+    PREVIOUS,
+    RunDir,
+    check_fingerprints,
+    check_resume,
+)
+from dgc.training import TrainData, Trainer
 
 
 def seed_everything(seed: int) -> None:
@@ -73,42 +70,6 @@ def environment(cfg: RunConfig) -> dict[str, Any]:
             "numpy": np.__version__, "device": cfg.device, "threads": torch.get_num_threads(),
             "processes": distributed.world_size(),
             "machine": platform.machine(), "processor": cpu_model()}
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-    return flat
-
-
-# Settings a finished run may differ in and still count in a series (`dgc bench`, `dgc sweep`):
-# where and how fast it ran, not what it computed.
-SERIES_FREE = {"out", "data_dir", "threads", "device"}
-
-
-def finished_differences(run_dir: Path, cfg: RunConfig) -> list[str]:
-    """'name: old -> new' for each setting the finished run in `run_dir` differs in from `cfg`,
-    besides `SERIES_FREE`; the folder of the user's own data is the data, so it counts."""
-    path = run_dir / "config.json"
-    old = flatten(as_asked(settings_of(read_config(path), path).to_dict()))
-    new = flatten(as_asked(cfg.to_dict()))
-    free = SERIES_FREE - ({"data_dir"} if DATASETS[cfg.exp].user_data else set())
-    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
-            if key not in free and old.get(key) != new.get(key)]
-
-
-def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Settings that would change the result of a resumed run, as 'name: old -> new'."""
-    a, b = flatten(old), flatten(new)
-    free = set(RESUMABLE_DIFFERENCES)
-    if b.get("train.schedule") in EPOCH_DEPENDENT_SCHEDULES:
-        free.discard("train.epochs")  # their learning rate at every step depends on the total
-    return [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
-            if key not in free and a.get(key) != b.get(key)]
 
 
 @dataclass
@@ -166,7 +127,7 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
     with out.lock():  # checked under the lock, so no other command can start a run between
         out.refuse_existing(resume, overwrite)
         if resume:
-            check_resumable(out, cfg)
+            out.check_resumable(cfg)
         return train_locked(cfg, out, resume, progress, log, main, overwrite)
 
 
@@ -190,7 +151,7 @@ def train_locked(cfg: RunConfig, out: RunDir, resume: bool, progress: bool, log:
     if resume:
         resume_trainer(trainer, out.path, cfg, log)
     if main:
-        write_json(out / "config.json", {
+        write_json(out / CONFIG, {
             **cfg.to_dict(), "environment": environment(cfg), **data_fingerprints(data),
             "n_params": count_parameters(model),
             "data": {"class_names": list(data.class_names),
@@ -221,60 +182,22 @@ def checked_data(cfg: RunConfig, out: RunDir, resume: bool) -> ImbalancedData:
     if data.num_classes < 2:
         raise DGCError(f"{describe_source(cfg)} has one class ({data.class_names[0]}); a "
                        "classifier needs at least two classes in its training set")
-    if resume and (out / "config.json").is_file():
-        check_fingerprints(recorded_fingerprints(read_config(out / "config.json")),
-                           data_fingerprints(data), out.path, describe_source(cfg))
+    if resume and (out / CONFIG).is_file():
+        check_fingerprints(out.fingerprints(), data_fingerprints(data), out.path,
+                           describe_source(cfg))
     shape, n_classes = data.x_train.shape[1:], len(data.class_names)
     check_fits(lambda: make_model(cfg, shape, n_classes), shape, cfg.model,
                max(cfg.train.batch_size, cfg.train.pretrain_batch), cfg.device)
     return data
 
 
-def check_resumable(out: RunDir, cfg: RunConfig) -> None:
-    """Refuse, before any data is loaded, to resume a run recorded with other settings."""
-    if not (out / "config.json").is_file():
-        return
-    saved = settings_of(read_config(out / "config.json"), out / "config.json")
-    # with `train.steps`, the recorded epochs were derived from it: compare what was asked
-    differences = config_differences(as_asked(saved.to_dict()), as_asked(cfg.to_dict()))
-    if differences:
-        raise DGCError("cannot resume: the configuration differs from the run's in "
-                       + "; ".join(differences) + ". Use the same settings, or another --out")
-
-
 def data_fingerprints(data: ImbalancedData) -> dict[str, str]:
     """What a run records of its data, to refuse other data later."""
-    return {"split_sha256": data.split_sha256,
-            "test_sha256": data.test_sha256}
-
-
-def recorded_fingerprints(config: dict[str, Any]) -> dict[str, str | None]:
-    return {key: config.get(key) for key in ("split_sha256", "test_sha256")}
+    return {key: getattr(data, key) for key in FINGERPRINTS}
 
 
 def describe_source(cfg: RunConfig) -> str:
     return f"{cfg.data_dir}" if cfg.data_dir else f"the {cfg.exp} dataset"
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """A run's config.json, which must be a JSON object."""
-    raw = read_json(path)
-    if not isinstance(raw, dict):
-        raise DGCError(f"{path} is not a dgc run configuration (it holds a JSON "
-                       f"{type(raw).__name__}, not an object); restore it or train a new run")
-    return raw
-
-
-def settings_of(raw: dict[str, Any], path: Path) -> RunConfig:
-    """The settings in a run's config.json, checked like the command line's."""
-    try:
-        cfg = RunConfig.from_dict({k: v for k, v in raw.items() if k not in RUN_FACTS})
-        validate(cfg)
-    except (KeyError, TypeError, AttributeError, DGCError) as error:
-        detail = f"no {error} section or setting" if isinstance(error, KeyError) else error
-        raise DGCError(f"{path} holds settings this version cannot use ({detail}); restore it "
-                       "or train a new run") from error
-    return cfg
 
 
 def finish_run(cfg: RunConfig, out: Path, trainer: Trainer | ClassifierTrainer,
@@ -288,7 +211,7 @@ def finish_run(cfg: RunConfig, out: Path, trainer: Trainer | ClassifierTrainer,
         return {}
     if replicas:
         trainer.history["distributed"] = replicas
-    write_json(out / "history.json", trainer.history)
+    write_json(out / HISTORY, trainer.history)
     model.load_state_dict(trainer.best_weights)
     started = time.perf_counter()
     probs = predict_images(model, data.x_test, cfg, cfg.predict, trainer.progress)
@@ -298,7 +221,7 @@ def finish_run(cfg: RunConfig, out: Path, trainer: Trainer | ClassifierTrainer,
     metrics.update(seconds_train=round(trainer.seconds, 2), seconds_predict=round(seconds_predict,
                                                                                    2))
     save_predictions(out / PREDICTIONS, data.y_test, probs)
-    write_json(out / "metrics.json", metrics)
+    write_json(out / METRICS, metrics)
     return metrics
 
 
@@ -337,10 +260,7 @@ def resume_trainer(trainer: Trainer, out: Path, cfg: RunConfig, log: Any) -> Non
     except (KeyError, TypeError) as error:
         raise DGCError(f"cannot resume: {out / CHECKPOINT} holds a configuration this version "
                        f"cannot read ({error}); use another --out") from error
-    differences = config_differences(saved, cfg.to_dict())
-    if differences:
-        raise DGCError("cannot resume: the configuration differs from the checkpoint's in "
-                       + "; ".join(differences) + ". Use the same settings, or another --out")
+    check_resume(saved, cfg.to_dict(), "the checkpoint's")
     trainer.load_state_dict(state)
     if trainer.best["epoch"] is not None:  # no best yet before the first validated epoch
         trainer.best_weights = load_checkpoint(out / BEST)["model"]
@@ -371,11 +291,10 @@ def load_run(run_dir: str | Path) -> Run:
     """The evaluated model (`best.pt`) of a run directory, ready to predict: on the device it
     was trained on, or on the CPU where that is a GPU this machine lacks (and then in float32:
     bfloat16 on a CPU gives other numbers than the GPU's, slower on most CPUs)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    folder = RunDir(run_dir)
+    if not folder.path.is_dir():
         raise DGCError(f"run directory {run_dir} does not exist")
-    raw = read_config(run_dir / "config.json")
-    cfg = settings_of(raw, run_dir / "config.json")
+    raw, cfg = folder.config(), folder.settings()
     if cfg.device == "cuda" and not torch.cuda.is_available():
         cfg = dataclasses.replace(cfg, device="cpu",
                                   train=dataclasses.replace(cfg.train, bf16=False),
@@ -385,12 +304,12 @@ def load_run(run_dir: str | Path) -> Run:
         shape, names = tuple(facts["image_shape"]), tuple(facts["class_names"])
         counts = np.asarray(facts["train_counts"], dtype=np.int64)
     except (KeyError, TypeError, ValueError) as error:
-        raise DGCError(f"{run_dir / 'config.json'} lacks the run's data facts ({error}); "
-                       "restore it or train a new run") from error
+        raise DGCError(f"{folder / CONFIG} lacks the run's data facts ({error}); restore it "
+                       "or train a new run") from error
     model = make_model(cfg, shape, len(names))
-    load_weights(model, load_checkpoint(run_dir / BEST)["model"], run_dir / BEST)
-    return Run(model.to(cfg.device).eval(), cfg, names, counts, recorded_fingerprints(raw),
-               run_dir)
+    load_weights(model, load_checkpoint(folder / BEST)["model"], folder / BEST)
+    return Run(model.to(cfg.device).eval(), cfg, names, counts, folder.fingerprints(),
+               folder.path)
 
 
 def evaluate_run(run_dir: str | Path, predict: PredictConfig, run: Run | None = None,

@@ -14,11 +14,18 @@ differs only in the `baseline` settings its entry below gives (defaults: `Baseli
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dgc.config import RunConfig
+from dgc.config import (
+    RunConfig,
+    apply_overrides,
+    build_config,
+    default_out,
+    validate,
+    with_settings,
+)
 from dgc.errors import DGCError
 
 FAMILIES = ("dgc", "classifier")
@@ -133,3 +140,20 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise DGCError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
     return METHODS[name]
+
+
+def resolve_config(exp: str, preset: str, method: str,
+                   options: Mapping[str, Any] | None = None, overrides: Sequence[str] = (),
+                   out: str | None = None, harness: Callable[[RunConfig], RunConfig] | None = None,
+                   **run_fields: Any) -> RunConfig:
+    """One run's configuration, built the same way by every command: the preset, the method's
+    changes, a harness that a series sets for every method alike (`dgc bench`'s), the command
+    line's options (`section.field`: value), its `--set` overrides, then the run's folder
+    (default: `default_out`); validated."""
+    cfg = get_method(method).configure(build_config(exp, preset, method=method, **run_fields))
+    if harness is not None:
+        cfg = harness(cfg)
+    cfg = apply_overrides(with_settings(cfg, options or {}), list(overrides))
+    cfg = dataclasses.replace(cfg, out=out or default_out(cfg))
+    validate(cfg)
+    return cfg

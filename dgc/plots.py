@@ -398,8 +398,9 @@ def plot_sweep(record: dict[str, Any], path: str | Path) -> dict[str, Any]:
     """ACSA / F_macro / G_macro mean ± std against the swept value (paper Fig. 7).
 
     `record` is the sweep's summary (see `dgc.sweep`); it is saved whole as the figure's data.
+    A value without finished runs has no point, and one seed no error bar.
     """
-    rows = record["summary"]
+    rows = [row for row in record["summary"] if row["n"]]
     if not rows:
         raise DGCError("the sweep has no finished runs to plot")
     values = [row["value"] for row in rows]
@@ -407,7 +408,8 @@ def plot_sweep(record: dict[str, Any], path: str | Path) -> dict[str, Any]:
     ax = figure.add_subplot()
     for key, label in VALIDATION_METRICS.items():
         ax.errorbar(values, [row[key]["mean"] for row in rows],
-                    yerr=[row[key]["std"] for row in rows], marker="o", capsize=4, label=label)
+                    yerr=[row[key]["std"] or 0.0 for row in rows], marker="o", capsize=4,
+                    label=label)
     ax.set_xlabel(record["param"])
     ax.set_ylabel("test metric (mean ± std over seeds)")
     seeds = ", ".join(map(str, record["seeds"]))

@@ -23,7 +23,6 @@ from dgc.capabilities import CALIBRATION_FILE, calibration_markdown, evaluate_ca
 from dgc.data import ImbalancedData
 from dgc.errors import DGCError
 from dgc.experiment import (
-    PREDICTIONS,
     Run,
     load_run,
     predict_images,
@@ -35,8 +34,8 @@ from dgc.io import load_checkpoint, read_json, write_text
 from dgc.metrics import compute_metrics, confusion_matrix, format_metrics
 from dgc.model import DGC, std_from_logvar
 from dgc.progress import bar as progress_bar
+from dgc.rundir import BEST, HISTORY, METRICS, PREDICTIONS
 from dgc.scoring import score_splits
-from dgc.training import BEST
 
 REPORT = "report.md"
 FIGURES = "figures"
@@ -307,8 +306,8 @@ def write_report(run_dir: str | Path, progress: bool = False) -> Path:
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     cfg = run.cfg
-    history = read_json(run_dir / "history.json")
-    metrics = read_json(run_dir / "metrics.json")
+    history = read_json(run_dir / HISTORY)
+    metrics = read_json(run_dir / METRICS)
     figures = run_dir / FIGURES
     generative = isinstance(run.model, DGC)
     steps = progress_bar(None, progress, total=8 if generative else 4, desc="report",

@@ -1,5 +1,6 @@
-"""A run directory that protects itself: its files, whether it holds a run, a lock for the
-run's life, moving an old run aside, and the check that the data is still what it recorded.
+"""A run directory that protects itself: its files, whether it holds a run, the settings it
+recorded and how a request differs from them, a lock for the run's life, moving an old run
+aside, and the check that the data is still what it recorded.
 
 Nothing a user already has is lost or silently replaced: a folder holding a run is refused
 unless the command resumes it or asks to overwrite it (which moves the old run aside first), and
@@ -10,17 +11,57 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from dgc.config import RunConfig, as_asked, flatten, validate
+from dgc.data.registry import DATASETS
 from dgc.errors import DGCError
+from dgc.io import read_json
 
 LOCK = ".dgc.lock"
+CONFIG = "config.json"  # the settings, the environment and facts about the data
+HISTORY = "history.json"
+METRICS = "metrics.json"  # the test metrics, written last: the run is finished
+PREDICTIONS = "predictions.npz"  # the test set's labels, predicted labels and probabilities
+CHECKPOINT = "checkpoint.pt"  # everything needed to resume
+PREVIOUS = "checkpoint.prev.pt"  # the generation before CHECKPOINT, should that be damaged
+BEST = "best.pt"  # the weights that are evaluated
 # Files that only a run writes: one of them makes a folder "hold a run".
-RUN_FILES = ("config.json", "checkpoint.pt", "checkpoint.prev.pt", "best.pt", "history.json",
-             "metrics.json")
-FINISHED = "metrics.json"
+RUN_FILES = (CONFIG, CHECKPOINT, PREVIOUS, BEST, HISTORY, METRICS)
+# Keys of config.json that record facts about the run rather than settings.
+RUN_FACTS = ("environment", "split_sha256", "test_sha256", "n_params", "data")
+FINGERPRINTS = ("split_sha256", "test_sha256")
+
+# What may differ between the settings a run recorded and a new request for it: where and how
+# fast it runs, never what it computes. Resuming continues the run on this machine, so its
+# device must stay (half a run on each would mix two devices' numbers), but it may be given more
+# epochs unless its schedule depends on the total. A series counts a finished run whatever
+# device trained it (its table says which), but the epochs are part of that run's result, and
+# the folder of the user's own data is that data.
+RESUME_FREE = frozenset({"out", "data_dir", "threads", "train.epochs"})
+SERIES_FREE = frozenset({"out", "data_dir", "threads", "device"})
+EPOCH_DEPENDENT_SCHEDULES = ("cosine", "manual_smooth", "manual_smooth_released")
+
+
+def changes(old: dict[str, Any], new: dict[str, Any], free: Collection[str]) -> list[str]:
+    """'name: old -> new' for each setting outside `free` in which two config dicts differ."""
+    a, b = flatten(old), flatten(new)
+    return [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
+            if key not in free and a.get(key) != b.get(key)]
+
+
+def check_resume(old: dict[str, Any], new: dict[str, Any], whose: str) -> None:
+    """Refuse to resume a run whose recorded settings (`whose`) differ from the new ones in a
+    setting that would change its result."""
+    # these schedules' learning rate at every step depends on the total number of epochs
+    epochs_fixed = flatten(new).get("train.schedule") in EPOCH_DEPENDENT_SCHEDULES
+    free = RESUME_FREE - {"train.epochs"} if epochs_fixed else RESUME_FREE
+    if differences := changes(old, new, free):
+        raise DGCError(f"cannot resume: the configuration differs from {whose} in "
+                       + "; ".join(differences) + ". Use the same settings, or another --out")
 
 
 def check_fingerprints(recorded: dict[str, str | None], found: dict[str, str],
@@ -61,7 +102,48 @@ class RunDir:
         return any((self.path / name).exists() for name in RUN_FILES)
 
     def finished(self) -> bool:
-        return (self.path / FINISHED).is_file()
+        return (self.path / METRICS).is_file()
+
+    def metrics(self) -> dict[str, Any]:
+        return read_json(self.path / METRICS)
+
+    def config(self) -> dict[str, Any]:
+        """The run's config.json, which must be a JSON object."""
+        raw = read_json(self.path / CONFIG)
+        if not isinstance(raw, dict):
+            raise DGCError(f"{self.path / CONFIG} is not a dgc run configuration (it holds a "
+                           f"JSON {type(raw).__name__}, not an object); restore it or train a "
+                           "new run")
+        return raw
+
+    def settings(self) -> RunConfig:
+        """The settings in the run's config.json, checked like the command line's."""
+        raw = self.config()
+        try:
+            cfg = RunConfig.from_dict({k: v for k, v in raw.items() if k not in RUN_FACTS})
+            validate(cfg)
+        except (KeyError, TypeError, AttributeError, DGCError) as error:
+            detail = f"no {error} section or setting" if isinstance(error, KeyError) else error
+            raise DGCError(f"{self.path / CONFIG} holds settings this version cannot use "
+                           f"({detail}); restore it or train a new run") from error
+        return cfg
+
+    def fingerprints(self) -> dict[str, str | None]:
+        """What the run recorded of its data (runs older than a fingerprint lack it)."""
+        raw = self.config()
+        return {key: raw.get(key) for key in FINGERPRINTS}
+
+    def differences(self, cfg: RunConfig) -> list[str]:
+        """'name: old -> new' for each setting the finished run differs in from `cfg`, as a
+        series sees it (`SERIES_FREE`; the epochs `train.steps` derived are compared as asked)."""
+        free = SERIES_FREE - ({"data_dir"} if DATASETS[cfg.exp].user_data else set())
+        return changes(as_asked(self.settings().to_dict()), as_asked(cfg.to_dict()), free)
+
+    def check_resumable(self, cfg: RunConfig) -> None:
+        """Refuse, before any data is loaded, to resume a run recorded with other settings
+        (with `train.steps`, the recorded epochs were derived from it: compare what was asked)."""
+        if (self.path / CONFIG).is_file():
+            check_resume(as_asked(self.settings().to_dict()), as_asked(cfg.to_dict()), "the run's")
 
     def refuse_existing(self, resume: bool, overwrite: bool) -> None:
         """A folder holding a run is only reused on purpose: `--resume` or `--overwrite`."""

@@ -39,12 +39,10 @@ from dgc.losses import (
 from dgc.metrics import compute_metrics
 from dgc.model import DGC, reparameterise, std_from_logvar
 from dgc.prediction import class_scores
+from dgc.rundir import BEST, CHECKPOINT, PREVIOUS
 
 TERM_NAMES = {"recon": "reconstruction", "mmd": "MMD", "prior_kl": "prior KL",
               "cls": "cross-entropy"}
-CHECKPOINT = "checkpoint.pt"
-PREVIOUS = "checkpoint.prev.pt"  # the generation before CHECKPOINT, should that be damaged
-BEST = "best.pt"
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dgc.benchmark import bench_config
 from dgc.cli import main
-from dgc.experiment import flatten
+from dgc.config import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = importlib.util.spec_from_file_location("ablation", ROOT / "benchmarks" / "ablation.py")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from scipy import stats
 
-import dgc.benchmark
+import dgc.series
 from dgc.benchmark import (
     bench_config,
     paired_p_value,
@@ -188,13 +188,13 @@ def test_bench_writes_results_and_table(bench_dir: Path) -> None:
 def test_bench_rerun_skips_finished_pairs(bench_dir: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, int]] = []
-    real = dgc.benchmark.train_run
+    real = dgc.series.train_run
 
     def counting(cfg: Any, **kwargs: Any) -> dict[str, Any]:
         calls.append((cfg.method, cfg.seed))
         return real(cfg, **kwargs)
 
-    monkeypatch.setattr(dgc.benchmark, "train_run", counting)
+    monkeypatch.setattr(dgc.series, "train_run", counting)
     metrics = {p: p.stat().st_mtime_ns for p in bench_dir.glob("*/metrics.json")}
     assert main(["bench", *BENCH_ARGS, "--out", str(bench_dir)]) == 0
     assert calls == []
@@ -224,7 +224,7 @@ def recollect_edited(bench_dir: Path, copy: Path, run: str, old: str, new: str,
     config = copy / run / "config.json"
     config.write_text(config.read_text().replace(old, new))
     assert new in config.read_text()
-    monkeypatch.setattr(dgc.benchmark, "train_run", lambda *_, **__: pytest.fail("retrained"))
+    monkeypatch.setattr(dgc.series, "train_run", lambda *_, **__: pytest.fail("retrained"))
     assert main(["bench", *BENCH_ARGS, "--out", str(copy)]) == 0
 
 
@@ -259,12 +259,38 @@ def test_bench_reports_failed_runs_and_keeps_going(tmp_path: Path,
     def failing(cfg: Any, **kwargs: Any) -> dict[str, Any]:
         raise DGCError("the loss became nan")
 
-    monkeypatch.setattr(dgc.benchmark, "train_run", failing)
+    monkeypatch.setattr(dgc.series, "train_run", failing)
     assert main(["bench", *BENCH_ARGS, "--out", str(tmp_path)]) == 2
     assert "4 run(s) failed" in capsys.readouterr().err
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["runs"] == [] and len(results["failed"]) == 4
     assert "Failed, left out" in (tmp_path / "table.md").read_text()
+
+
+def test_a_failed_pair_leaves_the_others_to_finish(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The other pair still trains and the tables hold it alone (one seed: std n/a); then the
+    command names the failed pair and exits 2."""
+    real = dgc.series.train_run
+
+    def ce_fails(cfg: Any, **kwargs: Any) -> dict[str, Any]:
+        if cfg.method == "ce":
+            raise DGCError("the loss became nan")
+        return real(cfg, **kwargs)
+
+    monkeypatch.setattr(dgc.series, "train_run", ce_fails)
+    seeds = BENCH_ARGS.index("--seeds") + 1
+    args = [*BENCH_ARGS[:seeds], "1", *BENCH_ARGS[seeds + 1:]]
+    assert main(["bench", *args, "--out", str(tmp_path)]) == 2
+    assert "1 run(s) failed (ce-s1)" in capsys.readouterr().err
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["method"], r["seed"]) for r in results["runs"]] == [("dgc", 1)]
+    assert results["failed"] == [{"method": "ce", "seed": 1, "error": "the loss became nan"}]
+    assert results["summary"]["dgc"]["acsa"]["std"] is None
+    table = (tmp_path / "table.md").read_text()
+    assert "| `dgc` | 1 |" in table and "± n/a" in table
+    assert "Failed, left out: `ce` seed 1" in table and (tmp_path / "table2.png").is_file()
 
 
 def test_bench_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -299,8 +299,8 @@ def test_unknown_dataset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
 
 
 def test_default_prediction_is_top2_and_exact_restores_spec(tmp_path: Path) -> None:
-    from dgc.cli import build_parser, predict_settings, series_overrides
-    from dgc.config import PredictConfig, apply_overrides, build_config
+    from dgc.cli import build_parser, option_settings, predict_settings
+    from dgc.config import PredictConfig, apply_overrides, build_config, with_settings
     from dgc.methods import get_method
 
     cfg = get_method("dgc").configure(build_config("fashion", "cpu"))
@@ -318,8 +318,8 @@ def test_default_prediction_is_top2_and_exact_restores_spec(tmp_path: Path) -> N
                              cfg)
     assert (fewer.top_k, fewer.samples) == (None, 3)
     args = parser.parse_args(["bench", "--exact", "--epochs", "3", "--set", "train.lr=0.01"])
-    changed = apply_overrides(cfg, series_overrides(args))
+    changed = apply_overrides(with_settings(cfg, option_settings(args)), args.set)
     assert (changed.predict.top_k, changed.predict.samples, changed.predict.rule) == (
         None, 10, "bayes")
     assert (changed.train.epochs, changed.train.lr) == (3, 0.01)
-    assert series_overrides(parser.parse_args(["sweep", "--values", "1"])) == []
+    assert option_settings(parser.parse_args(["sweep", "--values", "1"])) == {}

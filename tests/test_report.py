@@ -24,7 +24,7 @@ from dgc import plots
 from dgc.cli import main
 from dgc.data import FASHION_NAMES, load_imbalanced
 from dgc.errors import DGCError
-from dgc.experiment import PREDICTIONS, load_run
+from dgc.experiment import load_run
 from dgc.report import (
     FIGURES,
     REPORT,
@@ -33,6 +33,7 @@ from dgc.report import (
     sample_class,
     training_split,
 )
+from dgc.rundir import PREDICTIONS
 
 NAMES = [str(i) for i in range(10)]
 DGC_FIGURES = ("recall_vs_count", "confusion", "reliability", "curves", "generated",

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import dgc.sweep
+import dgc.series
 from dgc import plots
 from dgc.cli import main
 from dgc.config import RunConfig, apply_overrides, build_config
@@ -26,6 +26,9 @@ from dgc.rundir import LOCK
 from dgc.sweep import parse_values, run_name, run_sweep, setting_of, summarise
 
 HEADLINE = ("acsa", "f_macro", "g_macro", "r_mi", "p_ma")
+SWEEP = ["sweep", "--exp", "digits", "--param", "sampling-rate", "--values", "1,0", "--seeds", "1",
+         "--epochs", "2", "--preset", "cpu", "--quiet", "--set", "train.pretrain_batch=200",
+         "--set", "predict.samples=1"]
 
 
 def read(path: Path) -> Any:
@@ -45,10 +48,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sweep") / "sweep"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
-        code = main(["sweep", "--exp", "digits", "--param", "sampling-rate", "--values", "1,0",
-                     "--seeds", "1", "--epochs", "2", "--preset", "cpu", "--quiet",
-                     "--set", "train.pretrain_batch=200", "--set", "predict.samples=1",
-                     "--out", str(out)])
+        code = main([*SWEEP, "--out", str(out)])
     assert code == 0
     assert "sweep.json, sweep.png and sweep.md written" in stdout.getvalue()
     assert "| sampling-rate | runs | ACSA |" in stdout.getvalue()
@@ -70,7 +70,7 @@ def test_sweep_writes_its_runs_json_plot_and_table(swept: Path) -> None:
         assert all(run[k] == metrics[k] for k in HEADLINE)
     for row, run in zip(record["summary"], record["runs"], strict=True):
         assert row["value"] == run["value"] and row["n"] == 1
-        assert all(row[k] == {"mean": run[k], "std": 0.0} for k in HEADLINE)
+        assert all(row[k] == {"mean": run[k], "std": None, "n": 1} for k in HEADLINE)
     with Image.open(swept / "sweep.png") as image:
         assert image.size == plots.pixel_size("sweep")
     table = (swept / "sweep.md").read_text()
@@ -83,7 +83,7 @@ def test_second_call_skips_finished_runs(swept: Path, monkeypatch: pytest.Monkey
     def must_not_train(*_: Any, **__: Any) -> None:
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(dgc.sweep, "train_run", must_not_train)
+    monkeypatch.setattr(dgc.series, "train_run", must_not_train)
     logged: list[str] = []
     record = run_sweep(base_config(), "sampling-rate", [0, 1], [1], swept, progress=False,
                        log=logged.append)
@@ -122,6 +122,32 @@ def test_runs_finished_on_another_device_are_reused(swept: Path, tmp_path: Path)
     record = run_sweep(base_config(), "sampling-rate", [0, 1], [1], copy, progress=False,
                        log=lambda _: None)
     assert record["runs"] == read(swept / "sweep.json")["runs"]
+
+
+def test_a_failed_run_leaves_the_others_to_finish(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A failure no longer aborts the sweep: the other run still trains, the files hold it alone
+    (one seed: std n/a) and list the failure, and the command names it and exits 2."""
+    real = dgc.series.train_run
+
+    def rate_1_fails(cfg: RunConfig, **kwargs: Any) -> dict[str, Any]:
+        if cfg.train.sampling_rate == 1:
+            raise DGCError("the loss became nan")
+        return real(cfg, **kwargs)
+
+    monkeypatch.setattr(dgc.series, "train_run", rate_1_fails)
+    out = tmp_path / "sweep"
+    assert main([*SWEEP, "--out", str(out)]) == 2
+    assert "1 run(s) failed (sampling-rate-1-s1)" in capsys.readouterr().err
+    record = read(out / "sweep.json")
+    assert [run["dir"] for run in record["runs"]] == ["sampling-rate-0-s1"]
+    assert record["failed"] == [{"value": 1, "seed": 1, "error": "the loss became nan"}]
+    zero, one = record["summary"]
+    assert (zero["n"], zero["acsa"]["std"], one["n"], one["acsa"]["mean"]) == (1, None, 0, None)
+    table = (out / "sweep.md").read_text()
+    assert "| 0 | 1 |" in table and "± n/a" in table
+    assert "Failed, left out: sampling-rate 1 seed 1" in table and (out / "sweep.png").is_file()
 
 
 def test_values_params_and_summary() -> None:

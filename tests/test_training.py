@@ -21,7 +21,6 @@ from dgc.config import RunConfig, apply_overrides, build_config
 from dgc.data import ImbalancedData
 from dgc.errors import DGCError
 from dgc.experiment import (
-    RUN_FACTS,
     build_model,
     cpu_model,
     evaluate_run,
@@ -30,6 +29,7 @@ from dgc.experiment import (
     train_run,
 )
 from dgc.methods import get_method
+from dgc.rundir import RUN_FACTS
 from dgc.training import TrainData, Trainer, learning_rate
 
 METRIC_KEYS = {"acsa", "f_macro", "g_macro", "r_mi", "p_ma", "accuracy", "precision_macro",

@@ -1,0 +1,74 @@
+"""A series of runs (`dgc bench`, `dgc sweep`), each an ordinary run directory: one resumable
+loop with one failure policy (a failed run leaves the others to finish, the files are written
+from the finished ones, and one error then names the failures), and one summary statistic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from dgc.config import RunConfig
+from dgc.errors import DGCError
+from dgc.experiment import train_run
+from dgc.progress import bar as progress_bar
+from dgc.rundir import RunDir
+
+T = TypeVar("T")
+Failure = tuple[RunConfig, str]  # a run that failed, and its error
+
+
+def check_finished(cfg: RunConfig) -> None:
+    """Refuse to count a finished run whose settings differ from the series'."""
+    if differences := RunDir(cfg.out).differences(cfg):
+        raise DGCError(f"{cfg.out} was run with other settings ({'; '.join(differences)}); "
+                       "use another --out, or delete that run to redo it")
+
+
+def run_series(out: Path, configs: Sequence[RunConfig], write: Callable[[list[Failure]], T],
+               desc: str, progress: bool = True,
+               log: Callable[[str], None] = tqdm.write) -> T:
+    """Train or reuse every run of `configs` (each in a folder of `out`), then return what
+    `write(failures)` returns, which writes the series' files from the finished runs; raise
+    after it when a run failed."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DGCError(f"cannot create the folder {out}: {error.strerror}; choose another "
+                       "--out") from error
+    failed: list[Failure] = []
+    bar = progress_bar(configs, progress, desc=desc, unit="run")
+    for cfg in bar:
+        folder = RunDir(cfg.out)
+        bar.set_postfix_str(folder.path.name)
+        if folder.finished():
+            check_finished(cfg)
+            log(f"dgc: {folder.path.name} is finished; reusing its metrics")
+            continue
+        try:
+            train_run(cfg, resume=folder.path.exists(), progress=progress, log=log)
+        except DGCError as error:
+            log(f"dgc: {folder.path.name} failed: {error}")
+            failed.append((cfg, str(error)))
+    result = write(failed)
+    if failed:
+        names = ", ".join(Path(cfg.out).name for cfg, _ in failed)
+        raise DGCError(f"{len(failed)} run(s) failed ({names}); the tables in {out} leave them "
+                       "out. Fix the cause and rerun the same command to finish them")
+    return result
+
+
+def mean_std(numbers: Sequence[float]) -> dict[str, Any]:
+    """Mean and sample standard deviation (ddof = 1; None below two values)."""
+    n = len(numbers)
+    return {"mean": float(np.mean(numbers)) if n else None,
+            "std": float(np.std(numbers, ddof=1)) if n >= 2 else None, "n": n}
+
+
+def number(value: float | None) -> str:
+    """A mean or a standard deviation as the tables show it: "n/a" where there is none."""
+    return "n/a" if value is None else f"{value:.4f}"
