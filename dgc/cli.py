@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import io
 import signal
 import sys
 import threading
@@ -42,7 +43,7 @@ from dgc.config import (
     build_config,
     validate,
 )
-from dgc.data import DATASETS, dataset_names, open_numpy, read_member
+from dgc.data import DATASETS, dataset_names, open_numpy, read_member, uint8_images
 from dgc.data.folder import (
     DEFAULT_TEST_FRACTION,
     MAX_DEFAULT_SIZE,
@@ -60,7 +61,7 @@ from dgc.experiment import (
     recorded_data,
     train_run,
 )
-from dgc.io import atomic_write
+from dgc.io import atomic_write, write_text
 from dgc.methods import METHODS, get_method
 from dgc.metrics import HEADLINE, format_metrics
 from dgc.plots import render_image_grid
@@ -418,12 +419,7 @@ def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, li
     if array.ndim != 4 or array.shape[1:] != shape:
         raise DGCError(f"{path} holds images of shape {array.shape[1:]}, but the model takes "
                        f"{shape} (N, H, W, C); resize them or save them as a folder of PNGs")
-    if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all() \
-                or array.min() < 0 or array.max() > 1:
-            raise DGCError(f"{path}: images must be uint8 0..255 or floats in [0, 1]")
-        array = np.rint(array * 255).astype(np.uint8)
-    return array, [str(i) for i in range(len(array))]
+    return uint8_images(array, str(path)), [str(i) for i in range(len(array))]
 
 
 def load_array(path: Path) -> np.ndarray:
@@ -455,17 +451,13 @@ def command_predict(args: argparse.Namespace) -> None:
     predict = predict_settings(args, run.cfg)
     images, names = read_images(Path(args.input), tuple(run.model.image_shape))
     probs = predict_images(run.model, images, run.cfg, predict, progress=True)
-    out = Path(args.out)
-    try:
-        with out.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["input", "predicted", *(f"p_{c}" for c in run.class_names)])
-            for name, row in zip(names, probs, strict=True):
-                writer.writerow([name, run.class_names[int(row.argmax())],
-                                 *(f"{p:.6f}" for p in row)])
-    except OSError as error:
-        raise DGCError(f"cannot write {out}: {error.strerror}") from error
-    print(f"dgc: {len(names)} predictions written to {out}")
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["input", "predicted", *(f"p_{c}" for c in run.class_names)])
+    for name, row in zip(names, probs, strict=True):
+        writer.writerow([name, run.class_names[int(row.argmax())], *(f"{p:.6f}" for p in row)])
+    write_text(args.out, table.getvalue())
+    print(f"dgc: {len(names)} predictions written to {args.out}")
 
 
 def command_report(args: argparse.Namespace) -> None:
