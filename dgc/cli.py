@@ -56,6 +56,7 @@ from dgc.experiment import (
     decompose_run,
     default_out,
     evaluate_run,
+    family_of,
     load_run,
     predict_images,
     recorded_data,
@@ -345,7 +346,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
     if capabilities and args.decompose:
         raise DGCError("--decompose re-scores the Bayes rule's terms on its own; run it apart "
                        "from --calibration, --prior-shift and --ood")
-    if not capabilities and get_method(run.cfg.method).family != "dgc":
+    if not capabilities and not family_of(run.cfg).generative:
         raise DGCError(f"{args.run_dir} is a {run.cfg.method} baseline run: `evaluate` re-scores "
                        "DGC's Bayes rule, and the run's metrics.json already holds its test "
                        "metrics")

@@ -25,6 +25,7 @@ from dgc.errors import DGCError
 from dgc.experiment import (
     PREDICTIONS,
     Run,
+    family_of,
     load_run,
     predict_images,
     recorded_data,
@@ -121,7 +122,7 @@ def sample_class(run_dir: str | Path, class_name: str, n: int,
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise DGCError(f"the number of images must be a positive integer, got {n!r}")
     run = load_run(run_dir)
-    if not isinstance(run.model, DGC):
+    if not family_of(run.cfg).generative:
         raise DGCError(f"{run_dir} holds a {run.cfg.method} classifier, which has no decoder; "
                        "sample from a DGC run")
     c = class_index(run.class_names, class_name)
@@ -301,7 +302,7 @@ def write_report(run_dir: str | Path, progress: bool = False) -> Path:
     history = read_json(run_dir / "history.json")
     metrics = read_json(run_dir / "metrics.json")
     figures = run_dir / FIGURES
-    generative = isinstance(run.model, DGC)
+    generative = family_of(cfg).generative
     steps = progress_bar(None, progress, total=8 if generative else 4, desc="report",
                          unit="figure")
     data = recorded_data(run)

@@ -40,8 +40,8 @@ from dgc.config import (
 )
 from dgc.data import ImbalancedData
 from dgc.errors import DGCError
-from dgc.experiment import build_model, load_run, to_train_data, train_run
-from dgc.methods import FAMILIES, METHODS, get_method
+from dgc.experiment import FAMILIES, build_model, load_run, to_train_data, train_run
+from dgc.methods import METHODS, get_method
 from dgc.model import DGC, count_parameters
 
 CLASSIFIERS = [name for name, m in METHODS.items() if m.family == "classifier"]
