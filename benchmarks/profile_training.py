@@ -17,11 +17,9 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from dgc.baselines import ClassifierTrainer
 from dgc.data import dataset_names
-from dgc.experiment import build_model, run_data, to_train_data
-from dgc.methods import METHODS, get_method, resolve_config
-from dgc.training import Trainer
+from dgc.experiment import build_model, family_of, run_data, to_train_data
+from dgc.methods import METHODS, resolve_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,9 +42,7 @@ def main() -> None:
     data = to_train_data(run_data(cfg), cfg)
     image_shape = (*data.x.shape[2:], data.x.shape[1])
     model = build_model(cfg, image_shape, len(data.train_counts))
-    family = get_method(args.method).family
-    trainer = (Trainer if family == "dgc" else ClassifierTrainer)(model, cfg, data,
-                                                                  log=lambda _: None)
+    trainer = family_of(cfg).trainer(model, cfg, data, log=lambda _: None)
     trainer.prepare()
     order = trainer.epoch_order()
     size = cfg.train.batch_size

@@ -39,12 +39,18 @@ from typing import Any
 
 import torch
 
-from dgc.baselines import Classifier, ClassifierTrainer
 from dgc.config import PAPER_SAMPLES, PredictConfig, RunConfig, apply_overrides
 from dgc.data import dataset_names
-from dgc.experiment import build_model, predict_images, quiet, run_data, to_train_data
+from dgc.experiment import (
+    build_model,
+    family_of,
+    predict_images,
+    quiet,
+    run_data,
+    to_train_data,
+)
 from dgc.io import load_checkpoint, save_checkpoint
-from dgc.methods import get_method, resolve_config
+from dgc.methods import resolve_config
 from dgc.metrics import compute_metrics
 from dgc.training import Trainer
 
@@ -75,7 +81,7 @@ def configure(method: str, args: argparse.Namespace) -> RunConfig:
 
 def prediction_settings(cfg: RunConfig) -> dict[str, PredictConfig]:
     """DGC's exact rule and its default setting; a classifier has its softmax only."""
-    if get_method(cfg.method).family == "classifier":
+    if not family_of(cfg).generative:
         return {"predict": cfg.predict}
     exact = dataclasses.replace(cfg.predict, rule="bayes", top_k=None, samples=PAPER_SAMPLES)
     return {"predict_exact": exact, "predict_default": cfg.predict}
@@ -100,8 +106,7 @@ def train_phase(cfg: RunConfig, weights: Path) -> dict[str, Any]:
     """Train as `train_run` does (no files but the weights), timing the epochs."""
     data = run_data(cfg)
     model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
-    trainer_type = ClassifierTrainer if isinstance(model, Classifier) else Trainer
-    trainer = trainer_type(model, cfg, to_train_data(data, cfg), log=quiet)
+    trainer = family_of(cfg).trainer(model, cfg, to_train_data(data, cfg), log=quiet)
     before = peak_rss_mib()
     start_gpu_peak(cfg)
     started = time.perf_counter()

@@ -4,7 +4,7 @@ Every baseline is a `Classifier`: the convolutional trunk of DGC's encoder
 (`dgc.model.conv_trunk`) followed by one linear layer, so that a comparison with DGC is about the
 method, not the network. Baselines differ only in their `BaselineConfig` (dgc.config):
 
-* the loss: cross-entropy, focal loss (Lin et al. 2017), LDAM (Cao et al. 2019) or the
+* the loss (`LOSSES`): cross-entropy, focal loss (Lin et al. 2017), LDAM (Cao et al. 2019) or the
   logit-adjusted cross-entropy (Menon et al. 2021);
 * class weights: none, inverse frequency, or the "effective number" weights of Cui et al. 2019,
   optionally deferred to the last epochs (DRW, Cao et al. 2019);
@@ -158,18 +158,22 @@ class BaselineLoss:
         return self.weights if epoch >= self.weights_from else None
 
     def __call__(self, logits: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
-        s = self.settings
         weights = self.weights_at(epoch)
         if weights is not None:
             weights = weights.to(logits.device)
-        if s.loss == "focal":
-            return focal_loss(logits, y, s.focal_gamma, weights)
-        if s.loss == "ldam":
-            return ldam_loss(logits, y, self.margins.to(logits.device), s.ldam_scale, weights)
-        if s.loss == "logit-adjust":
-            return logit_adjusted_loss(logits, y, self.log_prior.to(logits.device),
-                                       s.logit_tau, weights)
-        return cross_entropy(logits, y, weights)
+        return LOSSES[self.settings.loss](self, logits, y, weights)
+
+
+# `baseline.loss` (one of dgc.config.BASELINE_LOSSES) → its loss of (the `BaselineLoss` holding
+# settings, margins and prior, logits, labels, class weights).
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "ce": lambda _, logits, y, w: cross_entropy(logits, y, w),
+    "focal": lambda b, logits, y, w: focal_loss(logits, y, b.settings.focal_gamma, w),
+    "ldam": lambda b, logits, y, w: ldam_loss(logits, y, b.margins.to(logits.device),
+                                              b.settings.ldam_scale, w),
+    "logit-adjust": lambda b, logits, y, w: logit_adjusted_loss(
+        logits, y, b.log_prior.to(logits.device), b.settings.logit_tau, w),
+}
 
 
 # -- resampling -------------------------------------------------------------------------------

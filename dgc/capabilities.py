@@ -21,13 +21,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dgc.baselines import Classifier
 from dgc.benchmark import markdown, p_value, paired_p_value, values
 from dgc.calibration import CALIBRATIONS, calibration_report
 from dgc.config import PredictConfig, flatten
 from dgc.data import ImbalancedData
 from dgc.errors import DGCError
-from dgc.experiment import Run, load_run, predict_tag, recorded_data
+from dgc.experiment import Run, family_of, load_run, predict_tag, recorded_data
 from dgc.io import read_json, write_json, write_text
 from dgc.ood import SOURCES, ood_images, ood_report
 from dgc.rundir import RunDir
@@ -47,7 +46,7 @@ def with_prediction(run: Run, predict: PredictConfig) -> tuple[Run, str]:
     """The run predicting with `predict`, and the suffix its files then carry: none for its
     own settings (or a baseline, which has no others), else -<settings>, so that no result
     under other settings is replaced."""
-    if isinstance(run.model, Classifier) or predict == run.cfg.predict:
+    if not family_of(run.cfg).generative or predict == run.cfg.predict:
         return run, ""
     return (dataclasses.replace(run, cfg=dataclasses.replace(run.cfg, predict=predict)),
             f"-{predict_tag(predict)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import signal
 import sys
 import threading
@@ -35,7 +36,7 @@ from dgc.capabilities import (
     with_prediction,
 )
 from dgc.config import OPTIONS, PAPER_SAMPLES, PredictConfig, RunConfig, validate, with_settings
-from dgc.data import DATASETS, dataset_names, open_numpy, read_member
+from dgc.data import DATASETS, dataset_names, open_numpy, read_member, uint8_images
 from dgc.data.folder import (
     DEFAULT_TEST_FRACTION,
     MAX_DEFAULT_SIZE,
@@ -47,13 +48,14 @@ from dgc.experiment import (
     Run,
     decompose_run,
     evaluate_run,
+    family_of,
     load_run,
     predict_images,
     recorded_data,
     train_run,
 )
-from dgc.io import atomic_write
-from dgc.methods import METHODS, get_method, resolve_config
+from dgc.io import atomic_write, write_text
+from dgc.methods import METHODS, resolve_config
 from dgc.metrics import HEADLINE, format_metrics
 from dgc.plots import render_image_grid
 from dgc.report import sample_class, write_report
@@ -319,7 +321,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
     if capabilities and args.decompose:
         raise DGCError("--decompose re-scores the Bayes rule's terms on its own; run it apart "
                        "from --calibration, --prior-shift and --ood")
-    if not capabilities and get_method(run.cfg.method).family != "dgc":
+    if not capabilities and not family_of(run.cfg).generative:
         raise DGCError(f"{args.run_dir} is a {run.cfg.method} baseline run: `evaluate` re-scores "
                        "DGC's Bayes rule, and the run's metrics.json already holds its test "
                        "metrics")
@@ -393,12 +395,7 @@ def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, li
     if array.ndim != 4 or array.shape[1:] != shape:
         raise DGCError(f"{path} holds images of shape {array.shape[1:]}, but the model takes "
                        f"{shape} (N, H, W, C); resize them or save them as a folder of PNGs")
-    if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all() \
-                or array.min() < 0 or array.max() > 1:
-            raise DGCError(f"{path}: images must be uint8 0..255 or floats in [0, 1]")
-        array = np.rint(array * 255).astype(np.uint8)
-    return array, [str(i) for i in range(len(array))]
+    return uint8_images(array, str(path)), [str(i) for i in range(len(array))]
 
 
 def load_array(path: Path) -> np.ndarray:
@@ -430,17 +427,13 @@ def command_predict(args: argparse.Namespace) -> None:
     predict = predict_settings(args, run.cfg)
     images, names = read_images(Path(args.input), tuple(run.model.image_shape))
     probs = predict_images(run.model, images, run.cfg, predict, progress=True)
-    out = Path(args.out)
-    try:
-        with out.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["input", "predicted", *(f"p_{c}" for c in run.class_names)])
-            for name, row in zip(names, probs, strict=True):
-                writer.writerow([name, run.class_names[int(row.argmax())],
-                                 *(f"{p:.6f}" for p in row)])
-    except OSError as error:
-        raise DGCError(f"cannot write {out}: {error.strerror}") from error
-    print(f"dgc: {len(names)} predictions written to {out}")
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["input", "predicted", *(f"p_{c}" for c in run.class_names)])
+    for name, row in zip(names, probs, strict=True):
+        writer.writerow([name, run.class_names[int(row.argmax())], *(f"{p:.6f}" for p in row)])
+    write_text(args.out, table.getvalue())
+    print(f"dgc: {len(names)} predictions written to {args.out}")
 
 
 def command_report(args: argparse.Namespace) -> None:

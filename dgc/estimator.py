@@ -33,7 +33,7 @@ from dgc.config import PRIORS, ModelConfig, PredictConfig, RunConfig, TrainConfi
 from dgc.data import split_validation
 from dgc.errors import DGCError
 from dgc.io import load_checkpoint, load_weights, save_checkpoint
-from dgc.model import DGC, check_fits
+from dgc.model import DGC, check_fits, images_to_tensor
 from dgc.ood import dgc_scores
 from dgc.prediction import class_scores
 from dgc.shift import adjust_posteriors, check_prior, em_prior, trained_prior
@@ -316,11 +316,10 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         return scaled.astype(dtype, copy=False)
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
-        """(n, d) tables as they are; (n, H, W, C) images as NCHW, the layout of the conv net."""
-        tensor = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        """(n, d) tables as they are; scaled (n, H, W, C) images in the conv net's layout."""
         if self._is_table():
-            return tensor
-        return tensor.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+            return torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        return images_to_tensor(x, self.device)
 
     # -- files ------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

@@ -1,6 +1,8 @@
 """One training run end to end: data, model, training, final test prediction, files on disk.
 
-The run directory's files, and what a run recorded in them, are `dgc.rundir`'s.
+The run directory's files, and what a run recorded in them, are `dgc.rundir`'s. The method's
+`Family` (DGC or the baseline classifiers) builds, trains and predicts; `dgc.methods` only names
+it, for configuration code imports it and not the models.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import dataclasses
 import platform
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +49,7 @@ from dgc.rundir import (
     check_fingerprints,
     check_resume,
 )
-from dgc.training import TrainData, Trainer
+from dgc.training import EpochTrainer, TrainData, Trainer
 
 
 def seed_everything(seed: int) -> None:
@@ -84,27 +87,44 @@ class Run:
     directory: Path | None = None
 
 
-def make_model(cfg: RunConfig, image_shape: tuple[int, int, int],
-               n_classes: int) -> DGC | Classifier:
-    """A freshly initialised model of the run's method family (DGC or a baseline classifier)."""
-    if get_method(cfg.method).family == "classifier":
-        return build_classifier(cfg, image_shape, n_classes)
-    return DGC(image_shape, n_classes, cfg.model)
+@dataclass(frozen=True)
+class Family:
+    """What a method family brings to a run (`Method.family` names one of `FAMILIES`):
+    `build_model(cfg, image_shape, n_classes)` a fresh model, `trainer` its trainer, and
+    `proba(model, images, cfg, predict, progress)` class probabilities (N, C) of uint8 images;
+    `generative`: the model has a decoder and predicts by the Bayes rule."""
+
+    generative: bool
+    build_model: Callable[[RunConfig, tuple[int, int, int], int], DGC | Classifier]
+    trainer: type[EpochTrainer]
+    proba: Callable[[Any, np.ndarray, RunConfig, PredictConfig, bool], np.ndarray]
+
+
+FAMILIES: dict[str, Family] = {
+    "dgc": Family(True, lambda cfg, shape, n_classes: DGC(shape, n_classes, cfg.model), Trainer,
+                  lambda model, images, cfg, predict, progress: predict_proba(
+                      model, images, predict, cfg.seed, cfg.device, progress)),
+    "classifier": Family(False, build_classifier, ClassifierTrainer,
+                         lambda model, images, cfg, predict, _: classifier_proba(
+                             model, images, cfg.device, predict.bf16)),
+}
+
+
+def family_of(cfg: RunConfig) -> Family:
+    return FAMILIES[get_method(cfg.method).family]
 
 
 def build_model(cfg: RunConfig, image_shape: tuple[int, int, int],
                 n_classes: int) -> DGC | Classifier:
+    """A freshly initialised model of the run's method family, seeded, on the run's device."""
     seed_everything(cfg.seed)
-    return make_model(cfg, image_shape, n_classes).to(cfg.device)
+    return family_of(cfg).build_model(cfg, image_shape, n_classes).to(cfg.device)
 
 
 def predict_images(model: DGC | Classifier, images: np.ndarray, cfg: RunConfig,
                    predict: PredictConfig, progress: bool = False) -> np.ndarray:
     """Class probabilities (N, C) of uint8 images: DGC's Bayes rule, or a classifier's softmax."""
-    if isinstance(model, Classifier):
-        return classifier_proba(model, images, device=cfg.device, bf16=predict.bf16)
-    return predict_proba(model, images, predict, seed=cfg.seed, device=cfg.device,
-                         progress=progress)
+    return family_of(cfg).proba(model, images, cfg, predict, progress)
 
 
 def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
@@ -140,14 +160,13 @@ def train_locked(cfg: RunConfig, out: RunDir, resume: bool, progress: bool, log:
     model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
     if overwrite and out.holds_run():
         log(f"dgc: moved the earlier run in {out.path} to {out.move_aside()}")
-    trainer_type = ClassifierTrainer if isinstance(model, Classifier) else Trainer
     train_data = to_train_data(data, cfg)
     cfg = with_steps(cfg, len(train_data.y), distributed.world_size())
     if not main:
         train_data = dataclasses.replace(train_data, x_val=train_data.x_val[:0],
                                          y_val=train_data.y_val[:0])
-    trainer = trainer_type(model, cfg, train_data, out.path if main else None,
-                           progress=progress, log=log)
+    trainer = family_of(cfg).trainer(model, cfg, train_data, out.path if main else None,
+                                     progress=progress, log=log)
     if resume:
         resume_trainer(trainer, out.path, cfg, log)
     if main:
@@ -186,7 +205,7 @@ def checked_data(cfg: RunConfig, out: RunDir, resume: bool) -> ImbalancedData:
         check_fingerprints(out.fingerprints(), data_fingerprints(data), out.path,
                            describe_source(cfg))
     shape, n_classes = data.x_train.shape[1:], len(data.class_names)
-    check_fits(lambda: make_model(cfg, shape, n_classes), shape, cfg.model,
+    check_fits(lambda: family_of(cfg).build_model(cfg, shape, n_classes), shape, cfg.model,
                max(cfg.train.batch_size, cfg.train.pretrain_batch), cfg.device)
     return data
 
@@ -200,7 +219,7 @@ def describe_source(cfg: RunConfig) -> str:
     return f"{cfg.data_dir}" if cfg.data_dir else f"the {cfg.exp} dataset"
 
 
-def finish_run(cfg: RunConfig, out: Path, trainer: Trainer | ClassifierTrainer,
+def finish_run(cfg: RunConfig, out: Path, trainer: EpochTrainer,
                data: ImbalancedData, main: bool) -> dict[str, Any]:
     """Train, then (process 0 only) predict the test set and write history, predictions and
     metrics: the part of a run that Ctrl-C may interrupt at any point."""
@@ -248,7 +267,7 @@ def to_train_data(data: ImbalancedData, cfg: RunConfig) -> TrainData:
     )
 
 
-def resume_trainer(trainer: Trainer, out: Path, cfg: RunConfig, log: Any) -> None:
+def resume_trainer(trainer: EpochTrainer, out: Path, cfg: RunConfig, log: Any) -> None:
     """Continue from `checkpoint.pt` (or the generation before it, should it be damaged),
     refusing a configuration that changes the result."""
     state = load_newest_checkpoint(out / CHECKPOINT, out / PREVIOUS, log)
@@ -306,7 +325,7 @@ def load_run(run_dir: str | Path) -> Run:
     except (KeyError, TypeError, ValueError) as error:
         raise DGCError(f"{folder / CONFIG} lacks the run's data facts ({error}); restore it "
                        "or train a new run") from error
-    model = make_model(cfg, shape, len(names))
+    model = family_of(cfg).build_model(cfg, shape, len(names))
     load_weights(model, load_checkpoint(folder / BEST)["model"], folder / BEST)
     return Run(model.to(cfg.device).eval(), cfg, names, counts, folder.fingerprints(),
                folder.path)

@@ -28,15 +28,14 @@ from dgc.config import (
 )
 from dgc.errors import DGCError
 
-FAMILIES = ("dgc", "classifier")
 CLASSIFIER_LR = 1e-3
 CLASSIFIER_BETA1 = 0.9
 
 
 @dataclass(frozen=True)
 class Method:
-    """A named method; `family` says what trains it: "dgc" (`Trainer`) or "classifier"
-    (`dgc.baselines`)."""
+    """A named method; `family` names its `dgc.experiment.Family`: "dgc" or "classifier"
+    (`dgc.baselines`), by name since this module must not import the models and trainers."""
 
     name: str
     summary: str

@@ -34,10 +34,17 @@ LOGVAR_CLIP = 50.0
 
 
 def images_to_tensor(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
-    """uint8 (N, H, W, C) in 0..255 → float32 (N, C, H, W) in [0, 1]: the one place that scales."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    return tensor.permute(0, 3, 1, 2).float().div_(255.0).contiguous(
-        memory_format=torch.channels_last)
+    """uint8 (N, H, W, C) in 0..255 → float32 (N, C, H, W) in [0, 1] on `device`, channels-last:
+    the one place that scales. Floats are taken as already scaled (`DGCClassifier`'s images)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
+    if tensor.dtype == torch.uint8:
+        tensor = tensor.float().div_(255.0)
+    return tensor.contiguous(memory_format=torch.channels_last)
+
+
+def tensor_to_images(x: torch.Tensor) -> np.ndarray:
+    """`images_to_tensor`'s way back: float (N, C, H, W) in [0, 1] → uint8 (N, H, W, C)."""
+    return x.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def encoder_depth(size: int) -> int:

@@ -32,11 +32,11 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from dgc.baselines import Classifier, classifier_logits
+from dgc.baselines import classifier_logits
 from dgc.config import PredictConfig
 from dgc.data import ImbalancedData
 from dgc.errors import DGCError
-from dgc.experiment import Run, full_data, load_run, recorded_data
+from dgc.experiment import Run, family_of, full_data, load_run, recorded_data
 from dgc.heldout import held_out_test_images
 from dgc.model import DGC, images_to_tensor
 from dgc.prediction import sample_terms
@@ -87,11 +87,11 @@ def score_ood(run: Run | str | Path, images: np.ndarray) -> dict[str, np.ndarray
         raise DGCError(f"score_ood takes uint8 images of shape (N, {shape}), got "
                        f"{images.dtype} {images.shape}")
     x = images_to_tensor(images, run.cfg.device)
-    if isinstance(run.model, Classifier):
-        scores = _from_scores(classifier_logits(run.model, x).double(), "energy")
-    else:
+    if family_of(run.cfg).generative:
         run.model.eval()
         scores = dgc_scores(run.model, x, run.cfg.predict, run.cfg.seed)
+    else:
+        scores = _from_scores(classifier_logits(run.model, x).double(), "energy")
     return {name: value.double().cpu().numpy() for name, value in scores.items()}
 
 

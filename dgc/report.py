@@ -20,19 +20,19 @@ from tqdm.auto import tqdm
 
 from dgc import plots
 from dgc.capabilities import CALIBRATION_FILE, calibration_markdown, evaluate_calibration
-from dgc.data import ImbalancedData
+from dgc.data import ImbalancedData, split_validation
 from dgc.errors import DGCError
 from dgc.experiment import (
     Run,
+    family_of,
     load_run,
     predict_images,
     recorded_data,
     save_predictions,
-    to_train_data,
 )
 from dgc.io import load_checkpoint, read_json, write_text
 from dgc.metrics import compute_metrics, confusion_matrix, format_metrics
-from dgc.model import DGC, std_from_logvar
+from dgc.model import DGC, images_to_tensor, std_from_logvar, tensor_to_images
 from dgc.progress import bar as progress_bar
 from dgc.rundir import BEST, HISTORY, METRICS, PREDICTIONS
 from dgc.scoring import score_splits
@@ -55,19 +55,11 @@ class TrainingSplit:
 
 
 def training_split(run: Run, data: ImbalancedData) -> TrainingSplit:
-    """The split `Trainer` saw, so that history's trace indices point at the right images."""
-    train = to_train_data(data, run.cfg)
-    x = train.x.permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).to(torch.uint8)
-    return TrainingSplit(x.cpu().numpy(), train.y.cpu().numpy())
-
-
-def as_tensor(images: np.ndarray, device: str) -> torch.Tensor:
-    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div(255.0)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Decoder output float (N, C, H, W) in [0, 1] → uint8 (N, H, W, C)."""
-    return images.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    """The split `Trainer` saw (`to_train_data`'s rows, in its order), so that history's trace
+    indices point at the right images."""
+    x, y, _, _ = split_validation(data.x_train, data.y_train, run.cfg.train.val_fraction,
+                                  run.cfg.seed)
+    return TrainingSplit(x, y)
 
 
 def posterior(model: DGC, images: np.ndarray, labels: np.ndarray,
@@ -77,7 +69,7 @@ def posterior(model: DGC, images: np.ndarray, labels: np.ndarray,
     mus, sigmas = [], []
     with torch.inference_mode():
         for start in range(0, len(images), BATCH):
-            x = as_tensor(images[start:start + BATCH], device)
+            x = images_to_tensor(images[start:start + BATCH], device)
             y = torch.as_tensor(labels[start:start + BATCH], dtype=torch.long, device=device)
             mu, logvar = model.encoder(x, y)
             mus.append(mu)
@@ -88,7 +80,7 @@ def posterior(model: DGC, images: np.ndarray, labels: np.ndarray,
 def decode(model: DGC, z: torch.Tensor) -> np.ndarray:
     model.eval()
     with torch.inference_mode():
-        return np.concatenate([to_uint8(model.decoder(z[i:i + BATCH]))
+        return np.concatenate([tensor_to_images(model.decoder(z[i:i + BATCH]))
                                for i in range(0, len(z), BATCH)])
 
 
@@ -129,7 +121,7 @@ def sample_class(run_dir: str | Path, class_name: str, n: int,
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise DGCError(f"the number of images must be a positive integer, got {n!r}")
     run = load_run(run_dir)
-    if not isinstance(run.model, DGC):
+    if not family_of(run.cfg).generative:
         raise DGCError(f"{run_dir} holds a {run.cfg.method} classifier, which has no decoder; "
                        "sample from a DGC run")
     c = class_index(run.class_names, class_name)
@@ -309,7 +301,7 @@ def write_report(run_dir: str | Path, progress: bool = False) -> Path:
     history = read_json(run_dir / HISTORY)
     metrics = read_json(run_dir / METRICS)
     figures = run_dir / FIGURES
-    generative = isinstance(run.model, DGC)
+    generative = family_of(cfg).generative
     steps = progress_bar(None, progress, total=8 if generative else 4, desc="report",
                          unit="figure")
     data = recorded_data(run)

@@ -25,7 +25,7 @@ from dgc.config import RunConfig
 from dgc.data import DATASETS
 from dgc.errors import DGCError
 from dgc.estimator import DGCClassifier
-from dgc.experiment import load_run
+from dgc.experiment import family_of, load_run
 from dgc.model import DGC, std_from_logvar
 
 BATCH = 500
@@ -70,7 +70,7 @@ def generator_run(cfg: RunConfig) -> DGC:
     """The DGC model of `baseline.generator`, refused unless it trained on this run's split."""
     path = Path(str(cfg.baseline.generator).format(seed=cfg.seed))
     run = load_run(path)
-    if not isinstance(run.model, DGC):
+    if not family_of(run.cfg).generative:
         raise DGCError(f"baseline.generator {path} is a {run.cfg.method} run, which cannot "
                        "generate images; give a DGC run")
     same = ("exp", "seed", "profile", "image_size", "test_fraction",

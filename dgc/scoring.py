@@ -16,21 +16,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dgc.baselines import Classifier, classifier_logits
+from dgc.baselines import classifier_logits
 from dgc.config import PredictConfig
 from dgc.data import ImbalancedData
-from dgc.experiment import Run, recorded_data, to_train_data
+from dgc.experiment import Run, family_of, recorded_data, to_train_data
 from dgc.model import images_to_tensor
 from dgc.prediction import class_scores
 
 
 def log_posteriors(run: Run, x: torch.Tensor, predict: PredictConfig | None = None) -> np.ndarray:
     """log p(y | x) (N, C) in float64 for a float batch (N, C, H, W), every class scored."""
-    if isinstance(run.model, Classifier):
-        scores = classifier_logits(run.model, x)
-    else:
+    if family_of(run.cfg).generative:
         every = dataclasses.replace(predict or run.cfg.predict, top_k=None)
         scores = class_scores(run.model, x, every, seed=run.cfg.seed)
+    else:
+        scores = classifier_logits(run.model, x)
     return torch.log_softmax(scores.double(), dim=1).cpu().numpy()
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from dgc.calibration import calibrators
 from dgc.config import RunConfig
 from dgc.errors import DGCError
-from dgc.methods import get_method
+from dgc.experiment import family_of
 from dgc.metrics import acsa, expected_calibration_error
 from dgc.scoring import SplitScores
 
@@ -55,8 +55,9 @@ def check_prior(prior: Any, n_classes: int, name: str = "test_prior") -> np.ndar
 
 
 def logit_adjustment(cfg: RunConfig) -> float:
-    """τ of the logit-adjusted loss a run's method trains with (0 for the others)."""
-    if get_method(cfg.method).family == "dgc":
+    """τ of the logit-adjusted loss a run's method trains with (0 for the others): DGC's label
+    head's, or a baseline's."""
+    if family_of(cfg).generative:
         return cfg.train.logit_adjust_tau
     return cfg.baseline.logit_tau if cfg.baseline.loss == "logit-adjust" else 0.0
 

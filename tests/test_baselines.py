@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from dgc.baselines import (
+    LOSSES,
     BaselineLoss,
     Classifier,
     ClassifierTrainer,
@@ -29,11 +30,18 @@ from dgc.baselines import (
 )
 from dgc.benchmark import bench_config
 from dgc.cli import main
-from dgc.config import BaselineConfig, RunConfig, apply_overrides, build_config, validate
+from dgc.config import (
+    BASELINE_LOSSES,
+    BaselineConfig,
+    RunConfig,
+    apply_overrides,
+    build_config,
+    validate,
+)
 from dgc.data import ImbalancedData
 from dgc.errors import DGCError
-from dgc.experiment import build_model, load_run, to_train_data, train_run
-from dgc.methods import FAMILIES, METHODS, get_method
+from dgc.experiment import FAMILIES, build_model, load_run, to_train_data, train_run
+from dgc.methods import METHODS, get_method
 from dgc.model import DGC, count_parameters
 
 CLASSIFIERS = [name for name, m in METHODS.items() if m.family == "classifier"]
@@ -168,6 +176,11 @@ def test_baseline_loss_dispatch_matches_the_functions() -> None:
     for name, expected in cases.items():
         loss = BaselineLoss(BaselineConfig(loss=name), counts, epochs=5)
         assert float(loss(logits, y, 0)) == pytest.approx(float(expected)), name
+
+
+def test_loss_registry_names_the_configurable_losses() -> None:
+    """config validates `baseline.loss` against names it keeps free of torch: the registry's."""
+    assert tuple(LOSSES) == BASELINE_LOSSES
 
 
 # -- resampling -------------------------------------------------------------------------------

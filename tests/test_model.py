@@ -11,7 +11,15 @@ import torch
 from torch import nn
 
 from dgc.config import ModelConfig
-from dgc.model import DGC, Encoder, MixturePrior, encoder_depth, images_to_tensor, same_pad
+from dgc.model import (
+    DGC,
+    Encoder,
+    MixturePrior,
+    encoder_depth,
+    images_to_tensor,
+    same_pad,
+    tensor_to_images,
+)
 
 SMALL = ModelConfig(latent_dim=8, width=4, decoder_width=2, hidden=32)
 
@@ -179,6 +187,9 @@ def test_images_to_tensor() -> None:
     torch.testing.assert_close(x, expected)
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     np.testing.assert_array_equal(images, copy)
+    np.testing.assert_array_equal(tensor_to_images(x), images)  # the way back is exact
+    scaled = images.astype(np.float32) / 255.0  # floats are taken as already scaled
+    assert torch.equal(images_to_tensor(scaled), torch.from_numpy(scaled).permute(0, 3, 1, 2))
 
 
 # -- the learned mixture prior (DGCMM) --------------------------------------------------------

@@ -20,8 +20,9 @@ from dgc import plots
 from dgc.config import RunConfig
 from dgc.data import load_imbalanced
 from dgc.errors import DGCError
-from dgc.experiment import Run, load_run, train_run
+from dgc.experiment import Run, load_run, to_train_data, train_run
 from dgc.metrics import confusion_matrix
+from dgc.model import tensor_to_images
 from dgc.report import TrainingSplit, decode, generate, posterior, training_split, tsne
 
 NAMES = [str(i) for i in range(10)]
@@ -66,6 +67,14 @@ def test_training_split_matches_the_trained_indices(trained) -> None:
     first, last = history["trace_points"]
     counts = np.bincount(split.y)
     assert split.y[first] == np.argmax(counts) and split.y[last] == np.argmin(counts)
+
+
+def test_training_split_is_what_training_saw(trained) -> None:
+    """Taken from split_validation's rows, it equals the training tensors turned back to uint8."""
+    _, run, split = trained
+    train = to_train_data(load_imbalanced("digits", 1), run.cfg)
+    np.testing.assert_array_equal(split.x, tensor_to_images(train.x))
+    np.testing.assert_array_equal(split.y, train.y.numpy())
 
 
 def test_generated(trained, tmp_path: Path) -> None:

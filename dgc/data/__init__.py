@@ -37,7 +37,7 @@ from dgc.data.mnist import (
     load_mnist,
     read_idx,
 )
-from dgc.data.npz import load_npz
+from dgc.data.npz import load_npz, uint8_images
 from dgc.data.protocol import ImbalancedData, load_imbalanced, split_validation
 from dgc.data.registry import DATASETS, dataset_names
 from dgc.data.svhn import SVHN_FILES, SVHN_URL, load_svhn
@@ -52,5 +52,5 @@ __all__ = [
     "is_numpy_file", "load_celeba", "load_celeba_released", "load_digits", "load_fashion",
     "load_folder", "load_imbalanced",
     "load_mnist", "load_npz", "load_svhn", "open_numpy", "read_idx", "read_member",
-    "split_validation",
+    "split_validation", "uint8_images",
 ]

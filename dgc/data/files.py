@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import urllib.request
 import zipfile
 import zlib
@@ -16,6 +15,7 @@ import numpy as np
 
 from dgc.data.base import PathLike
 from dgc.errors import DGCError
+from dgc.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -52,27 +52,17 @@ def show_dirs(dirs: Sequence[Path]) -> str:
 
 
 def download(url: str, dest: Path, md5: str) -> None:
-    """Fetch url to dest through a temporary file, so a bad download never looks like data."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.md5(usedforsecurity=False)
-        with (
-            os.fdopen(fd, "wb") as out,
-            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
-        ):
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != md5:
-            raise DGCError(
-                f"download of {url} is corrupt: MD5 {digest.hexdigest()} does not match the "
-                f"published {md5}; the partial file was deleted, try again or fetch {dest.name} "
-                "by hand"
-            )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Fetch url (a few MB) and write it to dest only once its MD5 matches, atomically, so a
+    bad download never looks like data."""
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        payload = response.read()
+    digest = hashlib.md5(payload, usedforsecurity=False).hexdigest()
+    if digest != md5:
+        raise DGCError(
+            f"download of {url} is corrupt: MD5 {digest} does not match the published {md5}; "
+            f"nothing was saved, try again or fetch {dest.name} by hand"
+        )
+    atomic_write(dest, lambda out: out.write(payload))
 
 
 # How .npz (zip, possibly empty) and .npy files start; np.load takes anything else for a pickle.
@@ -120,16 +110,8 @@ def read_member(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
 def write_cache(path: Path, arrays: dict[str, np.ndarray], fingerprint: str) -> None:
     """Save decoded arrays with the fingerprint of their sources, atomically; an unwritable
     place just means no cache."""
-    tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        tmp = Path(tmp_name)
-        with os.fdopen(fd, "wb") as out:
-            np.savez(out, fingerprint=np.array(fingerprint), **arrays)
-        os.replace(tmp, path)
-    except OSError as exc:
+        atomic_write(path, lambda out: np.savez(out, fingerprint=np.array(fingerprint), **arrays))
+    except (OSError, DGCError) as exc:  # atomic_write reports a failed write as a DGCError
         log.info("not caching at %s: %s", path, exc)
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)

@@ -11,6 +11,22 @@ from dgc.data.files import open_numpy, read_member
 from dgc.errors import DGCError
 
 
+def uint8_images(x: np.ndarray, what: str) -> np.ndarray:
+    """The user's images as uint8: uint8 as given, floats in [0, 1] scaled to 0..255 and rounded,
+    anything else refused, naming `what` (the file, and the array in it)."""
+    if x.dtype == np.uint8:
+        return x
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DGCError(f"{what} has dtype {x.dtype}; images must be uint8 (0..255) or float in "
+                       "[0, 1]")
+    if not np.isfinite(x).all():
+        raise DGCError(f"{what} contains NaN or infinite values; clean the images first")
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise DGCError(f"{what} spans {x.min()}..{x.max()}; float images must lie in [0, 1] "
+                       "(divide 0..255 data by 255 or store it as uint8)")
+    return np.rint(x * 255.0).astype(np.uint8)
+
+
 def _npz_images(x: np.ndarray, key: str, path: Path) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., None]
@@ -18,20 +34,7 @@ def _npz_images(x: np.ndarray, key: str, path: Path) -> np.ndarray:
         raise DGCError(
             f"{path}: {key} has shape {x.shape}; expected (N, H, W) or (N, H, W, C) with C 1 or 3"
         )
-    if x.dtype == np.uint8:
-        return x
-    if not np.issubdtype(x.dtype, np.floating):
-        raise DGCError(
-            f"{path}: {key} has dtype {x.dtype}; images must be uint8 (0..255) or float in [0, 1]"
-        )
-    if not np.isfinite(x).all():
-        raise DGCError(f"{path}: {key} contains NaN or infinite values; clean the images first")
-    if x.size and (x.min() < 0 or x.max() > 1):
-        raise DGCError(
-            f"{path}: {key} spans {x.min()}..{x.max()}; float images must lie in [0, 1] "
-            "(divide 0..255 data by 255 or store it as uint8)"
-        )
-    return np.rint(x * 255.0).astype(np.uint8)
+    return uint8_images(x, f"{path}: {key}")
 
 
 def _npz_labels(y: np.ndarray, key: str, path: Path) -> np.ndarray:
