@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dgc.benchmark import markdown, p_value, paired_p_value, values
+from dgc.benchmark import markdown, p_value, paired, paired_p_value, summary_rows, values
 from dgc.calibration import CALIBRATIONS, calibration_report
 from dgc.config import PredictConfig, flatten
 from dgc.data import ImbalancedData
@@ -31,7 +31,7 @@ from dgc.io import read_json, write_json, write_text
 from dgc.ood import SOURCES, ood_images, ood_report
 from dgc.rundir import RunDir
 from dgc.scoring import SplitScores, score_splits
-from dgc.series import mean_std, number
+from dgc.series import mean_std
 from dgc.shift import shift_report
 
 CALIBRATION_FILE = "calibration.json"
@@ -155,20 +155,8 @@ def summary_table(runs: Sequence[dict[str, Any]], rows: Sequence[str],
     best mean per column (lowest for the keys in `lower`) in bold."""
     summary = {row: {key: mean_std(list(values(runs, row, key).values())) for key, _ in columns}
                for row in rows}
-    best = {}
-    for key, _ in columns:
-        means = [s[key]["mean"] for s in summary.values() if s[key]["mean"] is not None]
-        best[key] = number((min if key in lower else max)(means)) if means else None
-    lines = []
-    for row in rows:
-        cells = [f"`{row}`", str(max(s["n"] for s in summary[row].values()))]
-        for key, _ in columns:
-            s = summary[row][key]
-            cell = "—" if s["mean"] is None else f"{number(s['mean'])} ± {number(s['std'])}"
-            cells.append(f"**{cell}**" if s["mean"] is not None
-                         and number(s["mean"]) == best[key] else cell)
-        lines.append(cells)
-    return summary, markdown(["row", "n", *(label for _, label in columns)], lines)
+    return summary, markdown(["row", "n", *(label for _, label in columns)],
+                             summary_rows(summary, columns, lower))
 
 
 def test_table(runs: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]],
@@ -181,11 +169,10 @@ def test_table(runs: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]],
         cells = [f"`{a}` − `{b}`"]
         tests[f"{a} vs {b}"] = {}
         for key, _ in columns:
-            ours, theirs = values(runs, a, key), values(runs, b, key)
-            seeds = sorted(set(ours) & set(theirs))
-            diff = float(np.mean([ours[s] - theirs[s] for s in seeds])) if seeds else None
-            p = paired_p_value([ours[s] for s in seeds], [theirs[s] for s in seeds])
-            tests[f"{a} vs {b}"][key] = {"difference": diff, "p": p, "n": len(seeds)}
+            ours, theirs = paired(runs, a, b, key)
+            diff = float(np.mean(np.subtract(ours, theirs))) if ours else None
+            p = paired_p_value(ours, theirs)
+            tests[f"{a} vs {b}"][key] = {"difference": diff, "p": p, "n": len(ours)}
             cells.append("n/a" if diff is None else f"{diff:+.4f} (p {p_value(p)})")
         lines.append(cells)
     return tests, markdown(["difference", *(label for _, label in columns)], lines)
