@@ -108,16 +108,6 @@ def add_exact_and_bf16(parser: argparse.ArgumentParser, who: str) -> None:
                              "native bfloat16: AVX-512 BF16, AMX; docs/RESULTS.md)")
 
 
-def add_folder_options(parser: argparse.ArgumentParser) -> None:
-    """The class-folder dataset's reading settings (docs/ARCHITECTURE.md, `folder.py`)."""
-    parser.add_argument("--image-size", type=int,
-                        help="class folders: square size every image is resized to (default: "
-                             f"the median longer side, at most {MAX_DEFAULT_SIZE})")
-    parser.add_argument("--test-fraction", type=float,
-                        help="class folders without train/ and test/: share of each class held "
-                             f"out as the test set (default {DEFAULT_TEST_FRACTION})")
-
-
 def resolve_exp(args: argparse.Namespace) -> str:
     """The dataset: --exp, else what --data-dir names (a file: npz, a folder: class folders),
     else Fashion-MNIST."""
@@ -130,20 +120,29 @@ def resolve_exp(args: argparse.Namespace) -> str:
     return "npz" if Path(args.data_dir).expanduser().is_file() else "folder"
 
 
-def add_series_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by the commands that train a series of runs (sweep, bench)."""
+def add_training_options(parser: argparse.ArgumentParser, data_file: bool = False) -> None:
+    """Options of every command that trains (train, sweep, bench); with `data_file`, `--data`
+    (an .npz) is the alternative to `--data-dir`."""
     parser.add_argument("--exp", choices=dataset_names(), help=EXP_HELP)
     parser.add_argument("--preset", choices=("cpu", "paper"),
                         help="default: paper with a CUDA device, cpu otherwise")
-    parser.add_argument("--epochs", type=int, help="epochs for every run")
-    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
-    add_folder_options(parser)
+    parser.add_argument("--epochs", type=int, help="epochs of every run")
+    source = parser.add_mutually_exclusive_group() if data_file else parser
+    source.add_argument("--data-dir", help=DATA_DIR_HELP)
+    if data_file:
+        source.add_argument("--data", help="a .npz with x_train, y_train, x_test, y_test")
+    parser.add_argument("--image-size", type=int,
+                        help="class folders: square size every image is resized to (default: "
+                             f"the median longer side, at most {MAX_DEFAULT_SIZE})")
+    parser.add_argument("--test-fraction", type=float,
+                        help="class folders without train/ and test/: share of each class held "
+                             f"out as the test set (default {DEFAULT_TEST_FRACTION})")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="any other setting, applied to every run")
+                        help="any other setting, e.g. train.lvo=false or model.width=32, for "
+                             "every run")
     parser.add_argument("--device", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_exact_and_bf16(parser, "every DGC run predicts with")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,32 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a method on an imbalanced dataset")
-    train.add_argument("--exp", choices=dataset_names(), help=EXP_HELP)
     train.add_argument("--seed", type=int, default=1)
     train.add_argument("--method", default="dgc", choices=list(METHODS))
-    train.add_argument("--preset", choices=("cpu", "paper"),
-                       help="default: paper with a CUDA device, cpu otherwise")
-    train.add_argument("--epochs", type=int)
     train.add_argument("--lr", type=float, help="learning rate")
     train.add_argument("--sampling-rate", type=float, help="latent oversampling rate r")
     train.add_argument("--profile", type=parse_profile, help="training counts per class")
-    source = train.add_mutually_exclusive_group()
-    source.add_argument("--data-dir", help=DATA_DIR_HELP)
-    source.add_argument("--data", help="a .npz with x_train, y_train, x_test, y_test")
-    add_folder_options(train)
+    add_training_options(train, data_file=True)
     train.add_argument("--val-fraction", type=float,
                        help="stratified validation share of the training set (0: none)")
     train.add_argument("--grad-clip", type=float, help="clip gradients to this norm")
-    train.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                       help="any other setting, e.g. train.lvo=false or model.width=32")
     train.add_argument("--out", help="run directory (default runs/<exp>-<method>-s<seed>)")
-    train.add_argument("--device", choices=("cpu", "cuda"))
-    train.add_argument("--threads", type=int, help="CPU threads for torch")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     train.add_argument("--overwrite", action="store_true",
                        help="start again in an --out that holds a run, moving that run aside "
                             "to OUT.old-K first")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--no-report", action="store_true",
                        help="skip the figures and report.md written after training")
     add_predict_options(train)
@@ -219,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", default="1", help="e.g. 1-5, 7,8 or 1-3,7 (default 1)")
     sweep.add_argument("--method", default="dgc", choices=list(METHODS))
     sweep.add_argument("--out", help="sweep folder (default runs/sweep-<exp>-<method>-<param>)")
-    add_series_options(sweep)
+    add_training_options(sweep)
+    add_exact_and_bf16(sweep, "every DGC run predicts with")
 
     sample = commands.add_parser("sample", help="generate new images of one class")
     sample.add_argument("run_dir")
@@ -240,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--paper", action="store_true",
                        help="add the paper's published rows (docs/METHOD.md §7) to the tables")
     bench.add_argument("--out", help="benchmark folder (default runs/bench-<exp>-<preset>)")
-    add_series_options(bench)
+    add_training_options(bench)
+    add_exact_and_bf16(bench, "every DGC run predicts with")
     return parser
 
 
