@@ -59,9 +59,7 @@ def evaluate_calibration(run_dir: str | Path, run: Run | None = None, suffix: st
     run = run or load_run(run_dir)
     scores = scores or score_splits(run)
     report = calibration_report(scores.y_val, scores.val, scores.y_test, scores.test)
-    path = Path(run_dir) / f"calibration{suffix}.json"
-    write_json(path, report)
-    return report, path
+    return report, write_json(Path(run_dir) / f"calibration{suffix}.json", report)
 
 
 def evaluate_prior_shift(run_dir: str | Path, run: Run | None = None, suffix: str = "",
@@ -70,9 +68,7 @@ def evaluate_prior_shift(run_dir: str | Path, run: Run | None = None, suffix: st
     into prior-shift<suffix>.json."""
     run = run or load_run(run_dir)
     report = shift_report(scores or score_splits(run), run.cfg, run.train_counts)
-    path = Path(run_dir) / f"prior-shift{suffix}.json"
-    write_json(path, report)
-    return report, path
+    return report, write_json(Path(run_dir) / f"prior-shift{suffix}.json", report)
 
 
 def builtin_sources(run: Run, sources: Sequence[str],
@@ -89,9 +85,7 @@ def evaluate_ood(run_dir: str | Path, novel: dict[str, np.ndarray], run: Run | N
     ood-<their names><suffix>.json."""
     report = ood_report(run or load_run(run_dir), novel, data)
     names = "-".join(Path(name).stem for name in novel)
-    path = Path(run_dir) / f"ood-{names}{suffix}.json"
-    write_json(path, report)
-    return report, path
+    return report, write_json(Path(run_dir) / f"ood-{names}{suffix}.json", report)
 
 
 def parse_sources(text: str) -> list[str]:
@@ -209,9 +203,7 @@ def write_tables(out: str | Path, name: str, title: str, intro: Sequence[str],
         if pairs:
             lines += [*test_lines, ""]
     write_json(out / f"{name}.json", record)
-    path = out / f"{name}.md"
-    write_text(path, "\n".join(lines))
-    return path
+    return write_text(out / f"{name}.md", "\n".join(lines))
 
 
 def bench_parser(doc: str) -> argparse.ArgumentParser:

@@ -69,12 +69,15 @@ def write_error(path: Path, error: OSError) -> DGCError:
                     f"it is unchanged. To fix: {fix}, then rerun")
 
 
-def write_json(path: str | Path, data: Any) -> None:
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write `data` as indented JSON; returns the path, which the commands report."""
     atomic_write(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"), mode="w")
+    return Path(path)
 
 
-def write_text(path: str | Path, text: str) -> None:
+def write_text(path: str | Path, text: str) -> Path:
     atomic_write(path, lambda f: f.write(text), mode="w")
+    return Path(path)
 
 
 def read_json(path: str | Path) -> Any:
