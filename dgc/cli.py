@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from dgc import __version__, distributed
-from dgc.benchmark import parse_methods, parse_seeds, plan, run_bench
+from dgc.benchmark import markdown, parse_methods, parse_seeds, plan, run_bench
 from dgc.capabilities import (
     builtin_sources,
     calibration_markdown,
@@ -296,11 +296,9 @@ def command_train(args: argparse.Namespace) -> None:
 
 
 def paper_comparison(metrics: dict, paper: dict) -> str:
-    lines = ["| metric | this run | paper's DGC | difference |", "|---|---|---|---|"]
-    for key in HEADLINE:
-        lines.append(f"| {key} | {metrics[key]:.4f} | {paper[key]:.4f} | "
-                     f"{metrics[key] - paper[key]:+.4f} |")
-    return "\n".join(lines)
+    rows = [[key, f"{metrics[key]:.4f}", f"{paper[key]:.4f}", f"{metrics[key] - paper[key]:+.4f}"]
+            for key in HEADLINE]
+    return "\n".join(markdown(["metric", "this run", "paper's DGC", "difference"], rows))
 
 
 def command_evaluate(args: argparse.Namespace) -> None:
