@@ -50,6 +50,14 @@ def atomic_write(path: str | Path, write: Any, mode: str = "wb",
         raise
 
 
+def make_folder(path: Path, what: str = "folder", fix: str = "") -> None:
+    """Create `path` and its parents; a failure is one line naming the `what` and the `fix`."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DGCError(f"cannot create the {what} {path}: {error.strerror}{fix}") from error
+
+
 def current_umask() -> int:
     """The process's umask, which the files written here respect like any other file."""
     mask = os.umask(0o077)
