@@ -24,7 +24,6 @@ from dgc.benchmark import (
     TABLE3,
     bench_config,
     markdown,
-    p_value,
     paired_p_value,
     parse_seeds,
     summary_rows,
@@ -35,7 +34,7 @@ from dgc.errors import DGCError
 from dgc.experiment import train_run
 from dgc.io import write_json, write_text
 from dgc.rundir import RunDir
-from dgc.series import check_finished, mean_std
+from dgc.series import check_finished, mean_std, number
 
 # (name, what changes, the `--set` overrides it adds to the step before).
 STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -79,7 +78,7 @@ def table(rows: list[dict[str, Any]], seeds: list[int]) -> str:
         _, *stats = summary_rows({row["step"]: row["summary"]}, COLUMNS, ranked=False)[0]
         delta = row.get("delta_acsa")
         cells.append([str(k), row["change"], *stats, "" if delta is None else f"{delta:+.4f}",
-                      p_value(row.get("p_acsa")) if k else ""])
+                      number(row.get("p_acsa"), ".3g") if k else ""])
     lines = [f"Ablation over seeds {', '.join(map(str, seeds))}: mean ± std (ddof = 1).", ""]
     return "\n".join(lines + markdown(header, cells)) + "\n"
 

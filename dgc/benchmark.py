@@ -165,13 +165,9 @@ def collect(configs: Sequence[RunConfig], exp: str, recipe: bool) -> dict[str, A
 
 def values(runs: Sequence[dict[str, Any]], method: str, key: str) -> dict[int, float]:
     """seed → value of `key` (a metric or a seconds_* field) for one method's finished runs."""
-    out = {}
-    for run in runs:
-        if run["method"] == method:
-            value = run["metrics"].get(key, run.get(key))
-            if value is not None:
-                out[run["seed"]] = float(value)
-    return out
+    found = ((run["seed"], run["metrics"].get(key, run.get(key))) for run in runs
+             if run["method"] == method)
+    return {seed: float(value) for seed, value in found if value is not None}
 
 
 def summarise(runs: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
@@ -211,10 +207,6 @@ def paired_tests(runs: Sequence[dict[str, Any]], methods: Sequence[str],
 
 
 # -- table.md ---------------------------------------------------------------------------------
-
-def p_value(p: float | None) -> str:
-    return "n/a" if p is None else f"{p:.3g}"
-
 
 def summary_rows(summary: dict[str, Any], columns: Sequence[tuple[str, str]],
                  lower: Collection[str] = LOWER_IS_BETTER, ranked: bool = True) -> list[list[str]]:
@@ -294,11 +286,9 @@ def render_table(results: dict[str, Any], paper: bool = False) -> str:
                      "either gives the same seed other numbers, so compare such rows loosely.")
     lines += [""]
     lines += markdown(["method", "train", "test prediction", "trained on"],
-                      [[f"`{m}`", *(("n/a" if summary[m][k]["mean"] is None
-                                     else f"{summary[m][k]['mean']:.1f}")
+                      [[f"`{m}`", *(number(summary[m][k]["mean"], ".1f")
                                     for k in ("seconds_train", "seconds_predict")),
-                        "; ".join(devices[m]) or "n/a"]
-                       for m in methods])
+                        "; ".join(devices[m]) or "n/a"] for m in methods])
 
     lines += ["", f"## Paired t-tests: `{REFERENCE}` against each method", ""]
     tests = results["tests"]
@@ -309,7 +299,7 @@ def render_table(results: dict[str, Any], paper: bool = False) -> str:
                   "(n/a with fewer than two, or when every difference is zero).", ""]
         others = [m for m in methods if m != REFERENCE]
         lines += markdown(["method", *(label for _, label in TESTED)],
-                          [[f"`{m}`", *(p_value(tests[key][m]) for key, _ in TESTED)]
+                          [[f"`{m}`", *(number(tests[key][m], ".3g") for key, _ in TESTED)]
                            for m in others])
     failed = results.get("failed") or []
     if failed:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dgc.benchmark import markdown, p_value, paired, paired_p_value, summary_rows, values
+from dgc.benchmark import REFERENCE, markdown, paired, paired_p_value, summary_rows, values
 from dgc.calibration import CALIBRATIONS, calibration_report
 from dgc.config import PredictConfig, flatten
 from dgc.data import ImbalancedData
@@ -31,7 +31,7 @@ from dgc.io import read_json, write_json, write_text
 from dgc.ood import SOURCES, ood_images, ood_report
 from dgc.rundir import RunDir
 from dgc.scoring import SplitScores, score_splits
-from dgc.series import mean_std
+from dgc.series import mean_std, number
 from dgc.shift import shift_report
 
 CALIBRATION_FILE = "calibration.json"
@@ -39,7 +39,6 @@ CALIBRATION_METRICS = (("ece", "ECE"), ("classwise_ece", "classwise ECE"), ("bri
                        ("nll", "NLL"))
 SHIFTS = ("balanced", "train", "reversed", "dirichlet")
 DETECTION = (("auroc", "AUROC"), ("aupr", "AUPR"), ("fpr95", "FPR@95TPR"))
-REFERENCE = "dgc"  # the method the benchmark tables test every other against
 
 
 def with_prediction(run: Run, predict: PredictConfig) -> tuple[Run, str]:
@@ -167,7 +166,7 @@ def test_table(runs: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]],
             diff = float(np.mean(np.subtract(ours, theirs))) if ours else None
             p = paired_p_value(ours, theirs)
             tests[f"{a} vs {b}"][key] = {"difference": diff, "p": p, "n": len(ours)}
-            cells.append("n/a" if diff is None else f"{diff:+.4f} (p {p_value(p)})")
+            cells.append("n/a" if diff is None else f"{diff:+.4f} (p {number(p, '.3g')})")
         lines.append(cells)
     return tests, markdown(["difference", *(label for _, label in columns)], lines)
 
