@@ -173,8 +173,7 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         self.class_counts_ = np.bincount(y_index, minlength=len(classes))
 
         cfg = self._run_config(seed)
-        check_fits(lambda: DGC(self.input_shape_, len(classes), cfg.model), self.input_shape_,
-                   cfg.model, max(cfg.train.batch_size, cfg.train.pretrain_batch), cfg.device)
+        check_fits(lambda: DGC(self.input_shape_, len(classes), cfg.model), self.input_shape_, cfg)
         x, y_train, x_val, y_val = split_validation(self._scaled(X), y_index.astype(np.int64),
                                                     self.validation_fraction, seed)
         data = TrainData(x=self._tensor(x), y=torch.from_numpy(y_train),
@@ -346,8 +345,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
             params = dict(state["params"], **({"device": device} if device else {}))
             estimator = cls(**params)
             dtype = state["classes_dtype"]
-            estimator.classes_ = (np.array(state["classes"], dtype=object) if dtype is None
-                                  else np.array(state["classes"], dtype=np.dtype(dtype)))
+            estimator.classes_ = np.array(state["classes"], dtype=object if dtype is None
+                                          else np.dtype(dtype))
             estimator.input_shape_ = tuple(state["input_shape"])
             estimator.n_features_in_ = int(np.prod(estimator.input_shape_))
             estimator.offset_ = state["offset"].numpy()

@@ -205,8 +205,7 @@ def checked_data(cfg: RunConfig, out: RunDir, resume: bool) -> ImbalancedData:
         check_fingerprints(out.fingerprints(), data_fingerprints(data), out.path,
                            describe_source(cfg))
     shape, n_classes = data.x_train.shape[1:], len(data.class_names)
-    check_fits(lambda: family_of(cfg).build_model(cfg, shape, n_classes), shape, cfg.model,
-               max(cfg.train.batch_size, cfg.train.pretrain_batch), cfg.device)
+    check_fits(lambda: family_of(cfg).build_model(cfg, shape, n_classes), shape, cfg)
     return data
 
 
