@@ -313,25 +313,18 @@ def command_evaluate(args: argparse.Namespace) -> None:
                        "DGC's Bayes rule, and the run's metrics.json already holds its test "
                        "metrics")
     with RunDir(args.run_dir).lock():  # every file evaluate writes into the run
-        evaluate_locked(args, run, predict, capabilities)
-
-
-def evaluate_locked(args: argparse.Namespace, run: Run, predict: PredictConfig,
-                    capabilities: bool) -> None:
-    """The body of `dgc evaluate`, once its run folder is locked."""
-    if capabilities:
-        evaluate_capabilities(args, run, predict)
-        return
-    if args.decompose:
-        report, path = decompose_run(args.run_dir, predict, run)
-        print("| terms | ACSA alone | spread across classes (nats) |\n|---|---|---|")
-        for terms, row in report.items():
-            print(f"| {terms} | {row['acsa']:.4f} | {row['spread']:.2f} |")
-        print(f"written to {path}")
-        return
-    metrics, path = evaluate_run(args.run_dir, predict, run, progress=True)
-    print(format_metrics(metrics, title=f"{args.run_dir} (test set)"))
-    print(f"test prediction {metrics['seconds_predict']:.1f} s; written to {path}")
+        if capabilities:
+            evaluate_capabilities(args, run, predict)
+        elif args.decompose:
+            report, path = decompose_run(args.run_dir, predict, run)
+            print("| terms | ACSA alone | spread across classes (nats) |\n|---|---|---|")
+            for terms, row in report.items():
+                print(f"| {terms} | {row['acsa']:.4f} | {row['spread']:.2f} |")
+            print(f"written to {path}")
+        else:
+            metrics, path = evaluate_run(args.run_dir, predict, run, progress=True)
+            print(format_metrics(metrics, title=f"{args.run_dir} (test set)"))
+            print(f"test prediction {metrics['seconds_predict']:.1f} s; written to {path}")
 
 
 def evaluate_capabilities(args: argparse.Namespace, run: Run, predict: PredictConfig) -> None:
