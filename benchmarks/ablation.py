@@ -24,10 +24,9 @@ from dgc.benchmark import (
     TABLE3,
     bench_config,
     markdown,
-    measured_row,
-    p_value,
     paired_p_value,
     parse_seeds,
+    summary_rows,
 )
 from dgc.cli import option_settings
 from dgc.config import RunConfig
@@ -35,7 +34,7 @@ from dgc.errors import DGCError
 from dgc.experiment import train_run
 from dgc.io import write_json, write_text
 from dgc.rundir import RunDir
-from dgc.series import check_finished, mean_std
+from dgc.series import check_finished, mean_std, number
 
 # (name, what changes, the `--set` overrides it adds to the step before).
 STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -74,13 +73,12 @@ def step_config(k: int, exp: str, seed: int, bench: Path, out: Path, base: list[
 def table(rows: list[dict[str, Any]], seeds: list[int]) -> str:
     header = ["step", "change", "seeds", *(title for _, title in COLUMNS),
               "Δ ACSA (paired)", "p (ACSA, vs step before)"]
-    unranked = {key: None for key, _ in COLUMNS}
     cells = []
     for k, row in enumerate(rows):
-        _, *stats = measured_row(row["step"], row["summary"], COLUMNS, unranked)
+        _, *stats = summary_rows({row["step"]: row["summary"]}, COLUMNS, ranked=False)[0]
         delta = row.get("delta_acsa")
         cells.append([str(k), row["change"], *stats, "" if delta is None else f"{delta:+.4f}",
-                      p_value(row.get("p_acsa")) if k else ""])
+                      number(row.get("p_acsa"), ".3g") if k else ""])
     lines = [f"Ablation over seeds {', '.join(map(str, seeds))}: mean ± std (ddof = 1).", ""]
     return "\n".join(lines + markdown(header, cells)) + "\n"
 

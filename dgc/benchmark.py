@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,13 +165,9 @@ def collect(configs: Sequence[RunConfig], exp: str, recipe: bool) -> dict[str, A
 
 def values(runs: Sequence[dict[str, Any]], method: str, key: str) -> dict[int, float]:
     """seed → value of `key` (a metric or a seconds_* field) for one method's finished runs."""
-    out = {}
-    for run in runs:
-        if run["method"] == method:
-            value = run["metrics"].get(key, run.get(key))
-            if value is not None:
-                out[run["seed"]] = float(value)
-    return out
+    found = ((run["seed"], run["metrics"].get(key, run.get(key))) for run in runs
+             if run["method"] == method)
+    return {seed: float(value) for seed, value in found if value is not None}
 
 
 def summarise(runs: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
@@ -193,50 +189,44 @@ def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float | None:
     return None if math.isnan(p) else p
 
 
+def paired(runs: Sequence[dict[str, Any]], a: str, b: str,
+           key: str) -> tuple[list[float], list[float]]:
+    """The values of `key` for rows `a` and `b` over the seeds both have, in seed order."""
+    ours, theirs = values(runs, a, key), values(runs, b, key)
+    seeds = sorted(set(ours) & set(theirs))
+    return [ours[s] for s in seeds], [theirs[s] for s in seeds]
+
+
 def paired_tests(runs: Sequence[dict[str, Any]], methods: Sequence[str],
                  reference: str = REFERENCE) -> dict[str, dict[str, float | None]]:
     """{metric: {method: p}} of `reference` against every other method, over shared seeds."""
     if reference not in methods:
         return {}
-    tests: dict[str, dict[str, float | None]] = {}
-    for key, _ in TESTED:
-        ours = values(runs, reference, key)
-        tests[key] = {}
-        for method in methods:
-            if method == reference:
-                continue
-            theirs = values(runs, method, key)
-            seeds = sorted(set(ours) & set(theirs))
-            tests[key][method] = paired_p_value([ours[s] for s in seeds],
-                                                [theirs[s] for s in seeds])
-    return tests
+    return {key: {method: paired_p_value(*paired(runs, reference, method, key))
+                  for method in methods if method != reference} for key, _ in TESTED}
 
 
 # -- table.md ---------------------------------------------------------------------------------
 
-def p_value(p: float | None) -> str:
-    return "n/a" if p is None else f"{p:.3g}"
-
-
-def best_means(summary: dict[str, Any], key: str) -> str | None:
-    """The best mean of a column at the table's precision (lowest for ECE), or None."""
-    means = [s[key]["mean"] for s in summary.values() if s[key]["mean"] is not None]
-    if not means:
-        return None
-    return number(min(means) if key in LOWER_IS_BETTER else max(means))
-
-
-def measured_row(method: str, stat: dict[str, Any], columns: Sequence[tuple[str, str]],
-                 best: dict[str, str | None]) -> list[str]:
-    cells = [f"`{method}`", str(stat[columns[0][0]]["n"])]
-    for key, _ in columns:
-        s = stat[key]
-        if s["mean"] is None:
-            cells.append("—")
-            continue
-        cell = f"{number(s['mean'])} ± {number(s['std'])}"
-        cells.append(f"**{cell}**" if number(s["mean"]) == best[key] else cell)
-    return cells
+def summary_rows(summary: dict[str, Any], columns: Sequence[tuple[str, str]],
+                 lower: Collection[str] = LOWER_IS_BETTER, ranked: bool = True) -> list[list[str]]:
+    """A table row per entry of `summary` (name → key → `mean_std`): the name, n, and each
+    column's mean ± std ("—" without runs); when `ranked`, the best mean of a column at the
+    table's precision (the lowest for the keys in `lower`) is bold."""
+    best = {}
+    for key, _ in columns if ranked else ():
+        means = [s[key]["mean"] for s in summary.values() if s[key]["mean"] is not None]
+        best[key] = number((min if key in lower else max)(means)) if means else None
+    rows = []
+    for name, stat in summary.items():
+        cells = [f"`{name}`", str(max(stat[key]["n"] for key, _ in columns))]
+        for key, _ in columns:
+            mean = stat[key]["mean"]
+            cell = "—" if mean is None else f"{number(mean)} ± {number(stat[key]['std'])}"
+            cells.append(f"**{cell}**" if mean is not None and number(mean) == best.get(key)
+                         else cell)
+        rows.append(cells)
+    return rows
 
 
 def published_rows(exp: str, columns: Sequence[tuple[str, str]]) -> list[list[str]]:
@@ -281,8 +271,7 @@ def render_table(results: dict[str, Any], paper: bool = False) -> str:
     for title, columns in (("Table 2: class-balanced metrics", TABLE2),
                            ("Table 3: minority recall, majority precision and calibration",
                             TABLE3)):
-        best = {key: best_means(summary, key) for key, _ in columns}
-        rows = [measured_row(m, summary[m], columns, best) for m in methods]
+        rows = summary_rows(summary, columns)
         if paper:
             rows += published_rows(exp, columns)
         lines += ["", f"## {title}", ""]
@@ -297,11 +286,9 @@ def render_table(results: dict[str, Any], paper: bool = False) -> str:
                      "either gives the same seed other numbers, so compare such rows loosely.")
     lines += [""]
     lines += markdown(["method", "train", "test prediction", "trained on"],
-                      [[f"`{m}`", *(("n/a" if summary[m][k]["mean"] is None
-                                     else f"{summary[m][k]['mean']:.1f}")
+                      [[f"`{m}`", *(number(summary[m][k]["mean"], ".1f")
                                     for k in ("seconds_train", "seconds_predict")),
-                        "; ".join(devices[m]) or "n/a"]
-                       for m in methods])
+                        "; ".join(devices[m]) or "n/a"] for m in methods])
 
     lines += ["", f"## Paired t-tests: `{REFERENCE}` against each method", ""]
     tests = results["tests"]
@@ -312,7 +299,7 @@ def render_table(results: dict[str, Any], paper: bool = False) -> str:
                   "(n/a with fewer than two, or when every difference is zero).", ""]
         others = [m for m in methods if m != REFERENCE]
         lines += markdown(["method", *(label for _, label in TESTED)],
-                          [[f"`{m}`", *(p_value(tests[key][m]) for key, _ in TESTED)]
+                          [[f"`{m}`", *(number(tests[key][m], ".3g") for key, _ in TESTED)]
                            for m in others])
     failed = results.get("failed") or []
     if failed:

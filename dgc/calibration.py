@@ -20,18 +20,10 @@ import numpy as np
 import torch
 
 from dgc.errors import DGCError
-from dgc.metrics import _labels, _probs, expected_calibration_error
+from dgc.metrics import _checked, expected_calibration_error
 
 N_BINS = 15
 CALIBRATIONS = ("none", "temperature", "bcts")
-
-
-def _checked(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
-    prob = _probs(y_prob)
-    y = _labels(y_true, "y_true", prob.shape[1], "columns of y_prob")
-    if y.size != prob.shape[0]:
-        raise DGCError(f"y_true has {y.size} samples but y_prob has {prob.shape[0]} rows")
-    return y, prob
 
 
 def brier_score(y_true, y_prob) -> float:

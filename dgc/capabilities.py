@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dgc.benchmark import markdown, p_value, paired_p_value, values
+from dgc.benchmark import REFERENCE, markdown, paired, paired_p_value, summary_rows, values
 from dgc.calibration import CALIBRATIONS, calibration_report
 from dgc.config import PredictConfig, flatten
 from dgc.data import ImbalancedData
@@ -39,7 +39,6 @@ CALIBRATION_METRICS = (("ece", "ECE"), ("classwise_ece", "classwise ECE"), ("bri
                        ("nll", "NLL"))
 SHIFTS = ("balanced", "train", "reversed", "dirichlet")
 DETECTION = (("auroc", "AUROC"), ("aupr", "AUPR"), ("fpr95", "FPR@95TPR"))
-REFERENCE = "dgc"  # the method the benchmark tables test every other against
 
 
 def with_prediction(run: Run, predict: PredictConfig) -> tuple[Run, str]:
@@ -59,9 +58,7 @@ def evaluate_calibration(run_dir: str | Path, run: Run | None = None, suffix: st
     run = run or load_run(run_dir)
     scores = scores or score_splits(run)
     report = calibration_report(scores.y_val, scores.val, scores.y_test, scores.test)
-    path = Path(run_dir) / f"calibration{suffix}.json"
-    write_json(path, report)
-    return report, path
+    return report, write_json(Path(run_dir) / f"calibration{suffix}.json", report)
 
 
 def evaluate_prior_shift(run_dir: str | Path, run: Run | None = None, suffix: str = "",
@@ -70,9 +67,7 @@ def evaluate_prior_shift(run_dir: str | Path, run: Run | None = None, suffix: st
     into prior-shift<suffix>.json."""
     run = run or load_run(run_dir)
     report = shift_report(scores or score_splits(run), run.cfg, run.train_counts)
-    path = Path(run_dir) / f"prior-shift{suffix}.json"
-    write_json(path, report)
-    return report, path
+    return report, write_json(Path(run_dir) / f"prior-shift{suffix}.json", report)
 
 
 def builtin_sources(run: Run, sources: Sequence[str],
@@ -89,9 +84,7 @@ def evaluate_ood(run_dir: str | Path, novel: dict[str, np.ndarray], run: Run | N
     ood-<their names><suffix>.json."""
     report = ood_report(run or load_run(run_dir), novel, data)
     names = "-".join(Path(name).stem for name in novel)
-    path = Path(run_dir) / f"ood-{names}{suffix}.json"
-    write_json(path, report)
-    return report, path
+    return report, write_json(Path(run_dir) / f"ood-{names}{suffix}.json", report)
 
 
 def parse_sources(text: str) -> list[str]:
@@ -155,20 +148,8 @@ def summary_table(runs: Sequence[dict[str, Any]], rows: Sequence[str],
     best mean per column (lowest for the keys in `lower`) in bold."""
     summary = {row: {key: mean_std(list(values(runs, row, key).values())) for key, _ in columns}
                for row in rows}
-    best = {}
-    for key, _ in columns:
-        means = [s[key]["mean"] for s in summary.values() if s[key]["mean"] is not None]
-        best[key] = number((min if key in lower else max)(means)) if means else None
-    lines = []
-    for row in rows:
-        cells = [f"`{row}`", str(max(s["n"] for s in summary[row].values()))]
-        for key, _ in columns:
-            s = summary[row][key]
-            cell = "—" if s["mean"] is None else f"{number(s['mean'])} ± {number(s['std'])}"
-            cells.append(f"**{cell}**" if s["mean"] is not None
-                         and number(s["mean"]) == best[key] else cell)
-        lines.append(cells)
-    return summary, markdown(["row", "n", *(label for _, label in columns)], lines)
+    return summary, markdown(["row", "n", *(label for _, label in columns)],
+                             summary_rows(summary, columns, lower))
 
 
 def test_table(runs: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]],
@@ -181,12 +162,11 @@ def test_table(runs: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]],
         cells = [f"`{a}` − `{b}`"]
         tests[f"{a} vs {b}"] = {}
         for key, _ in columns:
-            ours, theirs = values(runs, a, key), values(runs, b, key)
-            seeds = sorted(set(ours) & set(theirs))
-            diff = float(np.mean([ours[s] - theirs[s] for s in seeds])) if seeds else None
-            p = paired_p_value([ours[s] for s in seeds], [theirs[s] for s in seeds])
-            tests[f"{a} vs {b}"][key] = {"difference": diff, "p": p, "n": len(seeds)}
-            cells.append("n/a" if diff is None else f"{diff:+.4f} (p {p_value(p)})")
+            ours, theirs = paired(runs, a, b, key)
+            diff = float(np.mean(np.subtract(ours, theirs))) if ours else None
+            p = paired_p_value(ours, theirs)
+            tests[f"{a} vs {b}"][key] = {"difference": diff, "p": p, "n": len(ours)}
+            cells.append("n/a" if diff is None else f"{diff:+.4f} (p {number(p, '.3g')})")
         lines.append(cells)
     return tests, markdown(["difference", *(label for _, label in columns)], lines)
 
@@ -222,9 +202,7 @@ def write_tables(out: str | Path, name: str, title: str, intro: Sequence[str],
         if pairs:
             lines += [*test_lines, ""]
     write_json(out / f"{name}.json", record)
-    path = out / f"{name}.md"
-    write_text(path, "\n".join(lines))
-    return path
+    return write_text(out / f"{name}.md", "\n".join(lines))
 
 
 def bench_parser(doc: str) -> argparse.ArgumentParser:

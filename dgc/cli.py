@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from dgc import __version__, distributed
-from dgc.benchmark import parse_methods, parse_seeds, plan, run_bench
+from dgc.benchmark import markdown, parse_methods, parse_seeds, plan, run_bench
 from dgc.capabilities import (
     builtin_sources,
     calibration_markdown,
@@ -108,16 +108,6 @@ def add_exact_and_bf16(parser: argparse.ArgumentParser, who: str) -> None:
                              "native bfloat16: AVX-512 BF16, AMX; docs/RESULTS.md)")
 
 
-def add_folder_options(parser: argparse.ArgumentParser) -> None:
-    """The class-folder dataset's reading settings (docs/ARCHITECTURE.md, `folder.py`)."""
-    parser.add_argument("--image-size", type=int,
-                        help="class folders: square size every image is resized to (default: "
-                             f"the median longer side, at most {MAX_DEFAULT_SIZE})")
-    parser.add_argument("--test-fraction", type=float,
-                        help="class folders without train/ and test/: share of each class held "
-                             f"out as the test set (default {DEFAULT_TEST_FRACTION})")
-
-
 def resolve_exp(args: argparse.Namespace) -> str:
     """The dataset: --exp, else what --data-dir names (a file: npz, a folder: class folders),
     else Fashion-MNIST."""
@@ -130,20 +120,29 @@ def resolve_exp(args: argparse.Namespace) -> str:
     return "npz" if Path(args.data_dir).expanduser().is_file() else "folder"
 
 
-def add_series_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by the commands that train a series of runs (sweep, bench)."""
+def add_training_options(parser: argparse.ArgumentParser, data_file: bool = False) -> None:
+    """Options of every command that trains (train, sweep, bench); with `data_file`, `--data`
+    (an .npz) is the alternative to `--data-dir`."""
     parser.add_argument("--exp", choices=dataset_names(), help=EXP_HELP)
     parser.add_argument("--preset", choices=("cpu", "paper"),
                         help="default: paper with a CUDA device, cpu otherwise")
-    parser.add_argument("--epochs", type=int, help="epochs for every run")
-    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
-    add_folder_options(parser)
+    parser.add_argument("--epochs", type=int, help="epochs of every run")
+    source = parser.add_mutually_exclusive_group() if data_file else parser
+    source.add_argument("--data-dir", help=DATA_DIR_HELP)
+    if data_file:
+        source.add_argument("--data", help="a .npz with x_train, y_train, x_test, y_test")
+    parser.add_argument("--image-size", type=int,
+                        help="class folders: square size every image is resized to (default: "
+                             f"the median longer side, at most {MAX_DEFAULT_SIZE})")
+    parser.add_argument("--test-fraction", type=float,
+                        help="class folders without train/ and test/: share of each class held "
+                             f"out as the test set (default {DEFAULT_TEST_FRACTION})")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="any other setting, applied to every run")
+                        help="any other setting, e.g. train.lvo=false or model.width=32, for "
+                             "every run")
     parser.add_argument("--device", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_exact_and_bf16(parser, "every DGC run predicts with")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,32 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a method on an imbalanced dataset")
-    train.add_argument("--exp", choices=dataset_names(), help=EXP_HELP)
     train.add_argument("--seed", type=int, default=1)
     train.add_argument("--method", default="dgc", choices=list(METHODS))
-    train.add_argument("--preset", choices=("cpu", "paper"),
-                       help="default: paper with a CUDA device, cpu otherwise")
-    train.add_argument("--epochs", type=int)
     train.add_argument("--lr", type=float, help="learning rate")
     train.add_argument("--sampling-rate", type=float, help="latent oversampling rate r")
     train.add_argument("--profile", type=parse_profile, help="training counts per class")
-    source = train.add_mutually_exclusive_group()
-    source.add_argument("--data-dir", help=DATA_DIR_HELP)
-    source.add_argument("--data", help="a .npz with x_train, y_train, x_test, y_test")
-    add_folder_options(train)
+    add_training_options(train, data_file=True)
     train.add_argument("--val-fraction", type=float,
                        help="stratified validation share of the training set (0: none)")
     train.add_argument("--grad-clip", type=float, help="clip gradients to this norm")
-    train.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                       help="any other setting, e.g. train.lvo=false or model.width=32")
     train.add_argument("--out", help="run directory (default runs/<exp>-<method>-s<seed>)")
-    train.add_argument("--device", choices=("cpu", "cuda"))
-    train.add_argument("--threads", type=int, help="CPU threads for torch")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     train.add_argument("--overwrite", action="store_true",
                        help="start again in an --out that holds a run, moving that run aside "
                             "to OUT.old-K first")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--no-report", action="store_true",
                        help="skip the figures and report.md written after training")
     add_predict_options(train)
@@ -219,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", default="1", help="e.g. 1-5, 7,8 or 1-3,7 (default 1)")
     sweep.add_argument("--method", default="dgc", choices=list(METHODS))
     sweep.add_argument("--out", help="sweep folder (default runs/sweep-<exp>-<method>-<param>)")
-    add_series_options(sweep)
+    add_training_options(sweep)
+    add_exact_and_bf16(sweep, "every DGC run predicts with")
 
     sample = commands.add_parser("sample", help="generate new images of one class")
     sample.add_argument("run_dir")
@@ -240,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--paper", action="store_true",
                        help="add the paper's published rows (docs/METHOD.md §7) to the tables")
     bench.add_argument("--out", help="benchmark folder (default runs/bench-<exp>-<preset>)")
-    add_series_options(bench)
+    add_training_options(bench)
+    add_exact_and_bf16(bench, "every DGC run predicts with")
     return parser
 
 
@@ -307,11 +296,9 @@ def command_train(args: argparse.Namespace) -> None:
 
 
 def paper_comparison(metrics: dict, paper: dict) -> str:
-    lines = ["| metric | this run | paper's DGC | difference |", "|---|---|---|---|"]
-    for key in HEADLINE:
-        lines.append(f"| {key} | {metrics[key]:.4f} | {paper[key]:.4f} | "
-                     f"{metrics[key] - paper[key]:+.4f} |")
-    return "\n".join(lines)
+    rows = [[key, f"{metrics[key]:.4f}", f"{paper[key]:.4f}", f"{metrics[key] - paper[key]:+.4f}"]
+            for key in HEADLINE]
+    return "\n".join(markdown(["metric", "this run", "paper's DGC", "difference"], rows))
 
 
 def command_evaluate(args: argparse.Namespace) -> None:
@@ -326,25 +313,18 @@ def command_evaluate(args: argparse.Namespace) -> None:
                        "DGC's Bayes rule, and the run's metrics.json already holds its test "
                        "metrics")
     with RunDir(args.run_dir).lock():  # every file evaluate writes into the run
-        evaluate_locked(args, run, predict, capabilities)
-
-
-def evaluate_locked(args: argparse.Namespace, run: Run, predict: PredictConfig,
-                    capabilities: bool) -> None:
-    """The body of `dgc evaluate`, once its run folder is locked."""
-    if capabilities:
-        evaluate_capabilities(args, run, predict)
-        return
-    if args.decompose:
-        report, path = decompose_run(args.run_dir, predict, run)
-        print("| terms | ACSA alone | spread across classes (nats) |\n|---|---|---|")
-        for terms, row in report.items():
-            print(f"| {terms} | {row['acsa']:.4f} | {row['spread']:.2f} |")
-        print(f"written to {path}")
-        return
-    metrics, path = evaluate_run(args.run_dir, predict, run, progress=True)
-    print(format_metrics(metrics, title=f"{args.run_dir} (test set)"))
-    print(f"test prediction {metrics['seconds_predict']:.1f} s; written to {path}")
+        if capabilities:
+            evaluate_capabilities(args, run, predict)
+        elif args.decompose:
+            report, path = decompose_run(args.run_dir, predict, run)
+            print("| terms | ACSA alone | spread across classes (nats) |\n|---|---|---|")
+            for terms, row in report.items():
+                print(f"| {terms} | {row['acsa']:.4f} | {row['spread']:.2f} |")
+            print(f"written to {path}")
+        else:
+            metrics, path = evaluate_run(args.run_dir, predict, run, progress=True)
+            print(format_metrics(metrics, title=f"{args.run_dir} (test set)"))
+            print(f"test prediction {metrics['seconds_predict']:.1f} s; written to {path}")
 
 
 def evaluate_capabilities(args: argparse.Namespace, run: Run, predict: PredictConfig) -> None:

@@ -391,16 +391,11 @@ def matches(value: Any, kind: Any) -> bool:
     return isinstance(value, kind)
 
 
-def type_errors(cfg: RunConfig) -> list[str]:
-    """'NAME is VALUE; expected TYPE' for every setting whose value has the wrong type."""
-    errors = []
-    for prefix, part in (("", cfg), *((f"{s}.", getattr(cfg, s)) for s in SECTIONS)):
-        for name, kind in typing.get_type_hints(type(part)).items():
-            value = getattr(part, name)
-            if name not in SECTIONS and not matches(value, kind):
-                errors.append(f"{option(prefix + name)} is {value!r}; expected "
-                              f"{kind_name(kind)}")
-    return errors
+def typed_settings(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """Every setting, named `field` or `section.field`, with its value and its field's type."""
+    return {prefix + name: (getattr(part, name), kind)
+            for prefix, part in (("", cfg), *((f"{s}.", getattr(cfg, s)) for s in SECTIONS))
+            for name, kind in typing.get_type_hints(type(part)).items() if name not in SECTIONS}
 
 
 def kind_name(kind: Any) -> str:
@@ -425,7 +420,9 @@ def option(key: str) -> str:
 def validate(cfg: RunConfig) -> None:
     """Refuse settings of the wrong type or outside their range, naming the option, before any
     data is loaded or anything is written."""
-    errors = type_errors(cfg)
+    settings = typed_settings(cfg)
+    errors = [f"{option(key)} is {value!r}; expected {kind_name(kind)}"
+              for key, (value, kind) in settings.items() if not matches(value, kind)]
     if errors:
         raise DGCError("; ".join(errors))
     options = DATASETS[cfg.exp].options if cfg.exp in DATASETS else ()  # the estimator's own
@@ -433,12 +430,8 @@ def validate(cfg: RunConfig) -> None:
         if getattr(cfg, name) is not None and name not in options:
             raise DGCError(f"{option(name)} is a setting of the folder dataset; the {cfg.exp} "
                            "dataset does not take it")
-    flat = {f"{s}.{f.name}": getattr(getattr(cfg, s), f.name)
-            for s in SECTIONS for f in dataclasses.fields(getattr(cfg, s))}
-    flat.update((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-                if f.name not in SECTIONS)
     for key, (ok, wanted) in RANGES.items():
-        value = flat[key]
+        value = settings[key][0]
         if value is not None and not ok(value):
             raise DGCError(f"{option(key)} must be {wanted}, got {value!r}")
     if (cfg.baseline.resample == "dgc") != (cfg.baseline.generator is not None):

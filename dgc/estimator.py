@@ -29,7 +29,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from dgc.config import PRIORS, ModelConfig, PredictConfig, RunConfig, TrainConfig, validate
+from dgc.config import PRIORS, ModelConfig, PredictConfig, Range, RunConfig, TrainConfig, validate
 from dgc.data import split_validation
 from dgc.errors import DGCError
 from dgc.io import load_checkpoint, load_weights, save_checkpoint
@@ -49,6 +49,19 @@ except ImportError:  # scikit-learn < 1.6 has the same function as a method
 
 FORMAT = "dgc.DGCClassifier/1"
 SEED_BOUND = 2**31 - 1
+# Each hyper-parameter's test, and what its message says it must be (`device` is torch's).
+PARAMS: dict[str, Range] = {
+    **dict.fromkeys(("latent_dim", "width", "hidden", "epochs", "samples"),
+                    ((lambda v: _is_int(v) and v >= 1), "a positive integer")),
+    "batch_size": ((lambda v: _is_int(v) and v >= 2), "an integer >= 2 (the MMD needs pairs)"),
+    "learning_rate": ((lambda v: _is_number(v) and v > 0), "a positive number"),
+    "sampling_rate": ((lambda v: _is_number(v) and v >= 0), "a number >= 0"),
+    "cls_weight": ((lambda v: v is None or _is_number(v) and v > 0),
+                   "None (summed cross-entropy) or a positive number"),
+    "logit_adjust_tau": ((lambda v: _is_number(v) and v >= 0), "a number >= 0"),
+    "validation_fraction": ((lambda v: _is_number(v) and 0 <= v < 1), "in [0, 1)"),
+    "prior": ((lambda v: v in PRIORS), f"one of {', '.join(PRIORS)}"),
+}
 
 
 class DGCClassifier(ClassifierMixin, BaseEstimator):
@@ -160,8 +173,7 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         self.class_counts_ = np.bincount(y_index, minlength=len(classes))
 
         cfg = self._run_config(seed)
-        check_fits(lambda: DGC(self.input_shape_, len(classes), cfg.model), self.input_shape_,
-                   cfg.model, max(cfg.train.batch_size, cfg.train.pretrain_batch), cfg.device)
+        check_fits(lambda: DGC(self.input_shape_, len(classes), cfg.model), self.input_shape_, cfg)
         x, y_train, x_val, y_val = split_validation(self._scaled(X), y_index.astype(np.int64),
                                                     self.validation_fraction, seed)
         data = TrainData(x=self._tensor(x), y=torch.from_numpy(y_train),
@@ -177,30 +189,9 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         """Refuse hyper-parameters that cannot work, naming the constructor argument."""
-        positive_ints = ("latent_dim", "width", "hidden", "epochs", "samples")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise DGCError(f"{name} must be a positive integer, got {value!r}")
-        if not _is_int(self.batch_size) or self.batch_size < 2:
-            raise DGCError(f"batch_size must be an integer >= 2 (the MMD needs pairs), got "
-                           f"{self.batch_size!r}")
-        if not _is_number(self.learning_rate) or self.learning_rate <= 0:
-            raise DGCError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
-        if not _is_number(self.sampling_rate) or self.sampling_rate < 0:
-            raise DGCError(f"sampling_rate must be a number >= 0, got {self.sampling_rate!r}")
-        if self.cls_weight is not None and (not _is_number(self.cls_weight)
-                                            or self.cls_weight <= 0):
-            raise DGCError(f"cls_weight must be None (summed cross-entropy) or a positive "
-                           f"number, got {self.cls_weight!r}")
-        if not _is_number(self.logit_adjust_tau) or self.logit_adjust_tau < 0:
-            raise DGCError(f"logit_adjust_tau must be a number >= 0, got "
-                           f"{self.logit_adjust_tau!r}")
-        if not _is_number(self.validation_fraction) or not 0 <= self.validation_fraction < 1:
-            raise DGCError(f"validation_fraction must be in [0, 1), got "
-                           f"{self.validation_fraction!r}")
-        if self.prior not in PRIORS:
-            raise DGCError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
+        for name, (ok, wanted) in PARAMS.items():
+            if not ok(value := getattr(self, name)):
+                raise DGCError(f"{name} must be {wanted}, got {value!r}")
         try:
             device = torch.device(self.device)
         except (RuntimeError, TypeError) as error:
@@ -231,13 +222,10 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         return cfg
 
     def _model_config(self) -> ModelConfig:
-        if self._is_table():
-            return ModelConfig(latent_dim=self.latent_dim, width=self.width,
-                               decoder_width=self.width, hidden=self.hidden, init="torch",
-                               prior=self.prior)
-        return ModelConfig(latent_dim=self.latent_dim, width=self.width,
-                           decoder_width=max(1, self.width // 4), hidden=self.hidden,
-                           prior=self.prior)
+        table = self._is_table()
+        return ModelConfig(latent_dim=self.latent_dim, width=self.width, hidden=self.hidden,
+                           decoder_width=self.width if table else max(1, self.width // 4),
+                           init="torch" if table else "paper", prior=self.prior)
 
     def _predict_config(self) -> PredictConfig:
         return PredictConfig(samples=self.samples, rule="bayes")
@@ -357,8 +345,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
             params = dict(state["params"], **({"device": device} if device else {}))
             estimator = cls(**params)
             dtype = state["classes_dtype"]
-            estimator.classes_ = (np.array(state["classes"], dtype=object) if dtype is None
-                                  else np.array(state["classes"], dtype=np.dtype(dtype)))
+            estimator.classes_ = np.array(state["classes"], dtype=object if dtype is None
+                                          else np.dtype(dtype))
             estimator.input_shape_ = tuple(state["input_shape"])
             estimator.n_features_in_ = int(np.prod(estimator.input_shape_))
             estimator.offset_ = state["offset"].numpy()

@@ -205,8 +205,7 @@ def checked_data(cfg: RunConfig, out: RunDir, resume: bool) -> ImbalancedData:
         check_fingerprints(out.fingerprints(), data_fingerprints(data), out.path,
                            describe_source(cfg))
     shape, n_classes = data.x_train.shape[1:], len(data.class_names)
-    check_fits(lambda: family_of(cfg).build_model(cfg, shape, n_classes), shape, cfg.model,
-               max(cfg.train.batch_size, cfg.train.pretrain_batch), cfg.device)
+    check_fits(lambda: family_of(cfg).build_model(cfg, shape, n_classes), shape, cfg)
     return data
 
 
@@ -343,9 +342,7 @@ def evaluate_run(run_dir: str | Path, predict: PredictConfig, run: Run | None = 
     metrics = compute_metrics(data.y_test, probs.argmax(1), data.train_counts, data.class_names,
                               y_prob=probs)
     metrics.update(seconds_predict=round(seconds, 2), predict=asdict(predict))
-    path = Path(run_dir) / f"eval-{predict_tag(predict)}.json"
-    write_json(path, metrics)
-    return metrics, path
+    return metrics, write_json(Path(run_dir) / f"eval-{predict_tag(predict)}.json", metrics)
 
 
 def predict_tag(predict: PredictConfig) -> str:
@@ -364,6 +361,4 @@ def decompose_run(run_dir: str | Path, predict: PredictConfig,
     data = recorded_data(run)
     x = images_to_tensor(data.x_test, run.cfg.device)
     report = decompose(run.model, x, data.y_test, predict, seed=run.cfg.seed)
-    path = Path(run_dir) / f"decomposition-s{predict.samples}.json"
-    write_json(path, report)
-    return report, path
+    return report, write_json(Path(run_dir) / f"decomposition-s{predict.samples}.json", report)

@@ -50,6 +50,14 @@ def atomic_write(path: str | Path, write: Any, mode: str = "wb",
         raise
 
 
+def make_folder(path: Path, what: str = "folder", fix: str = "") -> None:
+    """Create `path` and its parents; a failure is one line naming the `what` and the `fix`."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DGCError(f"cannot create the {what} {path}: {error.strerror}{fix}") from error
+
+
 def current_umask() -> int:
     """The process's umask, which the files written here respect like any other file."""
     mask = os.umask(0o077)
@@ -69,12 +77,15 @@ def write_error(path: Path, error: OSError) -> DGCError:
                     f"it is unchanged. To fix: {fix}, then rerun")
 
 
-def write_json(path: str | Path, data: Any) -> None:
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write `data` as indented JSON; returns the path, which the commands report."""
     atomic_write(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"), mode="w")
+    return Path(path)
 
 
-def write_text(path: str | Path, text: str) -> None:
+def write_text(path: str | Path, text: str) -> Path:
     atomic_write(path, lambda f: f.write(text), mode="w")
+    return Path(path)
 
 
 def read_json(path: str | Path) -> Any:

@@ -96,9 +96,9 @@ def mixture_prior(cfg: RunConfig) -> RunConfig:
                                                          prior_weight=0.1))
 
 
-def classifier(**baseline: Any) -> Callable[[RunConfig], RunConfig]:
-    """A baseline's configuration: Adam at lr 1e-3 with PyTorch's default β = (0.9, 0.999), a
-    10 % validation split as `dgc`, and the given `baseline` settings."""
+def classifier(name: str, summary: str, **baseline: Any) -> Method:
+    """A baseline: Adam at lr 1e-3 with PyTorch's default β = (0.9, 0.999), a 10 % validation
+    split as `dgc`, and the given `baseline` settings."""
 
     def configure(cfg: RunConfig) -> RunConfig:
         train = dataclasses.replace(cfg.train, lr=CLASSIFIER_LR, beta1=CLASSIFIER_BETA1,
@@ -106,7 +106,7 @@ def classifier(**baseline: Any) -> Callable[[RunConfig], RunConfig]:
         return dataclasses.replace(cfg, train=train,
                                    baseline=dataclasses.replace(cfg.baseline, **baseline))
 
-    return configure
+    return Method(name, summary, configure, "classifier")
 
 
 METHODS: dict[str, Method] = {
@@ -116,21 +116,20 @@ METHODS: dict[str, Method] = {
         Method("dgc-faithful", "DGC as published, read from the authors' released code",
                faithful),
         Method("dgcmm", "DGC with a learned mixture prior (DGCMM)", mixture_prior),
-        Method("ce", "cross-entropy", classifier(), "classifier"),
-        Method("reweight", "cross-entropy with inverse-frequency class weights",
-               classifier(weighting="inverse"), "classifier"),
-        Method("cb", "class-balanced cross-entropy, effective-number weights (Cui et al. 2019)",
-               classifier(weighting="effective"), "classifier"),
-        Method("focal", "focal loss, gamma 2 (Lin et al. 2017)", classifier(loss="focal"),
-               "classifier"),
-        Method("ldam-drw", "LDAM loss with deferred re-weighting (Cao et al. 2019)",
-               classifier(loss="ldam", weighting="effective", weights_from=0.8), "classifier"),
-        Method("logit-adjust", "logit-adjusted cross-entropy, tau 1 (Menon et al. 2021)",
-               classifier(loss="logit-adjust"), "classifier"),
-        Method("ros", "random oversampling to balanced classes, redrawn every epoch",
-               classifier(resample="ros"), "classifier"),
-        Method("smote", "SMOTE on the flattened training images (imbalanced-learn)",
-               classifier(resample="smote"), "classifier"),
+        classifier("ce", "cross-entropy"),
+        classifier("reweight", "cross-entropy with inverse-frequency class weights",
+                   weighting="inverse"),
+        classifier("cb", "class-balanced cross-entropy, effective-number weights "
+                   "(Cui et al. 2019)", weighting="effective"),
+        classifier("focal", "focal loss, gamma 2 (Lin et al. 2017)", loss="focal"),
+        classifier("ldam-drw", "LDAM loss with deferred re-weighting (Cao et al. 2019)",
+                   loss="ldam", weighting="effective", weights_from=0.8),
+        classifier("logit-adjust", "logit-adjusted cross-entropy, tau 1 (Menon et al. 2021)",
+                   loss="logit-adjust"),
+        classifier("ros", "random oversampling to balanced classes, redrawn every epoch",
+                   resample="ros"),
+        classifier("smote", "SMOTE on the flattened training images (imbalanced-learn)",
+                   resample="smote"),
     )
 }
 

@@ -116,6 +116,15 @@ def _probs(y_prob, n_samples: int | None = None, n_classes: int | None = None) -
     return prob
 
 
+def _checked(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and probabilities of the same N samples, each checked."""
+    prob = _probs(y_prob)
+    y = _labels(y_true, "y_true", prob.shape[1], "columns of y_prob")
+    if y.size != prob.shape[0]:
+        raise DGCError(f"y_true has {y.size} samples but y_prob has {prob.shape[0]} rows")
+    return y, prob
+
+
 def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
     """Return the C×C count matrix, rows = true class, columns = predicted class."""
     if isinstance(n_classes, bool) or not isinstance(n_classes, int | np.integer) or n_classes < 1:
@@ -134,10 +143,7 @@ def expected_calibration_error(y_true, y_prob, n_bins: int = 15) -> float:
     """
     if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 1:
         raise DGCError(f"n_bins must be a positive integer, got {n_bins!r}")
-    prob = _probs(y_prob)
-    y = _labels(y_true, "y_true", prob.shape[1], "columns of y_prob")
-    if y.size != prob.shape[0]:
-        raise DGCError(f"y_true has {y.size} samples but y_prob has {prob.shape[0]} rows")
+    y, prob = _checked(y_true, y_prob)
     conf = prob.max(axis=1)
     correct = (prob.argmax(axis=1) == y).astype(np.float64)
     edges = np.linspace(0.0, 1.0, int(n_bins) + 1)

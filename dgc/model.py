@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dgc.config import ModelConfig
+from dgc.config import ModelConfig, RunConfig
 from dgc.errors import DGCError
 
 BN_MOMENTUM = 0.1  # TensorFlow's decay 0.9
@@ -331,8 +331,8 @@ def machine_memory(device: str) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_fits(build: Callable[[], nn.Module], image_shape: tuple[int, ...], cfg: ModelConfig,
-               batch: int, device: str) -> None:
+def check_fits(build: Callable[[], nn.Module], image_shape: tuple[int, ...],
+               cfg: RunConfig) -> None:
     """Refuse, before allocating anything, a model and batch that cannot fit in the device's
     memory: the conv nets grow with the image (a 2000×2000 input asks for tens of GB), so the
     fix is to resize the images. `build` makes the model; it runs on torch's meta device.
@@ -342,7 +342,8 @@ def check_fits(build: Callable[[], nn.Module], image_shape: tuple[int, ...], cfg
     values per trunk value)."""
     with torch.device("meta"):
         params = count_parameters(build())
-    need = 16 * params + 32 * batch * activation_numel(image_shape, cfg)
+    batch, device = max(cfg.train.batch_size, cfg.train.pretrain_batch), cfg.device
+    need = 16 * params + 32 * batch * activation_numel(image_shape, cfg.model)
     have = machine_memory(device)
     if need > have:
         shape = "×".join(map(str, image_shape))

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dgc.errors import DGCError
-from dgc.io import atomic_write, write_json
+from dgc.io import atomic_write, make_folder, write_json
 
 DPI = 100
 # Figure sizes in inches; a PNG is exactly SIZES[name] × DPI pixels.
@@ -79,16 +79,15 @@ def new_figure(name: str) -> Figure:
     return figure
 
 
-def save(figure: Figure, path: str | Path, data: Any) -> None:
-    """Write the plotted numbers, then the PNG (at exactly the figure's size), atomically."""
+def save(figure: Figure, path: str | Path, data: Any) -> Any:
+    """Write the plotted numbers, then the PNG (at exactly the figure's size), atomically;
+    returns the numbers, which every `plot_*` returns."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DGCError(f"cannot create the folder {path.parent}: {error.strerror}") from error
+    make_folder(path.parent)
     if data is not None:
         write_json(data_path(path), data)
     atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=DPI))
+    return data
 
 
 def check_images(images: np.ndarray, what: str) -> np.ndarray:
@@ -145,8 +144,7 @@ def plot_generated(samples: Sequence[np.ndarray], class_names: Sequence[str], pa
                       **({"train_indices": list(map(int, source_indices[i]))}
                          if source_indices is not None else {})}
                      for i, (name, s) in enumerate(zip(class_names, samples, strict=True))]}
-    save(figure, path, data)
-    return data
+    return save(figure, path, data)
 
 
 def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray,
@@ -170,8 +168,7 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray,
     data = {"class_names": list(class_names), "labels": [int(y) for y in labels],
             "image_shape": list(originals.shape[1:]), "originals": image_record(originals),
             "reconstructions": image_record(reconstructions)}
-    save(figure, path, data)
-    return data
+    return save(figure, path, data)
 
 
 def scatter_classes(ax: Axes, points: np.ndarray, labels: np.ndarray,
@@ -209,8 +206,7 @@ def plot_tsne(inputs_2d: np.ndarray, latent_2d: np.ndarray, labels: Sequence[int
             "inputs": inputs_2d.tolist(), "latent": latent_2d.tolist(),
             **({"train_indices": [int(i) for i in train_indices]}
                if train_indices is not None else {})}
-    save(figure, path, data)
-    return data
+    return save(figure, path, data)
 
 
 def epoch_axis(ax: Axes) -> None:
@@ -252,8 +248,7 @@ def plot_trace(history: dict[str, Any], point_classes: Sequence[str],
                         "sigma": sigma[:, j].tolist()}
                        for j, (index, name) in enumerate(zip(points, point_classes,
                                                              strict=True))]}
-    save(figure, path, data)
-    return data
+    return save(figure, path, data)
 
 
 def loss_terms(history: dict[str, Any]) -> list[str]:
@@ -301,8 +296,7 @@ def plot_training_curves(history: dict[str, Any], path: str | Path) -> dict[str,
         ax.set_axis_off()
     figure.suptitle("Training: per-epoch means of every loss term, and validation metrics")
     data = {"epoch": epochs, "terms": terms, "validation": validation}
-    save(figure, path, data)
-    return data
+    return save(figure, path, data)
 
 
 def plot_confusion(counts: np.ndarray, class_names: Sequence[str],
@@ -329,8 +323,7 @@ def plot_confusion(counts: np.ndarray, class_names: Sequence[str],
     figure.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
     data = {"class_names": list(class_names), "counts": counts.tolist(),
             "normalised": normalised.tolist()}
-    save(figure, path, data)
-    return data
+    return save(figure, path, data)
 
 
 def plot_recall_vs_count(train_counts: Sequence[int], recall: Sequence[float],
@@ -359,8 +352,7 @@ def plot_recall_vs_count(train_counts: Sequence[int], recall: Sequence[float],
     ax.legend(loc="best", fontsize=8)
     data = {"class_names": list(class_names), "train_counts": counts.tolist(),
             "recall": recall.tolist()}
-    save(figure, path, data)
-    return data
+    return save(figure, path, data)
 
 
 def plot_reliability(report: dict[str, dict[str, Any]], path: str | Path) -> dict[str, Any]:
@@ -390,8 +382,7 @@ def plot_reliability(report: dict[str, dict[str, Any]], path: str | Path) -> dic
     data = {name: {key: entry[key] for key in ("ece", "classwise_ece", "brier", "nll",
                                                "temperature", "reliability")}
             for name, entry in report.items()}
-    save(figure, path, data)
-    return data
+    return save(figure, path, data)
 
 
 def plot_sweep(record: dict[str, Any], path: str | Path) -> dict[str, Any]:
@@ -417,8 +408,7 @@ def plot_sweep(record: dict[str, Any], path: str | Path) -> dict[str, Any]:
                  f"(seeds {seeds})")
     ax.grid(alpha=0.3)
     ax.legend()
-    save(figure, path, record)
-    return record
+    return save(figure, path, record)
 
 
 def plot_bench(results: dict[str, Any], path: str | Path,
@@ -461,8 +451,7 @@ def plot_bench(results: dict[str, Any], path: str | Path,
                  "(hatched: published)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(ncol=len(VALIDATION_METRICS), loc="upper center")  # one row, above the bars
-    save(figure, path, {"rows": rows})
-    return {"rows": rows}
+    return save(figure, path, {"rows": rows})
 
 
 def render_image_grid(images: np.ndarray, title: str, path: str | Path,

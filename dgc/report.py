@@ -335,6 +335,4 @@ def write_report(run_dir: str | Path, progress: bool = False) -> Path:
                     f"{metrics.get('seconds_predict', 0):.0f} s")
     text = "\n".join([*head, "", format_metrics(metrics, title="Test metrics"), "",
                       *sections])
-    path = run_dir / REPORT
-    write_text(path, text)
-    return path
+    return write_text(run_dir / REPORT, text)

@@ -19,7 +19,7 @@ from typing import Any
 from dgc.config import RunConfig, as_asked, flatten, validate
 from dgc.data.registry import DATASETS
 from dgc.errors import DGCError
-from dgc.io import read_json
+from dgc.io import make_folder, read_json
 
 LOCK = ".dgc.lock"
 CONFIG = "config.json"  # the settings, the environment and facts about the data
@@ -161,11 +161,7 @@ class RunDir:
         dead process on this host is taken over. Creates the folder, and removes it again if
         it is still empty afterwards (a refused command leaves nothing behind)."""
         created = not self.path.exists()
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise DGCError(f"cannot create the output directory {self.path}: "
-                           f"{error.strerror}; choose another --out") from error
+        make_folder(self.path, "output directory", "; choose another --out")
         lock = self.path / LOCK
         taken = False
         try:

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from dgc.config import RunConfig
 from dgc.errors import DGCError
 from dgc.experiment import train_run
+from dgc.io import make_folder
 from dgc.progress import bar as progress_bar
 from dgc.rundir import RunDir
 
@@ -35,11 +36,7 @@ def run_series(out: Path, configs: Sequence[RunConfig], write: Callable[[list[Fa
     """Train or reuse every run of `configs` (each in a folder of `out`), then return what
     `write(failures)` returns, which writes the series' files from the finished runs; raise
     after it when a run failed."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DGCError(f"cannot create the folder {out}: {error.strerror}; choose another "
-                       "--out") from error
+    make_folder(out, fix="; choose another --out")
     failed: list[Failure] = []
     bar = progress_bar(configs, progress, desc=desc, unit="run")
     for cfg in bar:
@@ -69,6 +66,7 @@ def mean_std(numbers: Sequence[float]) -> dict[str, Any]:
             "std": float(np.std(numbers, ddof=1)) if n >= 2 else None, "n": n}
 
 
-def number(value: float | None) -> str:
-    """A mean or a standard deviation as the tables show it: "n/a" where there is none."""
-    return "n/a" if value is None else f"{value:.4f}"
+def number(value: float | None, spec: str = ".4f") -> str:
+    """A number as the tables show it (a mean or a standard deviation by default, or a p-value,
+    seconds): "n/a" where there is none."""
+    return "n/a" if value is None else f"{value:{spec}}"

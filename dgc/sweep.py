@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dgc import plots
+from dgc.benchmark import TESTED, markdown
 from dgc.config import SECTIONS, RunConfig, apply_overrides, validate
 from dgc.errors import DGCError
 from dgc.io import write_json, write_text
@@ -27,8 +28,6 @@ from dgc.series import Failure, mean_std, number, run_series
 
 # Short names for the settings people sweep; any other is written section.field.
 PARAMS = {"sampling-rate": "train.sampling_rate"}
-LABELS = {"acsa": "ACSA", "f_macro": "F_macro", "g_macro": "G_macro", "r_mi": "R_MI",
-          "p_ma": "P_MA"}
 
 
 def setting_of(param: str) -> str:
@@ -73,17 +72,16 @@ def summarise(runs: list[dict[str, Any]], values: Sequence[float]) -> list[dict[
     return rows
 
 
-def markdown(record: dict[str, Any]) -> str:
+def render_table(record: dict[str, Any]) -> str:
     lines = [f"# {record['method']} on {record['exp']}: {record['param']} sweep", "",
              f"Setting `{record['setting']}`, seeds {', '.join(map(str, record['seeds']))}, "
              f"preset `{record['preset']}`, {record['epochs']} epochs"
              f"{f' or more, to reach {steps} steps' if (steps := record.get('steps')) else ''}; "
-             "test metrics, mean ± sample std over seeds (n/a with one).", "",
-             "| " + " | ".join([record["param"], "runs", *(LABELS[k] for k in HEADLINE)]) + " |",
-             "|" + "---|" * (len(HEADLINE) + 2)]
-    for row in record["summary"]:
-        cells = [f"{number(row[k]['mean'])} ± {number(row[k]['std'])}" for k in HEADLINE]
-        lines.append("| " + " | ".join([f"{row['value']:g}", str(row["n"]), *cells]) + " |")
+             "test metrics, mean ± sample std over seeds (n/a with one).", ""]
+    lines += markdown([record["param"], "runs", *(dict(TESTED)[k] for k in HEADLINE)],
+                      [[f"{row['value']:g}", str(row["n"]),
+                        *(f"{number(row[k]['mean'])} ± {number(row[k]['std'])}" for k in HEADLINE)]
+                       for row in record["summary"]])
     if record["failed"]:
         lines += ["", "Failed, left out: " + ", ".join(f"{record['param']} {f['value']:g} seed "
                                                        f"{f['seed']}" for f in record["failed"])]
@@ -131,7 +129,7 @@ def run_sweep(base: RunConfig, param: str, values: Sequence[float], seeds: Seque
             plots.plot_sweep(record, out / "sweep.png")
         else:
             write_json(out / "sweep.json", record)
-        write_text(out / "sweep.md", markdown(record))
+        write_text(out / "sweep.md", render_table(record))
         return record
 
     return run_series(out, [cfg for _, cfg in pairs.values()], write, "sweep", progress, log)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from dgc.data.base import DatasetInfo, PathLike, RawData, published_table
-from dgc.data.files import candidate_dirs, show_dirs, write_cache
+from dgc.data.files import candidate_dirs, read_cache, show_dirs, write_cache
 from dgc.errors import DGCError
 
 CELEBA_ATTR_FILE = "list_attr_celeba.txt"
@@ -129,16 +128,6 @@ def _build_celeba(directory: Path, released: bool) -> dict[str, np.ndarray]:
     }
 
 
-def _read_celeba_cache(path: Path, fingerprint: str | None) -> dict[str, np.ndarray] | None:
-    try:
-        with np.load(path, allow_pickle=False) as cache:
-            if fingerprint is not None and str(cache["fingerprint"]) != fingerprint:
-                return None
-            return {k: cache[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-        return None
-
-
 def load_celeba(data_dir: PathLike | None = None) -> RawData:
     """CelebA hair-colour subset at 64x64, cached as an .npz next to the data after one pass.
 
@@ -178,7 +167,7 @@ def _load(data_dir: PathLike | None, released: bool) -> RawData:
     cache_path = directory / cache_file
     has_lists = all((directory / f).is_file() for f in sources[:2])
     fingerprint = _celeba_fingerprint(directory, released) if has_lists else None
-    arrays = _read_celeba_cache(cache_path, fingerprint) if cache_path.is_file() else None
+    arrays = read_cache(cache_path, fingerprint)
     if arrays is None:
         if fingerprint is None or not (directory / CELEBA_IMAGE_DIR).is_dir():
             raise DGCError(

@@ -115,3 +115,20 @@ def write_cache(path: Path, arrays: dict[str, np.ndarray], fingerprint: str) -> 
         atomic_write(path, lambda out: np.savez(out, fingerprint=np.array(fingerprint), **arrays))
     except (OSError, DGCError) as exc:  # atomic_write reports a failed write as a DGCError
         log.info("not caching at %s: %s", path, exc)
+
+
+# The arrays of a `RawData`, as a cache holds them.
+ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def read_cache(path: Path, fingerprint: str | None,
+               keys: Sequence[str] = ARRAYS) -> dict[str, np.ndarray] | None:
+    """The arrays `keys` of a cache `write_cache` saved for `fingerprint` (None: for any); None
+    when it is missing, unreadable or was saved for other sources, which means decoding again."""
+    try:
+        with np.load(path, allow_pickle=False) as cache:
+            if fingerprint is not None and str(cache["fingerprint"]) != fingerprint:
+                return None
+            return {key: cache[key] for key in keys}
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from dgc.data.base import DatasetInfo, PathLike, RawData
-from dgc.data.files import write_cache
+from dgc.data.files import ARRAYS, read_cache, write_cache
 from dgc.errors import DGCError
 from dgc.io import one_line
 
@@ -159,17 +158,6 @@ def cache_path(root: Path) -> Path:
     return Path(cache_dir).expanduser() / f"folder-{key}.npz"
 
 
-def _read_cache(path: Path, fingerprint: str) -> RawData | None:
-    try:
-        with np.load(path, allow_pickle=False) as cache:
-            if str(cache["fingerprint"]) != fingerprint:
-                return None
-            return RawData(cache["x_train"], cache["y_train"], cache["x_test"], cache["y_test"],
-                           tuple(str(n) for n in cache["class_names"]))
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-        return None
-
-
 def _decode(files: dict[str, list[Path]], names: list[str], mode: str,
             size: int) -> tuple[np.ndarray, np.ndarray]:
     paths = [(p, names.index(c)) for c, ps in files.items() for p in ps]
@@ -194,9 +182,8 @@ def load_folder(data_dir: PathLike | None = None, image_size: int | None = None,
     every = sorted(p for group in (train, test) for ps in group.values() for p in ps)
     fingerprint = _fingerprint(root, every, image_size, test_fraction)
     cache = cache_path(root)
-    cached = _read_cache(cache, fingerprint) if cache.is_file() else None
-    if cached is not None:
-        return cached
+    if (cached := read_cache(cache, fingerprint, (*ARRAYS, "class_names"))) is not None:
+        return RawData(*(cached[k] for k in ARRAYS), tuple(str(n) for n in cached["class_names"]))
     mode, median = _survey(every)
     size = image_size or min(median, MAX_DEFAULT_SIZE)
     names = sorted(train)

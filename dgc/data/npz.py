@@ -50,7 +50,6 @@ def _npz_labels(y: np.ndarray, key: str, path: Path) -> np.ndarray:
     return y.astype(np.int64)
 
 
-
 def load_npz(data_dir: PathLike | None = None) -> RawData:
     """A user's own dataset: an .npz with x_train, y_train, x_test, y_test, optional class_names."""
     if data_dir is None:
