@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dgc.calibration import CALIBRATIONS
 from dgc.capabilities import (
+    CALIBRATION_FILE,
     CALIBRATION_METRICS,
     bench_parser,
     evaluate_bench,
@@ -32,7 +33,7 @@ TITLES = {"none": "As predicted", "temperature": "Temperature scaling (fitted on
 
 def tabulate(args: argparse.Namespace) -> Path:
     reports = evaluate_bench(args.bench, lambda run_dir, run: evaluate_calibration(run_dir, run)[0],
-                             "calibration")
+                             "calibration", CALIBRATION_FILE, args.recompute)
     runs = [flat_row(method, seed, report) for method, seed, report in reports]
     methods = list(dict.fromkeys(method for method, _, _ in reports))
     sections = [{"heading": TITLES[name], "rows": methods, "pairs": reference_pairs(methods),

@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 
 from dgc.capabilities import (
+    SHIFT_FILE,
     SHIFTS,
     bench_parser,
     evaluate_bench,
@@ -40,7 +41,7 @@ LOWER = ("ece", "prior_error")
 def tabulate(args: argparse.Namespace) -> Path:
     reports = evaluate_bench(args.bench,
                              lambda run_dir, run: evaluate_prior_shift(run_dir, run)[0],
-                             "label shift")
+                             "label shift", SHIFT_FILE, args.recompute)
     runs = [flat_row(method, seed, report) for method, seed, report in reports]
     methods = list(dict.fromkeys(method for method, _, _ in reports))
     sections = []

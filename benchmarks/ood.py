@@ -26,6 +26,7 @@ from dgc.capabilities import (
     builtin_sources,
     evaluate_bench,
     evaluate_ood,
+    ood_file,
     parse_sources,
     run_script,
     write_tables,
@@ -47,7 +48,8 @@ def tabulate(args: argparse.Namespace) -> Path:
     sources = parse_sources(args.sources)
     reports = evaluate_bench(
         args.bench, lambda run_dir, run: evaluate_ood(run_dir, builtin_sources(run, sources),
-                                                      run)[0], "ood")
+                                                      run)[0], "ood", ood_file(sources),
+        args.recompute)
     runs = [{"method": f"{method}/{score}", "seed": seed,
              "metrics": flatten({source: report["sources"][source][score]
                                  for source in sources})}

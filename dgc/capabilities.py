@@ -29,12 +29,13 @@ from dgc.errors import DGCError
 from dgc.experiment import Run, family_of, load_run, predict_tag, recorded_data
 from dgc.io import read_json, write_json, write_text
 from dgc.ood import SOURCES, ood_images, ood_report
-from dgc.rundir import RunDir
+from dgc.rundir import BEST, RunDir
 from dgc.scoring import SplitScores, score_splits
 from dgc.series import mean_std, number
 from dgc.shift import shift_report
 
 CALIBRATION_FILE = "calibration.json"
+SHIFT_FILE = "prior-shift.json"
 CALIBRATION_METRICS = (("ece", "ECE"), ("classwise_ece", "classwise ECE"), ("brier", "Brier"),
                        ("nll", "NLL"))
 SHIFTS = ("balanced", "train", "reversed", "dirichlet")
@@ -58,7 +59,8 @@ def evaluate_calibration(run_dir: str | Path, run: Run | None = None, suffix: st
     run = run or load_run(run_dir)
     scores = scores or score_splits(run)
     report = calibration_report(scores.y_val, scores.val, scores.y_test, scores.test)
-    return report, write_json(Path(run_dir) / f"calibration{suffix}.json", report)
+    return report, write_json(Path(run_dir) / CALIBRATION_FILE.replace(".json", f"{suffix}.json"),
+                              report)
 
 
 def evaluate_prior_shift(run_dir: str | Path, run: Run | None = None, suffix: str = "",
@@ -67,7 +69,7 @@ def evaluate_prior_shift(run_dir: str | Path, run: Run | None = None, suffix: st
     into prior-shift<suffix>.json."""
     run = run or load_run(run_dir)
     report = shift_report(scores or score_splits(run), run.cfg, run.train_counts)
-    return report, write_json(Path(run_dir) / f"prior-shift{suffix}.json", report)
+    return report, write_json(Path(run_dir) / SHIFT_FILE.replace(".json", f"{suffix}.json"), report)
 
 
 def builtin_sources(run: Run, sources: Sequence[str],
@@ -83,8 +85,12 @@ def evaluate_ood(run_dir: str | Path, novel: dict[str, np.ndarray], run: Run | N
     """Detection of each novel image set (name → uint8 images) against the test set, into
     ood-<their names><suffix>.json."""
     report = ood_report(run or load_run(run_dir), novel, data)
-    names = "-".join(Path(name).stem for name in novel)
-    return report, write_json(Path(run_dir) / f"ood-{names}{suffix}.json", report)
+    return report, write_json(Path(run_dir) / ood_file(novel, suffix), report)
+
+
+def ood_file(sources: Sequence[str], suffix: str = "") -> str:
+    """The name of a run's report on these novel sets (files and folders by their stem)."""
+    return f"ood-{'-'.join(Path(name).stem for name in sources)}{suffix}.json"
 
 
 def parse_sources(text: str) -> list[str]:
@@ -172,13 +178,22 @@ def test_table(runs: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]],
 
 
 def evaluate_bench(bench_dir: str | Path, evaluate: Callable[[Path, Run], dict[str, Any]],
-                   what: str) -> list[tuple[str, int, dict[str, Any]]]:
+                   what: str, file: str, recompute: bool = False
+                   ) -> list[tuple[str, int, dict[str, Any]]]:
     """(method, seed, report) of `evaluate(run_dir, run)` for every run of a benchmark, each
-    run's folder locked while its files are written, as `dgc evaluate` does."""
+    run's folder locked while its files are written, as `dgc evaluate` does. A run's `file`
+    written after its `best.pt` is that report, read instead of recomputed (unless
+    `recompute`): DGC's exact novelty scores take tens of minutes a run, and a benchmark grows
+    by seeds."""
     reports = []
     for method, seed, run_dir in tqdm(bench_runs(bench_dir), desc=what, unit="run"):
         with RunDir(run_dir).lock():
-            reports.append((method, seed, evaluate(run_dir, load_run(run_dir))))
+            saved = run_dir / file
+            if not recompute and saved.is_file() \
+                    and saved.stat().st_mtime >= (run_dir / BEST).stat().st_mtime:
+                reports.append((method, seed, read_json(saved)))
+            else:
+                reports.append((method, seed, evaluate(run_dir, load_run(run_dir))))
     return reports
 
 
@@ -206,11 +221,15 @@ def write_tables(out: str | Path, name: str, title: str, intro: Sequence[str],
 
 
 def bench_parser(doc: str) -> argparse.ArgumentParser:
-    """The arguments every capability script takes: the benchmark, --out and --threads."""
+    """The arguments every capability script takes: the benchmark, --out, --threads and
+    --recompute."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("bench", help="a `dgc bench` folder (results.json and its runs)")
     parser.add_argument("--out", help="folder for the tables (default: the bench folder)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    parser.add_argument("--recompute", action="store_true",
+                        help="score every run again, even one whose report is newer than its "
+                             "best.pt")
     return parser
 
 

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from dgc import DGCClassifier
+from dgc.capabilities import evaluate_bench
 from dgc.cli import main
 from dgc.data import ImbalancedData
 from dgc.errors import DGCError
@@ -180,6 +182,30 @@ def test_benchmark_scripts_tabulate_every_run(bench: Path, tmp_path: Path, scrip
         (m, s) for m in ("dgc", "ce") for s in (1, 2)}
     tests = [t for section in record["sections"].values() for t in section["tests"].values()]
     assert tests and all(cell["n"] == 2 for t in tests for cell in t.values())
+
+
+def test_a_benchmark_reuses_reports_newer_than_the_weights(bench: Path) -> None:
+    evaluated = []
+
+    def evaluate(run_dir: Path, run: object) -> dict:
+        evaluated.append(run_dir.name)
+        return {"computed": run_dir.name}
+
+    first = evaluate_bench(bench, evaluate, "test", "reuse-test.json")
+    assert sorted(evaluated) == ["ce-s1", "ce-s2", "dgc-s1", "dgc-s2"]
+    for _, _, report in first:  # as the scripts' evaluate functions do
+        (bench / report["computed"] / "reuse-test.json").write_text(json.dumps({"saved": 1}))
+    evaluated.clear()
+    assert [r for _, _, r in evaluate_bench(bench, evaluate, "test", "reuse-test.json")] \
+        == [{"saved": 1}] * 4 and not evaluated
+    best = bench / "ce-s1" / "best.pt"  # weights newer than the report: scored again
+    later = (bench / "ce-s1" / "reuse-test.json").stat().st_mtime + 10
+    os.utime(best, (later, later))
+    evaluate_bench(bench, evaluate, "test", "reuse-test.json")
+    assert evaluated == ["ce-s1"]
+    evaluated.clear()
+    evaluate_bench(bench, evaluate, "test", "reuse-test.json", recompute=True)
+    assert len(evaluated) == 4
 
 
 def test_estimator_flags_rows_unlike_its_training_data() -> None:
