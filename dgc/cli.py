@@ -126,7 +126,7 @@ def add_training_options(parser: argparse.ArgumentParser, data_file: bool = Fals
     parser.add_argument("--exp", choices=dataset_names(), help=EXP_HELP)
     parser.add_argument("--preset", choices=("cpu", "paper"),
                         help="default: paper with a CUDA device, cpu otherwise")
-    parser.add_argument("--epochs", type=int, help="epochs of every run")
+    parser.add_argument("--epochs", type=int, help="training epochs (a series: of each run)")
     source = parser.add_mutually_exclusive_group() if data_file else parser
     source.add_argument("--data-dir", help=DATA_DIR_HELP)
     if data_file:
@@ -138,8 +138,8 @@ def add_training_options(parser: argparse.ArgumentParser, data_file: bool = Fals
                         help="class folders without train/ and test/: share of each class held "
                              f"out as the test set (default {DEFAULT_TEST_FRACTION})")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="any other setting, e.g. train.lvo=false or model.width=32, for "
-                             "every run")
+                        help="any other setting, e.g. train.lvo=false or model.width=32 (a "
+                             "series: for each run)")
     parser.add_argument("--device", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

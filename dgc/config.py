@@ -28,7 +28,7 @@ SCHEDULES = ("manual", "manual_smooth", "manual_released", "manual_smooth_releas
              "constant")
 INITS = ("paper", "released", "torch")
 RULES = ("bayes", "label", "recon")
-BASELINE_LOSSES = ("ce", "focal", "ldam", "logit-adjust")  # dgc.baselines.LOSSES, without torch
+BASELINE_LOSSES = ("ce", "focal", "ldam", "logit-adjust")  # dgc.baselines.LOSSES, torch-free
 CLASS_WEIGHTINGS = ("none", "inverse", "effective")
 RESAMPLERS = ("none", "ros", "smote", "dgc")
 SECTIONS = ("model", "train", "predict", "baseline")

@@ -14,11 +14,12 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from dgc.errors import DGCError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def atomic_write(path: str | Path, write: Any, mode: str = "wb",
@@ -99,7 +100,10 @@ def read_json(path: str | Path) -> Any:
 
 def save_checkpoint(path: str | Path, state: dict[str, Any],
                     previous: str | Path | None = None) -> None:
-    """Atomically `torch.save` `state`; with `previous`, the old file becomes that one."""
+    """Atomically `torch.save` `state`; with `previous`, the old file becomes that one (torch
+    is imported here, so the modules that only read and write JSON stay light)."""
+    import torch
+
     atomic_write(path, lambda f: torch.save(state, f), previous=previous)
 
 
@@ -109,6 +113,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     torch does not check its archive's CRC-32s, so a flipped bit in the weights would load
     silently: the archive is tested first.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise DGCError(f"checkpoint {path} does not exist")

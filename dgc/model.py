@@ -35,9 +35,10 @@ LOGVAR_CLIP = 50.0
 
 def images_to_tensor(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
     """uint8 (N, H, W, C) in 0..255 → float32 (N, C, H, W) in [0, 1] on `device`, channels-last:
-    the one place that scales. Floats are taken as already scaled (`DGCClassifier`'s images)."""
+    the one place that scales. Floats are taken as already scaled (`DGCClassifier`'s images, in
+    float64 where its model is)."""
     tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
-    if tensor.dtype == torch.uint8:
+    if not tensor.is_floating_point():
         tensor = tensor.float().div_(255.0)
     return tensor.contiguous(memory_format=torch.channels_last)
 

@@ -37,13 +37,15 @@ def run_series(out: Path, configs: Sequence[RunConfig], write: Callable[[list[Fa
     `write(failures)` returns, which writes the series' files from the finished runs; raise
     after it when a run failed."""
     make_folder(out, fix="; choose another --out")
+    for cfg in configs:  # every finished run is checked before anything trains
+        if RunDir(cfg.out).finished():
+            check_finished(cfg)
     failed: list[Failure] = []
     bar = progress_bar(configs, progress, desc=desc, unit="run")
     for cfg in bar:
         folder = RunDir(cfg.out)
         bar.set_postfix_str(folder.path.name)
         if folder.finished():
-            check_finished(cfg)
             log(f"dgc: {folder.path.name} is finished; reusing its metrics")
             continue
         try:

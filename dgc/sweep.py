@@ -2,10 +2,10 @@
 
 Each (value, seed) pair is one run directory under the sweep's folder, and the pairs are a series
 (`dgc.series`): a second call reuses the finished pairs and resumes an interrupted one. A pair
-that fails no longer aborts the sweep, which used to stop at the first failure and write nothing:
-the others still run, the files leave it out and list it, and the sweep ends with an error naming
-it. The sweep writes `sweep.json` (every finished run and each value's mean ± sample std, null
-with one seed), `sweep.png` (ACSA / F_macro / G_macro against the value) and `sweep.md`.
+that fails leaves the others to run; the files leave it out and list it, and the sweep ends with
+an error naming it. The sweep writes `sweep.json` (every finished run and each value's mean ±
+sample std, null with one seed), `sweep.png` (ACSA / F_macro / G_macro against the value) and
+`sweep.md`.
 """
 
 from __future__ import annotations
@@ -109,6 +109,10 @@ def run_sweep(base: RunConfig, param: str, values: Sequence[float], seeds: Seque
                                   [f"{setting}={json.dumps(value)}"])
             cfg = dataclasses.replace(cfg, out=str(out / run_name(param, value, seed)))
             validate(cfg)
+            if cfg.out in pairs:
+                raise DGCError(f"--values {pairs[cfg.out][0]!r} and {value!r} share the run "
+                               f"folder {Path(cfg.out).name}; give values that differ in "
+                               "their first six significant digits")
             pairs[cfg.out] = value, cfg
 
     def write(failed: list[Failure]) -> dict[str, Any]:

@@ -295,3 +295,14 @@ def test_files_respect_the_umask_and_logs_are_lines(tmp_path: Path,
     out, err = capsys.readouterr()
     assert "dgc: epoch 1/2 " in out and "dgc: epoch 2/2 " in out
     assert "\r" not in out + err and "\x1b" not in out + err
+
+
+def test_the_run_folder_and_config_modules_do_not_load_torch() -> None:
+    """`dgc.rundir`, `dgc.config` and `dgc.methods` answer questions about runs and settings
+    (which tools and tests ask often) without the seconds torch takes to import."""
+    code = ("import sys, dgc.rundir, dgc.config, dgc.methods, dgc.io; "
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -124,6 +124,22 @@ def test_runs_finished_on_another_device_are_reused(swept: Path, tmp_path: Path)
     assert record["runs"] == read(swept / "sweep.json")["runs"]
 
 
+def test_every_finished_run_is_checked_before_anything_trains(
+        swept: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "sweep"
+    shutil.copytree(swept, copy)
+    (copy / "sampling-rate-0-s1" / "metrics.json").unlink()  # the first pair is unfinished
+
+    def train_run(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a run trained before the finished one was checked")
+
+    monkeypatch.setattr(dgc.series, "train_run", train_run)
+    changed = apply_overrides(base_config(), ["train.lr=0.01"])
+    with pytest.raises(DGCError, match="sampling-rate-1-s1 was run with other settings"):
+        run_sweep(changed, "sampling-rate", [0, 1], [1], copy, progress=False,
+                  log=lambda _: None)
+
+
 def test_a_failed_run_leaves_the_others_to_finish(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
@@ -178,4 +194,6 @@ def test_sweep_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "sampling-rate (train.sampling_rate) must be >= 0" in capsys.readouterr().err
     assert main([*args, "--values", "1", "--param", "model.nothing"]) == 2
     assert "no setting 'nothing'" in capsys.readouterr().err
+    assert main([*args, "--values", "0.1,0.1000001"]) == 2  # both would be sampling-rate-0.1
+    assert "share the run folder sampling-rate-0.1-s1" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
