@@ -312,7 +312,8 @@ def load_run(run_dir: str | Path) -> Run:
     folder = RunDir(run_dir)
     if not folder.path.is_dir():
         raise DGCError(f"run directory {run_dir} does not exist")
-    raw, cfg = folder.config(), folder.settings()
+    raw = folder.config()
+    cfg = folder.settings(raw)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         cfg = dataclasses.replace(cfg, device="cpu",
                                   train=dataclasses.replace(cfg.train, bf16=False),
@@ -326,8 +327,8 @@ def load_run(run_dir: str | Path) -> Run:
                        "or train a new run") from error
     model = family_of(cfg).build_model(cfg, shape, len(names))
     load_weights(model, load_checkpoint(folder / BEST)["model"], folder / BEST)
-    return Run(model.to(cfg.device).eval(), cfg, names, counts, folder.fingerprints(),
-               folder.path)
+    return Run(model.to(cfg.device).eval(), cfg, names, counts,
+               folder.fingerprints(raw), folder.path)
 
 
 def evaluate_run(run_dir: str | Path, predict: PredictConfig, run: Run | None = None,

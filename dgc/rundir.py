@@ -116,9 +116,10 @@ class RunDir:
                            "new run")
         return raw
 
-    def settings(self) -> RunConfig:
-        """The settings in the run's config.json, checked like the command line's."""
-        raw = self.config()
+    def settings(self, raw: dict[str, Any] | None = None) -> RunConfig:
+        """The settings in the run's config.json (`raw`, when already read), checked like the
+        command line's."""
+        raw = raw if raw is not None else self.config()
         try:
             cfg = RunConfig.from_dict({k: v for k, v in raw.items() if k not in RUN_FACTS})
             validate(cfg)
@@ -128,9 +129,10 @@ class RunDir:
                            f"({detail}); restore it or train a new run") from error
         return cfg
 
-    def fingerprints(self) -> dict[str, str | None]:
-        """What the run recorded of its data (runs older than a fingerprint lack it)."""
-        raw = self.config()
+    def fingerprints(self, raw: dict[str, Any] | None = None) -> dict[str, str | None]:
+        """What the run recorded of its data (runs older than a fingerprint lack it); `raw`:
+        its config.json, when already read."""
+        raw = raw if raw is not None else self.config()
         return {key: raw.get(key) for key in FINGERPRINTS}
 
     def differences(self, cfg: RunConfig) -> list[str]:
