@@ -80,17 +80,19 @@ def builtin_sources(run: Run, sources: Sequence[str],
 
 
 def evaluate_ood(run_dir: str | Path, novel: dict[str, np.ndarray], run: Run | None = None,
-                 suffix: str = "", data: ImbalancedData | None = None) -> tuple[dict[str, Any],
-                                                                                 Path]:
-    """Detection of each novel image set (name → uint8 images) against the test set, into
-    ood-<their names><suffix>.json."""
-    report = ood_report(run or load_run(run_dir), novel, data)
-    return report, write_json(Path(run_dir) / ood_file(novel, suffix), report)
+                 suffix: str = "", data: ImbalancedData | None = None,
+                 limit: int | None = None) -> tuple[dict[str, Any], Path]:
+    """Detection of each novel image set (name → uint8 images) against the test set, at most
+    `limit` images of each, into `ood_file`."""
+    report = ood_report(run or load_run(run_dir), novel, data, limit)
+    return report, write_json(Path(run_dir) / ood_file(novel, suffix, limit), report)
 
 
-def ood_file(sources: Sequence[str], suffix: str = "") -> str:
-    """The name of a run's report on these novel sets (files and folders by their stem)."""
-    return f"ood-{'-'.join(Path(name).stem for name in sources)}{suffix}.json"
+def ood_file(sources: Sequence[str], suffix: str = "", limit: int | None = None) -> str:
+    """The name of a run's report on these novel sets (files and folders by their stem), at
+    most `limit` images of each: ood-<names>[-n<limit>]<suffix>.json."""
+    cap = f"-n{limit}" if limit is not None else ""
+    return f"ood-{'-'.join(Path(name).stem for name in sources)}{cap}{suffix}.json"
 
 
 def parse_sources(text: str) -> list[str]:

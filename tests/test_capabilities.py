@@ -25,7 +25,7 @@ from dgc.errors import DGCError
 from dgc.experiment import load_run, run_data
 from dgc.heldout import hold_out
 from dgc.model import images_to_tensor
-from dgc.ood import SOURCES, detection_metrics, ood_images, resize, score_ood
+from dgc.ood import SOURCES, detection_metrics, ood_images, resize, score_ood, subsample
 from dgc.prediction import class_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,6 +139,30 @@ def test_evaluate_writes_calibration_shift_and_ood(bench: Path, tmp_path: Path) 
         assert ood["sources"]["heldout"]["n_novel"] == 100 and ood["n_known"] == 400
 
 
+def test_an_ood_limit_scores_one_fixed_subset_for_every_run(bench: Path) -> None:
+    images = np.arange(300).reshape(100, 3)
+    rows = subsample(images, 40)
+    assert len(rows) == 40 and np.array_equal(rows, subsample(images, 40))
+    assert np.all(np.diff(rows[:, 0]) > 0)  # in their order, without repeats
+    assert subsample(images, 100) is images and subsample(images, None) is images
+    run_dir = bench / "dgc-s2"
+    code, stdout, stderr = run_cli(["evaluate", str(run_dir), "--ood", "heldout,inverted",
+                                    "--ood-limit", "60"])
+    assert code == 0, stderr
+    limited = json.loads((run_dir / "ood-heldout-inverted-n60.json").read_text())
+    assert limited["n_known"] == 60 and limited["limit"] == 60
+    assert [limited["sources"][s]["n_novel"] for s in ("heldout", "inverted")] == [60, 60]
+    run = load_run(run_dir)
+    data = run_data(run.cfg)
+    known = score_ood(run, subsample(data.x_test, 60))["recon"]
+    novel = score_ood(run, subsample(ood_images("heldout", run, data), 60))["recon"]
+    assert limited["sources"]["heldout"]["recon"] == pytest.approx(
+        detection_metrics(known, novel))
+    for bad in (["--ood-limit", "0", "--ood", "noise"], ["--calibration", "--ood-limit", "5"]):
+        code, _, stderr = run_cli(["evaluate", str(run_dir), *bad])
+        assert code == 2 and "give a positive number of images, with --ood" in stderr
+
+
 def test_evaluate_refuses_an_unknown_source_before_writing(bench: Path) -> None:
     run_dir = bench / "ce-s1"
     code, _, stderr = run_cli(["evaluate", str(run_dir), "--calibration", "--ood", "mnist"])
@@ -167,6 +191,7 @@ def test_other_prediction_settings_get_their_own_files(bench: Path) -> None:
     ("calibration.py", [], "calibration", "## Bias-corrected temperature scaling"),
     ("label_shift.py", [], "label-shift", "## Test prior: dirichlet"),
     ("ood.py", ["--sources", "heldout,inverted"], "ood", "## Novel set: heldout"),
+    ("ood.py", ["--sources", "heldout", "--limit", "50"], "ood", "the same fixed random 50"),
 ])
 def test_benchmark_scripts_tabulate_every_run(bench: Path, tmp_path: Path, script: str,
                                               extra: list[str], table: str,
