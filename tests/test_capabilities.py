@@ -244,3 +244,13 @@ def test_estimator_flags_rows_unlike_its_training_data() -> None:
     assert all(np.allclose(again[k], known[k][:5]) for k in known)
     with pytest.raises(DGCError, match="features"):
         clf.score_ood(x[:3, :10])
+
+
+def test_recon_weight_script_chooses_on_validation(bench: Path) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recon_weight.py"),
+                           str(bench / "dgc-s1"), str(bench / "dgc-s2"), "--weights", "0,10"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| 0", "| 10", "| 1", "| recon alone"]
+    assert "validation chooses w = " in done.stdout and "paired p" in done.stdout

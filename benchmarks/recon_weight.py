@@ -1,0 +1,81 @@
+"""Choose, on validation data, the weight of the reconstruction term in DGC's Bayes rule.
+
+Bayes' rule scores class c by log p(x | z) + log p(y = c | z) over codes z ~ q(z | x, c); a
+weight w on the reconstruction term asks whether the class-conditional likelihood could carry
+more of the decision than Bayes' rule gives it (w = 1) or less (w = 0: the label head alone).
+For each `dgc` run, its validation split and test set are scored once per term with one code
+per class (S = 1, every class: the terms then add exactly), and every weight of `--weights`
+is a sum of the two. The weight with the best mean validation ACSA is chosen; the test set
+only reports it, against w = 1, with a paired t-test over the runs.
+
+    python benchmarks/recon_weight.py runs/bench-fashion-cpu/dgc-s{1,2,3,4,5}
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+import torch
+from scipy.stats import ttest_rel
+
+from dgc.errors import DGCError
+from dgc.experiment import load_run, run_data, to_train_data
+from dgc.metrics import acsa
+from dgc.model import images_to_tensor
+from dgc.prediction import class_scores
+
+
+def term_scores(run_dir: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per split: labels, the label term and the reconstruction term, each (N, C)."""
+    run = load_run(run_dir)
+    if run.model.prior is not None:
+        raise SystemExit(f"{run_dir} has a learned prior: choose its weight with "
+                         "benchmarks/latent_weight.py")
+    data = run_data(run.cfg)
+    split = to_train_data(data, run.cfg)
+    cfg = dataclasses.replace(run.cfg.predict, samples=1, top_k=None, rule="bayes")
+    splits = {"val": (split.x_val, split.y_val.cpu().numpy()),
+              "test": (images_to_tensor(data.x_test, run.cfg.device), data.y_test)}
+    return {name: (y, *(class_scores(run.model, x, cfg, run.cfg.seed, (term,)).double().numpy()
+                        for term in ("label", "recon")))
+            for name, (x, y) in splits.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="`dgc` run directories")
+    parser.add_argument("--weights", default="0,0.3,1,3,10,30,100")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    weights = [float(w) for w in args.weights.split(",")]
+    if 1.0 not in weights:
+        weights.append(1.0)
+    acsas = {(split, w): [] for split in ("val", "test") for w in [*weights, "recon alone"]}
+    for run_dir in args.runs:
+        try:
+            scores = term_scores(run_dir)
+        except DGCError as error:
+            raise SystemExit(f"recon_weight: {error}") from None
+        for split, (y, label, recon) in scores.items():
+            for w in weights:
+                acsas[split, w].append(acsa(y, (label + w * recon).argmax(1)))
+            acsas[split, "recon alone"].append(acsa(y, recon.argmax(1)))
+    chosen = max(weights, key=lambda w: np.mean(acsas["val", w]))
+    print(f"{len(args.runs)} run(s), S = 1, every class; ACSA mean ± std over the runs\n")
+    print("| reconstruction weight | validation ACSA |\n|---|---|")
+    for w in [*weights, "recon alone"]:
+        values = acsas["val", w]
+        print(f"| {w if isinstance(w, str) else f'{w:g}'} | {np.mean(values):.4f} ± "
+              f"{np.std(values, ddof=1) if len(values) > 1 else 0:.4f} |")
+    test, bayes = acsas["test", chosen], acsas["test", 1.0]
+    p = ttest_rel(test, bayes).pvalue if len(test) > 1 and test != bayes else float("nan")
+    print(f"\nvalidation chooses w = {chosen:g}: test ACSA {np.mean(test):.4f} against "
+          f"{np.mean(bayes):.4f} at w = 1 (paired p {p:.3g}); the reconstruction term alone "
+          f"{np.mean(acsas['test', 'recon alone']):.4f}")
+
+
+if __name__ == "__main__":
+    main()
