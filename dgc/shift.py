@@ -6,9 +6,12 @@ and π_t itself can be estimated from unlabelled test images by EM (Saerens et a
 `em_prior`): alternate the adjusted posteriors and their mean.
 
 π_s is the prior a method's posteriors are for. Uncalibrated, that is the one its training
-assumes (`trained_prior`): the training frequencies π, or π^(1−τ) for a head trained with a
-τ-logit-adjusted loss (whose logits alone are meant for a balanced prior when τ = 1). After
-temperature scaling fitted on the validation split, which is drawn with π, it is π.
+assumes (`run_prior`): the prior of the rows it trained on (π, the training frequencies, or
+uniform when they were drawn or weighted class-balanced), divided by π^τ for a τ-logit-adjusted
+loss (whose logits alone are meant for a balanced prior when τ = 1 on rows drawn with π).
+Temperature scaling changes how confident the posteriors are, not which classes they favour, so
+it keeps that prior; bias-corrected temperature scaling fits a bias per class on the
+validation split, which is drawn with π, and so makes it π.
 
 `shift_report` resamples the test set to each target prior of `target_priors` and measures,
 for every calibration of `dgc.calibration`, the posteriors as they are, adjusted by the EM
@@ -54,17 +57,20 @@ def check_prior(prior: Any, n_classes: int, name: str = "test_prior") -> np.ndar
     return arr
 
 
-def logit_adjustment(cfg: RunConfig) -> float:
-    """τ of the logit-adjusted loss a run's method trains with (0 for the others): DGC's label
-    head's, or a baseline's."""
+def run_prior(cfg: RunConfig, train_counts: Sequence[int]) -> np.ndarray:
+    """The prior a run's uncalibrated posteriors are for (`trained_prior`): DGC's label head
+    (its logit-adjusted loss), or a baseline's loss, resampling and class weights."""
     if family_of(cfg).generative:
-        return cfg.train.logit_adjust_tau
-    return cfg.baseline.logit_tau if cfg.baseline.loss == "logit-adjust" else 0.0
+        return trained_prior(train_counts, cfg.train.logit_adjust_tau)
+    b = cfg.baseline
+    return trained_prior(train_counts, b.logit_tau if b.loss == "logit-adjust" else 0.0,
+                         balanced=b.resample != "none" or b.weighting != "none")
 
 
-def trained_prior(train_counts: Sequence[int], tau: float) -> np.ndarray:
-    """The prior of posteriors trained with a τ-logit-adjusted loss: π^(1−τ), normalised."""
-    return frequencies(frequencies(train_counts) ** (1.0 - tau))
+def trained_prior(train_counts: Sequence[int], tau: float, balanced: bool = False) -> np.ndarray:
+    """The prior of posteriors trained with a τ-logit-adjusted loss on rows drawn with the
+    training frequencies π, π^(1−τ), or class-balanced, π^(−τ); normalised."""
+    return frequencies(frequencies(train_counts) ** ((0.0 if balanced else 1.0) - tau))
 
 
 def adjust_posteriors(probs: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -131,6 +137,7 @@ def shift_report(scores: SplitScores, cfg: RunConfig,
     `dirichlet` is the mean over the Dirichlet draws."""
     n_classes = len(train_counts)
     fitted = calibrators(scores.val, scores.y_val)
+    trained = run_prior(cfg, train_counts)
     rng = np.random.default_rng(cfg.seed)
     report: dict[str, Any] = {}
     for name, prior in target_priors(train_counts, cfg.seed).items():
@@ -139,8 +146,7 @@ def shift_report(scores: SplitScores, cfg: RunConfig,
         true = np.bincount(y, minlength=n_classes) / len(y)
         report[name] = {"size": len(y), "prior": true.tolist()}
         for calibration, calibrate in fitted.items():
-            source = (trained_prior(train_counts, logit_adjustment(cfg)) if calibration == "none"
-                      else frequencies(train_counts))
+            source = frequencies(train_counts) if calibration == "bcts" else trained
             probs = calibrate(scores.test[index])
             estimate, adjusted = em_prior(probs, source)
             report[name][calibration] = {
