@@ -254,3 +254,19 @@ def test_recon_weight_script_chooses_on_validation(bench: Path) -> None:
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert [row.split(" | ")[0] for row in rows[1:]] == ["| 0", "| 10", "| 1", "| recon alone"]
     assert "validation chooses w = " in done.stdout and "paired p" in done.stdout
+
+
+def test_posterior_codes_script_reports_the_terms_spread_and_chooses_a_scale(bench: Path) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "posterior_codes.py"),
+                           str(bench / "dgc-s1"), str(bench / "dgc-s2"), "--scales", "1",
+                           "--samples", "3"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr
+    values = dict(row.strip("| ").split(" | ")[:2]
+                  for row in done.stdout.splitlines() if row.startswith("| ") and "---" not in row)
+    assert float(values["class gap"].split(" ± ")[0]) == 0.0  # `dgc`: μ from the image alone
+    assert float(values["label spread"].split(" ± ")[0]) > 0.0
+    assert set(values) >= {"code std", "median sigma", "recon spread", "0", "1"}
+    chosen = done.stdout.split("validation chooses s = ")[1].split(":")[0]
+    assert float(values[chosen]) == max(float(values["0"]), float(values["1"]))
+    assert "at s = 0 (paired p" in done.stdout
