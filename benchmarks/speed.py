@@ -17,8 +17,9 @@ test set, through the library's `predict_images`, after an untimed warm-up batch
     python benchmarks/speed.py --preset paper --device cuda --bf16   # benchmarks/gpu_check.sh
 
 `--training` measures instead DGC's training alone under each of `TRAINING_VARIANTS` side by
-side (the code before the fused optimiser, float32, bfloat16 autocast), with the work of a
-training step counted by torch's FLOP counter, the GFLOP/s achieved, and the machine's measured
+side (the code before the fused optimiser, float32, bfloat16 autocast; `--batch-sizes` adds
+float32 and bfloat16 rows at other batch sizes), with the work of a training step counted by
+torch's FLOP counter, the GFLOP/s achieved, and the machine's measured
 matrix-product peak in float32 and bfloat16 (2048 × 2048 products at the same thread count).
 """
 
@@ -213,6 +214,18 @@ def table(results: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     return records, "\n".join(lines)
 
 
+def batch_sizes(text: str) -> list[int]:
+    """`--batch-sizes 100,200`: positive integers, refused otherwise before anything runs."""
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive batch sizes, "
+                                         "e.g. 100,200")
+    return sizes
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exp", default="fashion", choices=dataset_names())
@@ -227,6 +240,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", help="JSON file (default runs/speed-<exp>-<preset>-<device>.json)")
     parser.add_argument("--training", action="store_true",
                         help="DGC's training alone under each variant, with GFLOP/s")
+    parser.add_argument("--batch-sizes", type=batch_sizes, metavar="B1,B2,...",
+                        help="with --training: also time these batch sizes (float32 and bf16)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -247,6 +262,8 @@ def main() -> None:
                    else predict_phase(cfg, weights, args.phase))
         print(json.dumps(numbers))
         return
+    if args.batch_sizes and not args.training:
+        raise SystemExit("speed.py: --batch-sizes times training variants; add --training")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("speed.py: --device cuda, but torch sees no CUDA device")
     exp = "npz" if args.data else args.exp
@@ -284,39 +301,53 @@ def main() -> None:
 
 
 def training_variants(args: argparse.Namespace, out: Path, results: dict[str, Any]) -> None:
-    """`--training`: DGC's training under every variant, each in its own process."""
+    """`--training`: DGC's training under every variant, each in its own process.
+
+    `before` and the float32 / bf16 rows use the preset's batch; every other size of
+    `--batch-sizes` adds a float32 and a bf16 row (`float32-b200`, ...), its own FLOPs counted."""
     cfg = configure("dgc", args)
+    preset_batch = cfg.train.batch_size
+    variants = {"before": (preset_batch, "before")}
+    for batch in args.batch_sizes or [preset_batch]:
+        suffix = "" if batch == preset_batch else f"-b{batch}"
+        variants.update({f"float32{suffix}": (batch, "float32"), f"bf16{suffix}": (batch, "bf16")})
     with tempfile.TemporaryDirectory() as work:
-        results["work"] = run_phase("flops", cfg, Path(work))
         results["peak_gflop_s"] = run_phase("peak", cfg, Path(work))
-        for name, summary in TRAINING_VARIANTS.items():
-            print(f"speed.py: dgc training, {summary} ...", flush=True)
-            variant = apply_overrides(cfg, [f"train.bf16={name == 'bf16'}"])
-            phase = "train-before" if name == "before" else "train"
-            results[name] = run_phase(phase, variant, Path(work))
-    work, peak = results["work"], results["peak_gflop_s"]
-    lines = ["| variant | images/s | s/epoch | speed-up | GFLOP/s | % of float32 peak | "
-             "% of bfloat16 peak |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, summary in TRAINING_VARIANTS.items():
+        works = {batch: run_phase("flops", apply_overrides(cfg, [f"train.batch_size={batch}"]),
+                                  Path(work))
+                 for batch in dict.fromkeys(batch for batch, _ in variants.values())}
+        results["work"] = works[preset_batch]
+        for name, (batch, precision) in variants.items():
+            print(f"speed.py: dgc training, {TRAINING_VARIANTS[precision]}, batch {batch} ...",
+                  flush=True)
+            variant = apply_overrides(cfg, [f"train.bf16={precision == 'bf16'}",
+                                            f"train.batch_size={batch}"])
+            phase = "train-before" if precision == "before" else "train"
+            results[name] = {**run_phase(phase, variant, Path(work)), "batch_size": batch,
+                             **works[batch]}
+    peak = results["peak_gflop_s"]
+    lines = ["| variant | batch | images/s | s/epoch | speed-up | GFLOP/s | % of float32 peak | "
+             "% of bfloat16 peak |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, (batch, precision) in variants.items():
         numbers = results[name]
         epoch = numbers["seconds"] / args.epochs
-        gflops = work["gflop_per_step"] * work["steps_per_epoch"] / epoch
+        gflops = numbers["gflop_per_step"] * numbers["steps_per_epoch"] / epoch
         numbers.update(seconds_per_epoch=round(epoch, 2), gflop_s=round(gflops, 1),
                        speedup=ratio(numbers["images_per_s"], results["before"]["images_per_s"]))
-        lines.append(f"| {summary} | {numbers['images_per_s']:,.1f} | {epoch:.2f} | "
-                     f"{numbers['speedup']:.2f} | {gflops:.1f} | "
-                     f"{100 * gflops / peak['float32']:.0f} | "
+        lines.append(f"| {TRAINING_VARIANTS[precision]} | {batch} | "
+                     f"{numbers['images_per_s']:,.1f} | {epoch:.2f} | {numbers['speedup']:.2f} | "
+                     f"{gflops:.1f} | {100 * gflops / peak['float32']:.0f} | "
                      f"{100 * gflops / peak['bfloat16']:.0f} |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
+    work = results["work"]
     print(f"\n{results['exp']}, preset {args.preset}, {args.epochs} epochs of DGC training, "
-          f"threads {args.threads or torch.get_num_threads()}; a step is "
+          f"threads {args.threads or torch.get_num_threads()}; a step of batch {preset_batch} is "
           f"{work['gflop_per_step']} GFLOP, {work['steps_per_epoch']} steps an epoch; matrix-"
           f"product peak {peak['float32']} GFLOP/s in float32, {peak['bfloat16']} in "
           f"bfloat16\n")
     print("\n".join(lines))
     print(f"\nNumbers in {out}")
-
 
 if __name__ == "__main__":
     main()

@@ -45,7 +45,8 @@ def test_speed_benchmark_compares_training_variants(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--training", "--exp",
-               "digits", "--epochs", "1", "--threads", "1", "--out", str(out)]
+               "digits", "--epochs", "1", "--threads", "1", "--batch-sizes", "50,100",
+               "--out", str(out)]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -53,8 +54,25 @@ def test_speed_benchmark_compares_training_variants(tmp_path: Path) -> None:
     assert numbers["work"]["steps_per_epoch"] == 8  # 390 training images, batch 50
     assert numbers["work"]["gflop_per_step"] > 0
     assert set(numbers["peak_gflop_s"]) == {"float32", "bfloat16"}
-    for name in ("before", "float32", "bf16"):
+    for name in ("before", "float32", "bf16", "float32-b100", "bf16-b100"):
         assert set(numbers[name]) >= PHASE_KEYS | {"gflop_s", "speedup", "seconds_per_epoch"}
         assert numbers[name]["images"] == 390
     assert numbers["before"]["speedup"] == 1.0
-    assert result.stdout.count("\n| ") == 4  # the header and one row per variant
+    larger = numbers["bf16-b100"]
+    assert larger["batch_size"] == 100 and larger["steps_per_epoch"] == 4
+    # twice the images a step: about twice the work (the MMD's pairs grow faster, and are small)
+    ratio = numbers["bf16-b100"]["gflop_per_step"] / numbers["bf16"]["gflop_per_step"]
+    assert 1.9 < ratio < 2.2
+    assert result.stdout.count("\n| ") == 6  # the header and one row per variant
+
+
+def test_speed_benchmark_refuses_batch_sizes_it_cannot_use(tmp_path: Path) -> None:
+    script = str(ROOT / "benchmarks" / "speed.py")
+    for extra, message in ((["--training", "--batch-sizes", "0,100"], "positive batch sizes"),
+                           (["--training", "--batch-sizes", "big"], "positive batch sizes"),
+                           (["--batch-sizes", "200"], "add --training")):
+        result = subprocess.run([sys.executable, script, "--exp", "digits", *extra],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode != 0
+        assert message in result.stderr
+    assert not any(tmp_path.iterdir())
