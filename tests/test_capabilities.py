@@ -270,3 +270,12 @@ def test_posterior_codes_script_reports_the_terms_spread_and_chooses_a_scale(ben
     chosen = done.stdout.split("validation chooses s = ")[1].split(":")[0]
     assert float(values[chosen]) == max(float(values["0"]), float(values["1"]))
     assert "at s = 0 (paired p" in done.stdout
+
+
+@pytest.mark.parametrize("script", ["recon_weight.py", "posterior_codes.py"])
+def test_dgc_term_scripts_refuse_a_baseline_run(bench: Path, script: str) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), str(bench / "ce-s1")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode != 0
+    assert "holds a ce classifier, which has no encoder or decoder; give `dgc` runs" in done.stderr
+    assert "Traceback" not in done.stderr
