@@ -37,8 +37,8 @@ def widened_label_scores(model: DGC, x: torch.Tensor, scales: list[float], sampl
                          seed: int, batch: int = 500) -> dict[float, np.ndarray]:
     """log (1/S) Σ_j p(y = c | μ_c + s ε_j) for every class c, per scale s: (N, C) each."""
     noise = torch.randn(samples, model.cfg.latent_dim,
-                        generator=torch.Generator().manual_seed(seed))
-    own = torch.arange(model.n_classes).view(1, -1, 1, 1)
+                        generator=torch.Generator().manual_seed(seed)).to(x.device)
+    own = torch.arange(model.n_classes, device=x.device).view(1, -1, 1, 1)
     out: dict[float, list[np.ndarray]] = {scale: [] for scale in scales}
     model.eval()
     with torch.inference_mode():
@@ -48,7 +48,8 @@ def widened_label_scores(model: DGC, x: torch.Tensor, scales: list[float], sampl
             for scale in scales:
                 log_probs = torch.log_softmax(model.head(mu[:, :, None, :] + scale * noise), -1)
                 label = log_probs.gather(-1, own.expand(len(mu), -1, samples, 1)).squeeze(-1)
-                out[scale].append((torch.logsumexp(label, dim=2) - math.log(samples)).numpy())
+                score = torch.logsumexp(label, dim=2) - math.log(samples)
+                out[scale].append(score.cpu().numpy())
     return {scale: np.concatenate(parts) for scale, parts in out.items()}
 
 
@@ -65,7 +66,8 @@ def describe(run_dir: str, scales: list[float], samples: int) -> dict[str, objec
     with torch.inference_mode():
         mu, logvar = model.encoder.all_classes(model.encoder.features(x_val))
         mu = mu.expand(-1, model.n_classes, -1)
-        sigma = std_from_logvar(logvar).expand_as(mu)[torch.arange(len(y_val)), y_val]
+        rows = torch.arange(len(y_val), device=mu.device)
+        sigma = std_from_logvar(logvar).expand_as(mu)[rows, split.y_val]
         gap = (mu[:, :, None] - mu[:, None]).norm(dim=-1).mean(dim=(1, 2)) * (
             model.n_classes / max(1, model.n_classes - 1))
     terms = decompose(model, x_val, y_val, dataclasses.replace(run.cfg.predict, samples=1),
