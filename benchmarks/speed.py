@@ -349,5 +349,6 @@ def training_variants(args: argparse.Namespace, out: Path, results: dict[str, An
     print("\n".join(lines))
     print(f"\nNumbers in {out}")
 
+
 if __name__ == "__main__":
     main()
