@@ -8,6 +8,8 @@ it, for configuration code imports it and not the models.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import platform
 import random
 import time
@@ -23,6 +25,7 @@ from dgc import distributed
 from dgc.baselines import Classifier, ClassifierTrainer, build_classifier, classifier_proba
 from dgc.config import PredictConfig, RunConfig, default_out, validate, with_steps
 from dgc.data import ImbalancedData, load_imbalanced, split_validation
+from dgc.data.files import read_cache, write_cache
 from dgc.errors import DGCError
 from dgc.heldout import hold_out
 from dgc.io import (
@@ -36,6 +39,7 @@ from dgc.methods import get_method
 from dgc.metrics import compute_metrics
 from dgc.model import DGC, check_fits, count_parameters, images_to_tensor
 from dgc.prediction import decompose, predict_proba
+from dgc.progress import steps
 from dgc.rundir import (
     BEST,
     CHECKPOINT,
@@ -43,6 +47,7 @@ from dgc.rundir import (
     FINGERPRINTS,
     HISTORY,
     METRICS,
+    PARTIAL_PREDICTIONS,
     PREDICTIONS,
     PREVIOUS,
     RunDir,
@@ -50,6 +55,8 @@ from dgc.rundir import (
     check_resume,
 )
 from dgc.training import EpochTrainer, TrainData, Trainer
+
+PREDICT_CHUNK = 1000  # test images predicted between two saves of PARTIAL_PREDICTIONS
 
 
 def seed_everything(seed: int) -> None:
@@ -232,15 +239,55 @@ def finish_run(cfg: RunConfig, out: Path, trainer: EpochTrainer,
     write_json(out / HISTORY, trainer.history)
     model.load_state_dict(trainer.best_weights)
     started = time.perf_counter()
-    probs = predict_images(model, data.x_test, cfg, cfg.predict, trainer.progress)
+    probs, resumed = predict_test_set(model, data.x_test, cfg, out, trainer.progress, trainer.log)
     seconds_predict = time.perf_counter() - started
     metrics = compute_metrics(data.y_test, probs.argmax(1), data.train_counts, data.class_names,
                               y_prob=probs)
     metrics.update(seconds_train=round(trainer.seconds, 2), seconds_predict=round(seconds_predict,
                                                                                    2))
+    if resumed:  # seconds_predict then counts only the images this process predicted
+        metrics["predict_resumed_after"] = resumed
     save_predictions(out / PREDICTIONS, data.y_test, probs)
     write_json(out / METRICS, metrics)
+    (out / PARTIAL_PREDICTIONS).unlink(missing_ok=True)
     return metrics
+
+
+def predict_test_set(model: DGC | Classifier, images: np.ndarray, cfg: RunConfig, out: Path,
+                     progress: bool, log: Any) -> tuple[np.ndarray, int]:
+    """The test set's class probabilities, and how many images an earlier process had done.
+
+    The exact rule of the `paper` preset takes hours on a CPU, so every `PREDICT_CHUNK` images
+    are saved to `PARTIAL_PREDICTIONS` and a resumed run starts at the chunk it stopped in;
+    chunks saved for other weights, settings or images are never reused. The released code's
+    MMD term depends on which images share a batch, so with it the test set is one chunk.
+    """
+    path, key = out / PARTIAL_PREDICTIONS, prediction_key(model, cfg, images)
+    saved = read_cache(path, key, keys=("probs",))
+    parts = [saved["probs"]] if saved else []
+    done = len(parts[0]) if parts else 0
+    if done:
+        log(f"dgc: resuming the test prediction after {done} of {len(images)} images")
+    chunk = len(images) if cfg.predict.mmd_term else PREDICT_CHUNK
+    starts = range(done, len(images), chunk)
+    for start in steps(starts, "predict", "chunk", progress and len(starts) > 1):
+        parts.append(predict_images(model, images[start:start + chunk], cfg, cfg.predict,
+                                    progress and len(starts) == 1))
+        if start + chunk < len(images):
+            write_cache(path, {"probs": np.concatenate(parts)}, key)
+    return np.concatenate(parts), done
+
+
+def prediction_key(model: DGC | Classifier, cfg: RunConfig, images: np.ndarray) -> str:
+    """SHA-256 of what a test prediction depends on: the weights, the images and the settings."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    digest.update(np.ascontiguousarray(images).tobytes())
+    digest.update(json.dumps({"predict": asdict(cfg.predict), "seed": cfg.seed,
+                              "device": cfg.device}, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def quiet(_: str) -> None:

@@ -26,6 +26,7 @@ CONFIG = "config.json"  # the settings, the environment and facts about the data
 HISTORY = "history.json"
 METRICS = "metrics.json"  # the test metrics, written last: the run is finished
 PREDICTIONS = "predictions.npz"  # the test set's labels, predicted labels and probabilities
+PARTIAL_PREDICTIONS = "predictions.partial.npz"  # the test chunks predicted so far, until done
 CHECKPOINT = "checkpoint.pt"  # everything needed to resume
 PREVIOUS = "checkpoint.prev.pt"  # the generation before CHECKPOINT, should that be damaged
 BEST = "best.pt"  # the weights that are evaluated

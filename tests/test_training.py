@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+import dgc.experiment
 import dgc.training
 from dgc.config import RunConfig, apply_overrides, build_config
 from dgc.data import ImbalancedData
+from dgc.data.files import write_cache
 from dgc.errors import DGCError
 from dgc.experiment import (
     build_model,
@@ -357,3 +359,59 @@ def test_mixture_prior_trains_and_replaces_the_mmd(digits_config: Callable[..., 
     assert float(learned.logvar.detach().abs().max()) > 1e-3
     if prior == "mixture":
         assert float(learned.logits.detach().abs().max()) > 1e-4
+
+
+def test_an_interrupted_test_prediction_resumes_at_its_last_saved_chunk(
+        digits_config: Callable[..., RunConfig], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    straight = train_run(digits_config(tmp_path / "straight"), progress=False, log=quiet)
+    expected = np.load(tmp_path / "straight" / "predictions.npz")["probs"]
+    n_test = len(expected)
+    monkeypatch.setattr(dgc.experiment, "PREDICT_CHUNK", 64)
+    predict, chunks = dgc.experiment.predict_images, []
+
+    class Stopped(Exception):
+        """The process dying while it predicts its third chunk."""
+
+    def stopping(model: Any, images: np.ndarray, *args: Any) -> np.ndarray:
+        chunks.append(len(images))
+        if len(chunks) == 3:
+            raise Stopped
+        return predict(model, images, *args)
+
+    def counting(model: Any, images: np.ndarray, *args: Any) -> np.ndarray:
+        chunks.append(len(images))
+        return predict(model, images, *args)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(dgc.experiment, "predict_images", stopping)
+    with pytest.raises(Stopped):
+        train_run(digits_config(run), progress=False, log=quiet)
+    assert (run / "predictions.partial.npz").is_file() and not (run / "metrics.json").exists()
+
+    chunks.clear()
+    monkeypatch.setattr(dgc.experiment, "predict_images", counting)
+    logs: list[str] = []
+    resumed = train_run(digits_config(run), resume=True, progress=False, log=logs.append)
+    assert any(f"resuming the test prediction after 128 of {n_test} images" in line
+               for line in logs)
+    assert chunks == [64] * ((n_test - 128) // 64) + ([(n_test - 128) % 64] if n_test % 64 else [])
+    assert resumed.pop("predict_resumed_after") == 128
+    np.testing.assert_allclose(np.load(run / "predictions.npz")["probs"], expected, atol=1e-6)
+    assert without_seconds(resumed) == without_seconds(straight)
+    assert not (run / "predictions.partial.npz").exists()
+
+
+def test_saved_test_chunks_of_other_weights_are_not_reused(
+        digits_config: Callable[..., RunConfig], tmp_path: Path) -> None:
+    straight = train_run(digits_config(tmp_path / "straight"), progress=False, log=quiet)
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = np.full((64, 10), 0.1, dtype=np.float32)
+    write_cache(run / "predictions.partial.npz", {"probs": stale}, "weights of another run")
+    logs: list[str] = []
+    fresh = train_run(digits_config(run), progress=False, log=logs.append)
+    assert not any("resuming the test prediction" in line for line in logs)
+    assert "predict_resumed_after" not in fresh
+    assert without_seconds(fresh) == without_seconds(straight)
+    assert not (run / "predictions.partial.npz").exists()
