@@ -27,7 +27,7 @@ import torch
 from scipy.stats import ttest_rel
 
 from dgc.errors import DGCError
-from dgc.experiment import family_of, load_run, run_data, to_train_data
+from dgc.experiment import load_generative_run, run_data, to_train_data
 from dgc.metrics import acsa
 from dgc.model import DGC, images_to_tensor, std_from_logvar
 from dgc.prediction import decompose
@@ -55,10 +55,7 @@ def widened_label_scores(model: DGC, x: torch.Tensor, scales: list[float], sampl
 
 def describe(run_dir: str, scales: list[float], samples: int) -> dict[str, object]:
     """The posterior statistics of one run and its label-rule ACSA per scale and split."""
-    run = load_run(run_dir)
-    if not family_of(run.cfg).generative:
-        raise DGCError(f"{run_dir} holds a {run.cfg.method} classifier, which has no encoder "
-                       "or decoder; give `dgc` runs")
+    run = load_generative_run(run_dir, "give `dgc` runs")
     data = run_data(run.cfg)
     split = to_train_data(data, run.cfg)
     model, x_val, y_val = run.model, split.x_val, split.y_val.cpu().numpy()

@@ -21,7 +21,7 @@ import torch
 from scipy.stats import ttest_rel
 
 from dgc.errors import DGCError
-from dgc.experiment import family_of, load_run, run_data, to_train_data
+from dgc.experiment import load_generative_run, run_data, to_train_data
 from dgc.metrics import acsa
 from dgc.model import images_to_tensor
 from dgc.prediction import class_scores
@@ -29,10 +29,7 @@ from dgc.prediction import class_scores
 
 def term_scores(run_dir: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per split: labels, the label term and the reconstruction term, each (N, C)."""
-    run = load_run(run_dir)
-    if not family_of(run.cfg).generative:
-        raise DGCError(f"{run_dir} holds a {run.cfg.method} classifier, which has no encoder "
-                       "or decoder; give `dgc` runs")
+    run = load_generative_run(run_dir, "give `dgc` runs")
     if run.model.prior is not None:
         raise SystemExit(f"{run_dir} has a learned prior: choose its weight with "
                          "benchmarks/latent_weight.py")

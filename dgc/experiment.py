@@ -378,6 +378,16 @@ def load_run(run_dir: str | Path) -> Run:
                folder.fingerprints(raw), folder.path)
 
 
+def load_generative_run(run_dir: str | Path, instead: str) -> Run:
+    """`load_run` for work that needs DGC's encoder and decoder; a classifier's run is refused
+    with `instead`, what to give in its place."""
+    run = load_run(run_dir)
+    if not family_of(run.cfg).generative:
+        raise DGCError(f"{run_dir} holds a {run.cfg.method} classifier, which has no encoder "
+                       f"or decoder; {instead}")
+    return run
+
+
 def evaluate_run(run_dir: str | Path, predict: PredictConfig, run: Run | None = None,
                  progress: bool = False) -> tuple[dict[str, Any], Path]:
     """Re-score a run's model (`run`, if already loaded) on the test set into a new

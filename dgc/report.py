@@ -25,6 +25,7 @@ from dgc.errors import DGCError
 from dgc.experiment import (
     Run,
     family_of,
+    load_generative_run,
     load_run,
     predict_images,
     recorded_data,
@@ -120,10 +121,7 @@ def sample_class(run_dir: str | Path, class_name: str, n: int,
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise DGCError(f"the number of images must be a positive integer, got {n!r}")
-    run = load_run(run_dir)
-    if not family_of(run.cfg).generative:
-        raise DGCError(f"{run_dir} holds a {run.cfg.method} classifier, which has no decoder; "
-                       "sample from a DGC run")
+    run = load_generative_run(run_dir, "sample from a DGC run")
     c = class_index(run.class_names, class_name)
     seed = run.cfg.seed if seed is None else seed
     split = training_split(run, recorded_data(run))
