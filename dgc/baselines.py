@@ -243,6 +243,8 @@ class ClassifierTrainer(EpochTrainer):
     and every epoch draws as many rows as the training split had before it.
     """
 
+    model: Classifier
+
     def __init__(self, model: Classifier, cfg: RunConfig, data: TrainData,
                  run_dir: Path | None = None, progress: bool = False,
                  log: Callable[[str], None] = print):

@@ -274,6 +274,7 @@ class EpochTrainer:
 class Trainer(EpochTrainer):
     """DGC: encoder pre-training, the LVO step, the joint step and the oversampled head step."""
 
+    model: DGC
     shown = ("recon", "mmd", "prior_kl", "cls")
     remedy = ("a lower learning rate (--lr), gradient clipping (--grad-clip) or a smaller "
               "--sampling-rate")
