@@ -64,7 +64,7 @@ class Classifier(nn.Module):
     """DGC's encoder trunk plus a linear layer (cosine with `cosine_scale`); `image_shape` is
     (H, W, C). Initialised like DGC (`ModelConfig.init`)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], n_classes: int, cfg: ModelConfig,
+    def __init__(self, image_shape: tuple[int, ...], n_classes: int, cfg: ModelConfig,
                  cosine_scale: float | None = None):
         super().__init__()
         self.image_shape = tuple(image_shape)
@@ -74,13 +74,13 @@ class Classifier(nn.Module):
         self.head: nn.Module = (nn.Linear(flat, n_classes) if cosine_scale is None
                                 else CosineLinear(flat, n_classes, cosine_scale))
         initialise(self, self.trunk, cfg.init)
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # as DGC
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(x))
 
 
-def build_classifier(cfg: RunConfig, image_shape: tuple[int, int, int],
+def build_classifier(cfg: RunConfig, image_shape: tuple[int, ...],
                      n_classes: int) -> Classifier:
     """The baseline network of a run: cosine last layer for LDAM, linear otherwise."""
     scale = cfg.baseline.ldam_scale if cfg.baseline.loss == "ldam" else None

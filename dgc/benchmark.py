@@ -139,7 +139,7 @@ def collect(configs: Sequence[RunConfig], exp: str, recipe: bool) -> dict[str, A
     """results.json's content from the finished runs among `configs`."""
     runs = []
     for cfg in configs:
-        folder = RunDir(cfg.out)
+        folder = RunDir(cfg.out_dir)
         if not folder.finished():
             continue
         metrics, config = folder.metrics(), folder.config()

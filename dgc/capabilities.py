@@ -85,7 +85,7 @@ def evaluate_ood(run_dir: str | Path, novel: dict[str, np.ndarray], run: Run | N
     """Detection of each novel image set (name → uint8 images) against the test set, at most
     `limit` images of each, into `ood_file`."""
     report = ood_report(run or load_run(run_dir), novel, data, limit)
-    return report, write_json(Path(run_dir) / ood_file(novel, suffix, limit), report)
+    return report, write_json(Path(run_dir) / ood_file(list(novel), suffix, limit), report)
 
 
 def ood_file(sources: Sequence[str], suffix: str = "", limit: int | None = None) -> str:

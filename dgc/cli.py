@@ -290,12 +290,12 @@ def command_train(args: argparse.Namespace) -> None:
         return
     print(format_metrics(metrics, title=f"{cfg.method} on {cfg.exp}, seed {cfg.seed} (test set)"))
     print(f"training {metrics['seconds_train']:.0f} s, test prediction "
-          f"{metrics['seconds_predict']:.0f} s; files in {cfg.out}")
+          f"{metrics['seconds_predict']:.0f} s; files in {cfg.out_dir}")
     if DATASETS[exp].published:
         print(paper_comparison(metrics, DATASETS[exp].published["DGC"]))
     if not args.no_report:
-        with RunDir(cfg.out).lock():
-            path = write_report(cfg.out, progress=not args.quiet)
+        with RunDir(cfg.out_dir).lock():
+            path = write_report(cfg.out_dir, progress=not args.quiet)
         print(f"dgc: report written to {path}")
 
 
@@ -363,7 +363,7 @@ def evaluate_capabilities(args: argparse.Namespace, run: Run, predict: PredictCo
     print(f"written to {', '.join(map(str, written))}")
 
 
-def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
+def read_images(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, list[str]]:
     """New images as uint8 (N, H, W, C) in the model's shape, with a name for each row; a
     folder's images are converted and resized as the class-folder reader does."""
     if path.is_dir():
@@ -372,7 +372,7 @@ def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, li
             raise DGCError(f"{path} holds no images (PNG, JPEG, BMP, TIFF); give the folder "
                            "that holds them")
         mode = "L" if shape[2] == 1 else "RGB"
-        images = [read_image(file, mode, shape[:2]) for file in files]
+        images = [read_image(file, mode, (shape[0], shape[1])) for file in files]
         return np.stack(images), [f.name for f in files]
     array = load_array(path)
     if array.ndim == 3:

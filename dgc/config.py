@@ -199,6 +199,11 @@ class RunConfig:
     predict: PredictConfig = field(default_factory=PredictConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
+    @property
+    def out_dir(self) -> str:
+        """The run's folder: `out`, or `default_out`'s when none was given."""
+        return self.out or default_out(self)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

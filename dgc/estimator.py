@@ -18,6 +18,7 @@ What it accepts, and how it scales it (the statistics come from the training set
 from __future__ import annotations
 
 import copy
+import math
 import numbers
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
     losses and validation metrics).
     """
 
+    model_: DGC  # set by fit; declared so that type checkers know it
+
     def __init__(self, latent_dim: int = 32, width: int = 128, hidden: int = 128,
                  epochs: int = 100, batch_size: int = 64, learning_rate: float = 1e-3,
                  sampling_rate: float = 0.6, samples: int = 10, cls_weight: float | None = 1.0,
@@ -182,7 +185,7 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         model = self._new_model(seed)
         trainer = Trainer(model, cfg, data, run_dir=None, progress=self.verbose > 0)
         self.history_ = trainer.fit()
-        model.load_state_dict(trainer.best_weights)
+        trainer.restore_best()
         self.best_epoch_ = trainer.best["epoch"]
         self.model_ = model.eval()
         return self
@@ -416,4 +419,5 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        and math.isfinite(value)

@@ -23,7 +23,7 @@ import torch
 
 from dgc import distributed
 from dgc.baselines import Classifier, ClassifierTrainer, build_classifier, classifier_proba
-from dgc.config import PredictConfig, RunConfig, default_out, validate, with_steps
+from dgc.config import PredictConfig, RunConfig, validate, with_steps
 from dgc.data import ImbalancedData, load_imbalanced, split_validation
 from dgc.data.files import read_cache, write_cache
 from dgc.errors import DGCError
@@ -93,6 +93,22 @@ class Run:
     fingerprints: dict[str, str | None] = dataclasses.field(default_factory=dict)
     directory: Path | None = None
 
+    @property
+    def generator(self) -> DGC:
+        """The model as a DGC, for work that needs its encoder and decoder."""
+        if not isinstance(self.model, DGC):
+            raise DGCError(f"{self.directory or 'this run'} holds a {self.cfg.method} "
+                           "classifier, which has no encoder or decoder; give a DGC run")
+        return self.model
+
+    @property
+    def classifier(self) -> Classifier:
+        """The model as a baseline classifier, for work that needs its logits."""
+        if not isinstance(self.model, Classifier):
+            raise DGCError(f"{self.directory or 'this run'} holds a {self.cfg.method} model, "
+                           "which is not a baseline classifier; give a baseline's run")
+        return self.model
+
 
 @dataclass(frozen=True)
 class Family:
@@ -102,7 +118,7 @@ class Family:
     `generative`: the model has a decoder and predicts by the Bayes rule."""
 
     generative: bool
-    build_model: Callable[[RunConfig, tuple[int, int, int], int], DGC | Classifier]
+    build_model: Callable[[RunConfig, tuple[int, ...], int], DGC | Classifier]
     trainer: type[EpochTrainer]
     proba: Callable[[Any, np.ndarray, RunConfig, PredictConfig, bool], np.ndarray]
 
@@ -121,7 +137,7 @@ def family_of(cfg: RunConfig) -> Family:
     return FAMILIES[get_method(cfg.method).family]
 
 
-def build_model(cfg: RunConfig, image_shape: tuple[int, int, int],
+def build_model(cfg: RunConfig, image_shape: tuple[int, ...],
                 n_classes: int) -> DGC | Classifier:
     """A freshly initialised model of the run's method family, seeded, on the run's device."""
     seed_everything(cfg.seed)
@@ -148,7 +164,7 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
     main = distributed.is_main()
     if not main:
         progress, log = False, quiet
-    out = RunDir(cfg.out or default_out(cfg))
+    out = RunDir(cfg.out_dir)
     if not main:  # process 0 owns the folder and its lock
         return train_locked(cfg, out, resume, progress, log, main)
     with out.lock():  # checked under the lock, so no other command can start a run between
@@ -230,14 +246,13 @@ def finish_run(cfg: RunConfig, out: Path, trainer: EpochTrainer,
     """Train, then (process 0 only) predict the test set and write history, predictions and
     metrics: the part of a run that Ctrl-C may interrupt at any point."""
     trainer.fit()
-    model = trainer.model
-    replicas = distributed.check_replicas(model)
+    replicas = distributed.check_replicas(trainer.model)
     if not main:
         return {}
     if replicas:
         trainer.history["distributed"] = replicas
     write_json(out / HISTORY, trainer.history)
-    model.load_state_dict(trainer.best_weights)
+    model = trainer.restore_best()
     started = time.perf_counter()
     probs, resumed = predict_test_set(model, data.x_test, cfg, out, trainer.progress, trainer.log)
     seconds_predict = time.perf_counter() - started
@@ -418,5 +433,5 @@ def decompose_run(run_dir: str | Path, predict: PredictConfig,
     run = run or load_run(run_dir)
     data = recorded_data(run)
     x = images_to_tensor(data.x_test, run.cfg.device)
-    report = decompose(run.model, x, data.y_test, predict, seed=run.cfg.seed)
+    report = decompose(run.generator, x, data.y_test, predict, seed=run.cfg.seed)
     return report, write_json(Path(run_dir) / f"decomposition-s{predict.samples}.json", report)

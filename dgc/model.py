@@ -64,7 +64,7 @@ def same_pad(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
     return out, total // 2, total - total // 2
 
 
-def conv_trunk(image_shape: tuple[int, int, int], cfg: ModelConfig) -> tuple[nn.Sequential, int]:
+def conv_trunk(image_shape: tuple[int, ...], cfg: ModelConfig) -> tuple[nn.Sequential, int]:
     """The encoder's convolutional trunk and its flattened output size.
 
     Stride-2 SAME convolutions with `cfg.width · 2^i` filters, each followed by BatchNorm and
@@ -137,7 +137,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """p(x | z) = G_X(z): linear to a small map, stride-2 transposed convolutions, sigmoid."""
 
-    def __init__(self, image_shape: tuple[int, int, int], cfg: ModelConfig):
+    def __init__(self, image_shape: tuple[int, ...], cfg: ModelConfig):
         super().__init__()
         height, width, channels = image_shape
         ups = max(1, encoder_depth(max(height, width)) - 2)
@@ -266,7 +266,8 @@ class DGC(nn.Module):
         self.prior = (MixturePrior(n_classes, cfg.latent_dim, tied=cfg.prior == "class")
                       if cfg.prior != "normal" else None)
         initialise(self, self.encoder.trunk, cfg.init)
-        self.to(memory_format=torch.channels_last)  # faster convolutions on the CPU
+        # faster convolutions on the CPU (Module.to takes memory_format; its stub omits it)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) -> dict[str,
                                                                                    torch.Tensor]:
@@ -302,8 +303,8 @@ def paper_init(module: nn.Module) -> None:
     """Weights from N(0, 0.01²), biases 0, BatchNorm scale 1 and shift 0 (METHOD §1)."""
     if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
         nn.init.normal_(module.weight, 0.0, 0.01)
-        if getattr(module, "bias", None) is not None:
-            nn.init.zeros_(module.bias)
+        if isinstance(bias := getattr(module, "bias", None), torch.Tensor):
+            nn.init.zeros_(bias)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)

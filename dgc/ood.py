@@ -88,10 +88,10 @@ def score_ood(run: Run | str | Path, images: np.ndarray) -> dict[str, np.ndarray
                        f"{images.dtype} {images.shape}")
     x = images_to_tensor(images, run.cfg.device)
     if family_of(run.cfg).generative:
-        run.model.eval()
-        scores = dgc_scores(run.model, x, run.cfg.predict, run.cfg.seed)
+        model = run.generator.eval()
+        scores = dgc_scores(model, x, run.cfg.predict, run.cfg.seed)
     else:
-        scores = _from_scores(classifier_logits(run.model, x).double(), "energy")
+        scores = _from_scores(classifier_logits(run.classifier, x).double(), "energy")
     return {name: value.double().cpu().numpy() for name, value in scores.items()}
 
 
@@ -108,7 +108,7 @@ def detection_metrics(known: np.ndarray, novel: np.ndarray) -> dict[str, float]:
 def resize(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """uint8 grey images (N, h, w) scaled bilinearly to (N, H, W, C) (grey repeated)."""
     height, width, channels = shape
-    scaled = [np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    scaled = [np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
               for image in images]
     return np.repeat(np.stack(scaled)[..., None], channels, axis=3)
 

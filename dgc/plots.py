@@ -124,7 +124,8 @@ def image_record(images: np.ndarray) -> list[list[int]]:
 
 
 def plot_generated(samples: Sequence[np.ndarray], class_names: Sequence[str], path: str | Path,
-                   source_indices: Sequence[Sequence[int]] | None = None) -> dict[str, Any]:
+                   source_indices: Sequence[Sequence[int] | np.ndarray] | None = None
+                   ) -> dict[str, Any]:
     """One row per class of images decoded from codes z ~ q(z | x, y = c) (paper Fig. 6)."""
     if len(samples) != len(class_names):
         raise DGCError(f"{len(samples)} rows of samples for {len(class_names)} classes")
@@ -148,7 +149,7 @@ def plot_generated(samples: Sequence[np.ndarray], class_names: Sequence[str], pa
 
 
 def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray,
-                         labels: Sequence[int], class_names: Sequence[str],
+                         labels: Sequence[int] | np.ndarray, class_names: Sequence[str],
                          path: str | Path) -> dict[str, Any]:
     """Training images (top row) above their decoded posterior means G_X(μ) (bottom row)."""
     originals = check_images(originals, "originals")
@@ -182,27 +183,27 @@ def scatter_classes(ax: Axes, points: np.ndarray, labels: np.ndarray,
     ax.set_yticks([])
 
 
-def plot_tsne(inputs_2d: np.ndarray, latent_2d: np.ndarray, labels: Sequence[int],
-              class_names: Sequence[str], path: str | Path,
-              train_indices: Sequence[int] | None = None) -> dict[str, Any]:
+def plot_tsne(inputs_2d: np.ndarray, latent_2d: np.ndarray,
+              labels: Sequence[int] | np.ndarray, class_names: Sequence[str], path: str | Path,
+              train_indices: Sequence[int] | np.ndarray | None = None) -> dict[str, Any]:
     """t-SNE of raw inputs beside t-SNE of their latent means, coloured by class (paper Fig. 5)."""
-    labels = np.asarray(labels, dtype=np.int64)
+    classes = np.asarray(labels, dtype=np.int64)
     inputs_2d, latent_2d = np.asarray(inputs_2d, float), np.asarray(latent_2d, float)
-    if inputs_2d.shape != (len(labels), 2) or latent_2d.shape != (len(labels), 2):
-        raise DGCError(f"t-SNE embeddings must be ({len(labels)}, 2), got {inputs_2d.shape} "
+    if inputs_2d.shape != (len(classes), 2) or latent_2d.shape != (len(classes), 2):
+        raise DGCError(f"t-SNE embeddings must be ({len(classes)}, 2), got {inputs_2d.shape} "
                        f"and {latent_2d.shape}")
     figure = new_figure("tsne")
     left, right = figure.subplots(1, 2)
-    scatter_classes(left, inputs_2d, labels, class_names)
+    scatter_classes(left, inputs_2d, classes, class_names)
     left.set_title("t-SNE of the raw training images")
-    scatter_classes(right, latent_2d, labels, class_names)
+    scatter_classes(right, latent_2d, classes, class_names)
     right.set_title("t-SNE of their latent means μ of q(z | x, y)")
     right.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2,
                  title="class (points)")
-    figure.suptitle(f"Training inputs and latent codes ({len(labels)} images, stratified "
+    figure.suptitle(f"Training inputs and latent codes ({len(classes)} images, stratified "
                     "subsample)")
-    data = {"class_names": list(class_names), "labels": labels.tolist(),
-            "counts": np.bincount(labels, minlength=len(class_names)).tolist(),
+    data = {"class_names": list(class_names), "labels": classes.tolist(),
+            "counts": np.bincount(classes, minlength=len(class_names)).tolist(),
             "inputs": inputs_2d.tolist(), "latent": latent_2d.tolist(),
             **({"train_indices": [int(i) for i in train_indices]}
                if train_indices is not None else {})}
@@ -326,22 +327,23 @@ def plot_confusion(counts: np.ndarray, class_names: Sequence[str],
     return save(figure, path, data)
 
 
-def plot_recall_vs_count(train_counts: Sequence[int], recall: Sequence[float],
-                         class_names: Sequence[str], path: str | Path) -> dict[str, Any]:
+def plot_recall_vs_count(train_counts: Sequence[int] | np.ndarray,
+                         recall: Sequence[float] | np.ndarray, class_names: Sequence[str],
+                         path: str | Path) -> dict[str, Any]:
     """Per-class test recall against the class's training count (log x), ACSA as a line."""
     counts = np.asarray(train_counts, dtype=np.int64)
-    recall = np.asarray(recall, dtype=float)
-    if counts.shape != (len(class_names),) or recall.shape != counts.shape:
+    recalls = np.asarray(recall, dtype=float)
+    if counts.shape != (len(class_names),) or recalls.shape != counts.shape:
         raise DGCError(f"need one training count and one recall per class ({len(class_names)}),"
-                       f" got {counts.shape} and {recall.shape}")
+                       f" got {counts.shape} and {recalls.shape}")
     figure = new_figure("recall_vs_count")
     ax = figure.add_subplot()
     colours = class_colours(len(class_names))
     for c, name in enumerate(class_names):
-        ax.scatter(counts[c], recall[c], s=40, color=colours[c], zorder=3)
-        ax.annotate(name, (counts[c], recall[c]), textcoords="offset points", xytext=(5, 4),
+        ax.scatter(counts[c], recalls[c], s=40, color=colours[c], zorder=3)
+        ax.annotate(name, (counts[c], recalls[c]), textcoords="offset points", xytext=(5, 4),
                     fontsize=8)
-    ax.axhline(recall.mean(), color="grey", linestyle="--", label=f"ACSA {recall.mean():.4f}")
+    ax.axhline(recalls.mean(), color="grey", linestyle="--", label=f"ACSA {recalls.mean():.4f}")
     ax.set_xscale("log")
     ax.margins(x=0.12)
     ax.set_ylim(-0.03, 1.05)
@@ -351,7 +353,7 @@ def plot_recall_vs_count(train_counts: Sequence[int], recall: Sequence[float],
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="best", fontsize=8)
     data = {"class_names": list(class_names), "train_counts": counts.tolist(),
-            "recall": recall.tolist()}
+            "recall": recalls.tolist()}
     return save(figure, path, data)
 
 

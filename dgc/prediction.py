@@ -17,6 +17,7 @@ in the batch. `rule="label"` keeps only the label term, `rule="recon"` only the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -56,7 +57,8 @@ def class_scores(model: DGC, x: torch.Tensor, cfg: PredictConfig, seed: int = 0,
         for start in steps(starts, "predict", "batch", progress and len(starts) > 1):
             weights, codes = sample_terms(model, x[start:start + per_batch], noise, terms, kept,
                                           cfg.latent_weight)
-            score = torch.logsumexp(sum(weights.values()), dim=2) - math.log(cfg.samples)
+            log_weight = functools.reduce(torch.add, weights.values())  # every rule has a term
+            score = torch.logsumexp(log_weight, dim=2) - math.log(cfg.samples)
             if cfg.mmd_term:
                 score = score + chunk_mmd(codes, cfg.mmd_images, generator)
             scores.append(score)

@@ -130,7 +130,7 @@ def sample_class(run_dir: str | Path, class_name: str, n: int,
         raise DGCError(f"class {run.class_names[c]!r} has no training images in this run, so "
                        "there is no posterior to sample from")
     sources = pick(members, n, np.random.default_rng(seed))
-    images = generate(run.model, split.x[sources], c, seed, run.cfg.device)
+    images = generate(run.generator, split.x[sources], c, seed, run.cfg.device)
     return images, run.class_names[c], sources
 
 
@@ -215,7 +215,7 @@ def outcome_sections(run_dir: Path, run: Run, data: ImbalancedData, figures: Pat
 def generative_sections(run: Run, split: TrainingSplit, history: dict[str, Any],
                         figures: Path, steps: tqdm) -> list[str]:
     """DGC's own figures: generated images, reconstructions, t-SNE and the μ/σ trace."""
-    cfg, names, model = run.cfg, run.class_names, run.model
+    cfg, names, model = run.cfg, run.class_names, run.generator
     rng = np.random.default_rng(cfg.seed)
     members = [np.flatnonzero(split.y == c) for c in range(len(names))]
     present = [c for c in range(len(names)) if len(members[c])]

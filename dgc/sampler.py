@@ -82,7 +82,7 @@ def generator_run(cfg: RunConfig) -> DGC:
         raise DGCError(f"baseline.generator {path} trained on another split ({', '.join(same)}, "
                        f"validation share, held-out classes: {theirs} vs {ours}); give the DGC "
                        "run of this seed's benchmark")
-    return run.model.to(cfg.device)
+    return run.generator.to(cfg.device)
 
 
 class DGCSampler(BaseEstimator):

@@ -28,9 +28,9 @@ def log_posteriors(run: Run, x: torch.Tensor, predict: PredictConfig | None = No
     """log p(y | x) (N, C) in float64 for a float batch (N, C, H, W), every class scored."""
     if family_of(run.cfg).generative:
         every = dataclasses.replace(predict or run.cfg.predict, top_k=None)
-        scores = class_scores(run.model, x, every, seed=run.cfg.seed)
+        scores = class_scores(run.generator, x, every, seed=run.cfg.seed)
     else:
-        scores = classifier_logits(run.model, x)
+        scores = classifier_logits(run.classifier, x)
     return torch.log_softmax(scores.double(), dim=1).cpu().numpy()
 
 

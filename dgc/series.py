@@ -25,8 +25,8 @@ Failure = tuple[RunConfig, str]  # a run that failed, and its error
 
 def check_finished(cfg: RunConfig) -> None:
     """Refuse to count a finished run whose settings differ from the series'."""
-    if differences := RunDir(cfg.out).differences(cfg):
-        raise DGCError(f"{cfg.out} was run with other settings ({'; '.join(differences)}); "
+    if differences := RunDir(cfg.out_dir).differences(cfg):
+        raise DGCError(f"{cfg.out_dir} was run with other settings ({'; '.join(differences)}); "
                        "use another --out, or delete that run to redo it")
 
 
@@ -38,12 +38,12 @@ def run_series(out: Path, configs: Sequence[RunConfig], write: Callable[[list[Fa
     after it when a run failed."""
     make_folder(out, fix="; choose another --out")
     for cfg in configs:  # every finished run is checked before anything trains
-        if RunDir(cfg.out).finished():
+        if RunDir(cfg.out_dir).finished():
             check_finished(cfg)
     failed: list[Failure] = []
     bar = progress_bar(configs, progress, desc=desc, unit="run")
     for cfg in bar:
-        folder = RunDir(cfg.out)
+        folder = RunDir(cfg.out_dir)
         bar.set_postfix_str(folder.path.name)
         if folder.finished():
             log(f"dgc: {folder.path.name} is finished; reusing its metrics")
@@ -55,7 +55,7 @@ def run_series(out: Path, configs: Sequence[RunConfig], write: Callable[[list[Fa
             failed.append((cfg, str(error)))
     result = write(failed)
     if failed:
-        names = ", ".join(Path(cfg.out).name for cfg, _ in failed)
+        names = ", ".join(Path(cfg.out_dir).name for cfg, _ in failed)
         raise DGCError(f"{len(failed)} run(s) failed ({names}); the tables in {out} leave them "
                        "out. Fix the cause and rerun the same command to finish them")
     return result

@@ -39,9 +39,9 @@ EM_TOLERANCE = 1e-8
 EM_ITERATIONS = 1000
 
 
-def frequencies(counts: Sequence[float]) -> np.ndarray:
-    counts = np.asarray(counts, dtype=np.float64)
-    return counts / counts.sum()
+def frequencies(counts: Sequence[float] | np.ndarray) -> np.ndarray:
+    values = np.asarray(counts, dtype=np.float64)
+    return values / values.sum()
 
 
 def check_prior(prior: Any, n_classes: int, name: str = "test_prior") -> np.ndarray:
@@ -57,7 +57,7 @@ def check_prior(prior: Any, n_classes: int, name: str = "test_prior") -> np.ndar
     return arr
 
 
-def run_prior(cfg: RunConfig, train_counts: Sequence[int]) -> np.ndarray:
+def run_prior(cfg: RunConfig, train_counts: Sequence[int] | np.ndarray) -> np.ndarray:
     """The prior a run's uncalibrated posteriors are for (`trained_prior`): DGC's label head
     (its logit-adjusted loss), or a baseline's loss, resampling and class weights."""
     if family_of(cfg).generative:
@@ -67,7 +67,8 @@ def run_prior(cfg: RunConfig, train_counts: Sequence[int]) -> np.ndarray:
                          balanced=b.resample != "none" or b.weighting != "none")
 
 
-def trained_prior(train_counts: Sequence[int], tau: float, balanced: bool = False) -> np.ndarray:
+def trained_prior(train_counts: Sequence[int] | np.ndarray, tau: float,
+                  balanced: bool = False) -> np.ndarray:
     """The prior of posteriors trained with a τ-logit-adjusted loss on rows drawn with the
     training frequencies π, π^(1−τ), or class-balanced, π^(−τ); normalised."""
     return frequencies(frequencies(train_counts) ** ((0.0 if balanced else 1.0) - tau))
@@ -93,7 +94,7 @@ def em_prior(probs: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndar
     return prior, adjust_posteriors(probs, source, prior)
 
 
-def target_priors(train_counts: Sequence[int], seed: int,
+def target_priors(train_counts: Sequence[int] | np.ndarray, seed: int,
                   draws: int = DIRICHLET_DRAWS) -> dict[str, np.ndarray]:
     """balanced, the training imbalance, its reverse, and `draws` Dirichlet(1) priors."""
     train = frequencies(train_counts)
@@ -131,7 +132,7 @@ def mean_tree(trees: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def shift_report(scores: SplitScores, cfg: RunConfig,
-                 train_counts: Sequence[int]) -> dict[str, Any]:
+                 train_counts: Sequence[int] | np.ndarray) -> dict[str, Any]:
     """Per target prior and calibration: outcomes as they are, after EM and with the true
     prior, and the L1 error of the EM estimate (and of the source prior) to the true prior.
     `dirichlet` is the mean over the Dirichlet draws."""

@@ -102,23 +102,23 @@ def run_sweep(base: RunConfig, param: str, values: Sequence[float], seeds: Seque
     if not values or not seeds:
         raise DGCError("a sweep needs at least one value and one seed")
     out = Path(out)
-    pairs = {}
+    pairs: dict[str, tuple[float, RunConfig]] = {}
     for value in values:
         for seed in seeds:
             cfg = apply_overrides(dataclasses.replace(base, seed=seed),
                                   [f"{setting}={json.dumps(value)}"])
             cfg = dataclasses.replace(cfg, out=str(out / run_name(param, value, seed)))
             validate(cfg)
-            if cfg.out in pairs:
-                raise DGCError(f"--values {pairs[cfg.out][0]!r} and {value!r} share the run "
-                               f"folder {Path(cfg.out).name}; give values that differ in "
+            if cfg.out_dir in pairs:
+                raise DGCError(f"--values {pairs[cfg.out_dir][0]!r} and {value!r} share the run "
+                               f"folder {Path(cfg.out_dir).name}; give values that differ in "
                                "their first six significant digits")
-            pairs[cfg.out] = value, cfg
+            pairs[cfg.out_dir] = value, cfg
 
     def write(failed: list[Failure]) -> dict[str, Any]:
         runs = []
         for value, cfg in pairs.values():
-            if (folder := RunDir(cfg.out)).finished():
+            if (folder := RunDir(cfg.out_dir)).finished():
                 metrics = folder.metrics()
                 runs.append({"value": value, "seed": cfg.seed, "dir": folder.path.name,
                              **{k: metrics[k] for k in HEADLINE}})
@@ -127,7 +127,7 @@ def run_sweep(base: RunConfig, param: str, values: Sequence[float], seeds: Seque
                   "values": list(values), "seeds": list(seeds),
                   "std": "sample standard deviation over seeds (ddof = 1)",
                   "runs": runs, "summary": summarise(runs, values),
-                  "failed": [{"value": pairs[cfg.out][0], "seed": cfg.seed, "error": error}
+                  "failed": [{"value": pairs[cfg.out_dir][0], "seed": cfg.seed, "error": error}
                              for cfg, error in failed]}
         if runs:  # the plot saves the record as its data, sweep.json
             plots.plot_sweep(record, out / "sweep.png")

@@ -17,11 +17,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from dgc import distributed, precision, progress
 from dgc.augment import augment_batch
@@ -40,6 +39,9 @@ from dgc.metrics import compute_metrics
 from dgc.model import DGC, reparameterise, std_from_logvar
 from dgc.prediction import class_scores
 from dgc.rundir import BEST, CHECKPOINT, PREVIOUS
+
+if TYPE_CHECKING:  # dgc.baselines builds on this module
+    from dgc.baselines import Classifier
 
 TERM_NAMES = {"recon": "reconstruction", "mmd": "MMD", "prior_kl": "prior KL",
               "cls": "cross-entropy"}
@@ -92,7 +94,7 @@ class EpochTrainer:
     shown: tuple[str, ...] = ("loss",)  # epoch-record keys shown on the progress bar
     remedy = "a lower learning rate (--lr) or gradient clipping (--grad-clip)"
 
-    def __init__(self, model: nn.Module, cfg: RunConfig, data: TrainData,
+    def __init__(self, model: DGC | Classifier, cfg: RunConfig, data: TrainData,
                  run_dir: Path | None = None, progress: bool = False,
                  log: Callable[[str], None] = print):
         self.model, self.cfg, self.data = model, cfg, data
@@ -264,6 +266,14 @@ class EpochTrainer:
         self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         if self.run_dir is not None:
             save_checkpoint(self.run_dir / BEST, {"model": self.best_weights, **self.best})
+
+    def restore_best(self) -> DGC | Classifier:
+        """The model with the weights `keep_best` kept loaded back into it."""
+        if self.best_weights is None:
+            raise DGCError("training has not finished an epoch, so it has no weights to "
+                           "evaluate; call fit() first")
+        self.model.load_state_dict(self.best_weights)
+        return self.model
 
     def save(self) -> None:
         if self.run_dir is not None:

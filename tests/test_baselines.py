@@ -301,6 +301,9 @@ def test_classifier_run_records_split_and_size(ce_run: tuple[RunConfig, dict[str
     assert config["split_sha256"] == digits_data.split_sha256
     run = load_run(cfg.out)
     assert isinstance(run.model, Classifier) and not run.model.training
+    assert run.classifier is run.model
+    with pytest.raises(DGCError, match="holds a ce classifier, which has no encoder or decoder"):
+        _ = run.generator
     assert config["n_params"] == count_parameters(run.model)
     assert config["baseline"]["loss"] == "ce" and config["method"] == "ce"
     history = json.loads((Path(cfg.out) / "history.json").read_text())

@@ -143,6 +143,12 @@ def test_settings_are_converted_to_their_types() -> None:
         validate(type(cfg)(train=TrainConfig(lr="fast")))  # the library API is checked too
 
 
+def test_a_run_without_out_is_written_to_its_default_folder() -> None:
+    cfg = build_config("digits", "cpu", seed=3)
+    assert cfg.out is None and cfg.out_dir == str(Path("runs") / "digits-dgc-s3")
+    assert build_config("digits", "cpu", out="elsewhere").out_dir == "elsewhere"
+
+
 def test_sample_and_evaluate_options_are_checked(run_dir: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     fails_with(["sample", str(run_dir), "--class", "0", "--n", "0", "--out",

@@ -164,6 +164,23 @@ def test_fit_follows_the_schedule(digits_config: Callable[..., RunConfig],
             assert math.isfinite(record[key]), key
 
 
+def test_restore_best_loads_the_kept_weights(digits_config: Callable[..., RunConfig],
+                                             digits_data: ImbalancedData, tmp_path: Path) -> None:
+    cfg = digits_config(tmp_path, "train.epochs=2", "train.pretrain_steps=0")
+    trainer = small_trainer(cfg, digits_data)
+    with pytest.raises(DGCError, match="has not finished an epoch"):
+        trainer.restore_best()
+    trainer.fit()
+    assert trainer.best_weights is not None
+    kept = {k: v.clone() for k, v in trainer.best_weights.items()}
+    with torch.no_grad():
+        for parameter in trainer.model.parameters():
+            parameter.add_(1.0)
+    model = trainer.restore_best()
+    assert model is trainer.model
+    assert all(torch.equal(value, model.state_dict()[k]) for k, value in kept.items())
+
+
 @pytest.mark.parametrize(("target", "term"), [("reconstruction_loss", "reconstruction"),
                                               ("imq_mmd", "MMD")])
 def test_non_finite_loss_raises(digits_config: Callable[..., RunConfig],
@@ -268,6 +285,9 @@ def test_evaluate_run_reproduces_metrics(trained: tuple[RunConfig, dict[str, Any
         assert again[key] == metrics[key], key
     run = load_run(cfg.out)
     assert run.class_names == tuple(str(i) for i in range(10)) and not run.model.training
+    assert run.generator is run.model
+    with pytest.raises(DGCError, match="holds a dgc model, which is not a baseline classifier"):
+        _ = run.classifier
 
 
 def test_same_seed_same_numbers(digits_config: Callable[..., RunConfig], tmp_path: Path) -> None:

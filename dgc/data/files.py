@@ -112,7 +112,9 @@ def write_cache(path: Path, arrays: dict[str, np.ndarray], fingerprint: str) -> 
     place just means no cache."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda out: np.savez(out, fingerprint=np.array(fingerprint), **arrays))
+        # numpy's stub types **kwds as if they could fill savez's bool `allow_pickle`
+        atomic_write(path, lambda out: np.savez(
+            out, fingerprint=np.array(fingerprint), **arrays))  # type: ignore[arg-type]
     except (OSError, DGCError) as exc:  # atomic_write reports a failed write as a DGCError
         log.info("not caching at %s: %s", path, exc)
 

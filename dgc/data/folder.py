@@ -183,7 +183,8 @@ def load_folder(data_dir: PathLike | None = None, image_size: int | None = None,
     fingerprint = _fingerprint(root, every, image_size, test_fraction)
     cache = cache_path(root)
     if (cached := read_cache(cache, fingerprint, (*ARRAYS, "class_names"))) is not None:
-        return RawData(*(cached[k] for k in ARRAYS), tuple(str(n) for n in cached["class_names"]))
+        return RawData(cached["x_train"], cached["y_train"], cached["x_test"], cached["y_test"],
+                       tuple(str(n) for n in cached["class_names"]))
     mode, median = _survey(every)
     size = image_size or min(median, MAX_DEFAULT_SIZE)
     names = sorted(train)

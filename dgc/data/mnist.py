@@ -59,7 +59,7 @@ FASHION_NAMES = (
 )
 
 # IDX type code -> big-endian numpy dtype.
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -176,7 +176,8 @@ def _load_idx_dataset(
                 f"{name} labels must be in 0..{len(class_names) - 1}"
             )
         arrays += [images[..., None], labels.astype(np.int64)]
-    return RawData(*arrays, class_names=class_names)
+    x_train, y_train, x_test, y_test = arrays
+    return RawData(x_train, y_train, x_test, y_test, class_names)
 
 
 def load_mnist(data_dir: PathLike | None = None) -> RawData:
