@@ -121,7 +121,7 @@ def main() -> None:
         metrics: dict[int, dict[str, Any]] = {}
         for seed in seeds:
             cfg = step_config(k, args.exp, seed, bench, out, base, **settings)
-            run_dir = RunDir(cfg.out)
+            run_dir = RunDir(cfg.out_dir)
             if run_dir.finished():
                 check_finished(cfg)
             elif k in train_steps:
@@ -132,7 +132,7 @@ def main() -> None:
                 continue
             metrics[seed] = run_dir.metrics()
         summary = {key: mean_std([m[key] for m in metrics.values()]) for key, _ in COLUMNS}
-        row = {"step": name, "change": change, "overrides": list(changes),
+        row: dict[str, Any] = {"step": name, "change": change, "overrides": list(changes),
                "metrics": {str(s): m for s, m in metrics.items()}, "summary": summary}
         if shared := [s for s in metrics if s in previous]:  # paired over the common seeds
             ours = [metrics[s]["acsa"] for s in shared]

@@ -54,8 +54,9 @@ def run_queue(jobs: list[str], parallel: int, deadline: float, min_left: float,
     start = time.monotonic()
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PY": sys.executable, "PYTHONUNBUFFERED": "1"}
-    records = {index: {"job": index, "command": command, "rc": None, "seconds": 0.0}
-               for index, command in enumerate(jobs)}
+    records: dict[int, dict[str, object]] = {
+        index: {"job": index, "command": command, "rc": None, "seconds": 0.0}
+        for index, command in enumerate(jobs)}
     running: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
     pending = list(records)
 

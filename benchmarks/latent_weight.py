@@ -14,8 +14,10 @@ import argparse
 import dataclasses
 
 import numpy as np
+import torch
 
-from dgc.experiment import load_run, run_data, to_train_data
+from dgc.errors import DGCError
+from dgc.experiment import load_generative_run, recorded_data, to_train_data
 from dgc.metrics import acsa
 from dgc.prediction import class_scores
 
@@ -25,20 +27,26 @@ def main() -> None:
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--weights", default="0,0.03,0.1,0.3,1")
     parser.add_argument("--samples", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     weights = [float(w) for w in args.weights.split(",")]
     scores: dict[float, list[float]] = {w: [] for w in weights}
     for run_dir in args.runs:
-        run = load_run(run_dir)
-        if run.model.prior is None:
+        try:
+            run = load_generative_run(run_dir, "give `dgcmm` runs")
+        except DGCError as error:
+            raise SystemExit(f"latent_weight: {error}") from None
+        model = run.generator
+        if model.prior is None:
             raise SystemExit(f"{run_dir} has no learned prior (train it with --method dgcmm)")
-        data = run_data(run.cfg)
+        data = recorded_data(run)
         split = to_train_data(data, run.cfg)
         y = split.y_val.cpu().numpy()
         for weight in weights:
             cfg = dataclasses.replace(run.cfg.predict, samples=args.samples, top_k=None,
                                       rule="bayes", latent_weight=weight)
-            prediction = class_scores(run.model, split.x_val, cfg, seed=run.cfg.seed).argmax(1)
+            prediction = class_scores(model, split.x_val, cfg, seed=run.cfg.seed).argmax(1)
             scores[weight].append(acsa(y, prediction.cpu().numpy()))
     print(f"validation splits of {len(args.runs)} run(s), exact rule, S = {args.samples}")
     print("| latent weight | mean validation ACSA |\n|---|---|")

@@ -39,12 +39,12 @@ from dgc.errors import DGCError
 
 def best_baseline(runs: list[dict[str, Any]], rows: list[str], source: str) -> str | None:
     """The row of another method with the highest mean AUROC on `source`."""
-    means = {}
+    means: dict[str, float] = {}
     for row in rows:
         if not row.startswith(f"{REFERENCE}/"):
             scores = [r["metrics"][f"{source}.auroc"] for r in runs if r["method"] == row]
             means[row] = sum(scores) / len(scores)
-    return max(means, key=means.get) if means else None
+    return max(means, key=lambda row: means[row]) if means else None
 
 
 def tabulate(args: argparse.Namespace) -> Path:
@@ -59,7 +59,7 @@ def tabulate(args: argparse.Namespace) -> Path:
              "metrics": flatten({source: report["sources"][source][score]
                                  for source in sources})}
             for method, seed, report in reports for score in report["scores"]]
-    rows = list(dict.fromkeys(run["method"] for run in runs))
+    rows = list(dict.fromkeys(str(run["method"]) for run in runs))
     sections = []
     for source in sources:
         best = best_baseline(runs, rows, source)

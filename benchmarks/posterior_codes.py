@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.stats import ttest_rel
 
 from dgc.errors import DGCError
-from dgc.experiment import load_generative_run, run_data, to_train_data
+from dgc.experiment import load_generative_run, recorded_data, to_train_data
 from dgc.metrics import acsa
 from dgc.model import DGC, images_to_tensor, std_from_logvar
 from dgc.prediction import decompose
@@ -53,12 +54,12 @@ def widened_label_scores(model: DGC, x: torch.Tensor, scales: list[float], sampl
     return {scale: np.concatenate(parts) for scale, parts in out.items()}
 
 
-def describe(run_dir: str, scales: list[float], samples: int) -> dict[str, object]:
+def describe(run_dir: str, scales: list[float], samples: int) -> dict[str, Any]:
     """The posterior statistics of one run and its label-rule ACSA per scale and split."""
     run = load_generative_run(run_dir, "give `dgc` runs")
-    data = run_data(run.cfg)
+    data = recorded_data(run)
     split = to_train_data(data, run.cfg)
-    model, x_val, y_val = run.model, split.x_val, split.y_val.cpu().numpy()
+    model, x_val, y_val = run.generator, split.x_val, split.y_val.cpu().numpy()
     model.eval()
     with torch.inference_mode():
         mu, logvar = model.encoder.all_classes(model.encoder.features(x_val))

@@ -14,10 +14,13 @@ import argparse
 import dataclasses
 import json
 import time
+from typing import Any
 
 import numpy as np
+import torch
 
-from dgc.experiment import load_run, run_data, to_train_data
+from dgc.errors import DGCError
+from dgc.experiment import load_generative_run, recorded_data, to_train_data
 from dgc.metrics import acsa
 from dgc.prediction import class_scores
 
@@ -25,28 +28,34 @@ TOLERANCE = 0.002
 # Shown for comparison but never chosen: the label rule drops METHOD §4's reconstruction term, and
 # top-1 leaves one class with all the probability (its decision is the label term's).
 NOT_BAYES = ("top-1 S=10", "label S=10", "label S=1")
-SETTINGS = [("exact S=10", {}), ("top-3 S=10", {"top_k": 3}), ("top-2 S=10", {"top_k": 2}),
-            ("top-1 S=10", {"top_k": 1}), ("exact S=1", {"samples": 1}),
-            ("top-2 S=1", {"top_k": 2, "samples": 1}), ("label S=10", {"rule": "label"}),
-            ("label S=1", {"rule": "label", "samples": 1})]
+SETTINGS: list[tuple[str, dict[str, Any]]] = [
+    ("exact S=10", {}), ("top-3 S=10", {"top_k": 3}), ("top-2 S=10", {"top_k": 2}),
+    ("top-1 S=10", {"top_k": 1}), ("exact S=1", {"samples": 1}),
+    ("top-2 S=1", {"top_k": 2, "samples": 1}), ("label S=10", {"rule": "label"}),
+    ("label S=1", {"rule": "label", "samples": 1})]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--json", help="also write the table here")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     rows: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in SETTINGS}
     for run_dir in args.runs:
-        run = load_run(run_dir)
-        data = run_data(run.cfg)
+        try:
+            run = load_generative_run(run_dir, "give `dgc` runs")
+        except DGCError as error:
+            raise SystemExit(f"prediction_settings: {error}") from None
+        data = recorded_data(run)
         split = to_train_data(data, run.cfg)
         y = split.y_val.cpu().numpy()
         base = dataclasses.replace(run.cfg.predict, samples=10, top_k=None, rule="bayes")
         for name, change in SETTINGS:
             cfg = dataclasses.replace(base, **change)
             started = time.perf_counter()
-            scores = class_scores(run.model, split.x_val, cfg, seed=run.cfg.seed)
+            scores = class_scores(run.generator, split.x_val, cfg, seed=run.cfg.seed)
             seconds = time.perf_counter() - started
             rows[name].append((acsa(y, scores.argmax(1).cpu().numpy()), len(y) / seconds))
     exact = float(np.mean([a for a, _ in rows["exact S=10"]]))

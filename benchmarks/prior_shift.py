@@ -16,7 +16,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from dgc.experiment import load_run, run_data, to_train_data
+from dgc.errors import DGCError
+from dgc.experiment import load_generative_run, recorded_data, to_train_data
 from dgc.losses import class_log_prior
 from dgc.metrics import acsa
 from dgc.model import images_to_tensor
@@ -35,15 +36,19 @@ def main() -> None:
     val: dict[float, list[float]] = {t: [] for t in taus}
     test: dict[float, list[float]] = {t: [] for t in taus}
     for run_dir in args.runs:
-        run = load_run(run_dir)
-        data = run_data(run.cfg)
+        try:
+            run = load_generative_run(run_dir, "give `dgc` runs")
+        except DGCError as error:
+            raise SystemExit(f"prior_shift: {error}") from None
+        model = run.generator
+        data = recorded_data(run)
         split = to_train_data(data, run.cfg)
-        log_prior = class_log_prior(run.train_counts).to(split.x_val.device)
+        log_prior = class_log_prior(torch.as_tensor(run.train_counts)).to(split.x_val.device)
         cfg = dataclasses.replace(run.cfg.predict, samples=args.samples, top_k=None)
         scored = {
-            "val": (class_scores(run.model, split.x_val, cfg, seed=run.cfg.seed),
+            "val": (class_scores(model, split.x_val, cfg, seed=run.cfg.seed),
                     split.y_val.cpu().numpy()),
-            "test": (class_scores(run.model, images_to_tensor(data.x_test, run.cfg.device), cfg,
+            "test": (class_scores(model, images_to_tensor(data.x_test, run.cfg.device), cfg,
                                   seed=run.cfg.seed), data.y_test),
         }
         for tau in taus:

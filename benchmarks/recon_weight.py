@@ -21,7 +21,7 @@ import torch
 from scipy.stats import ttest_rel
 
 from dgc.errors import DGCError
-from dgc.experiment import load_generative_run, run_data, to_train_data
+from dgc.experiment import load_generative_run, recorded_data, to_train_data
 from dgc.metrics import acsa
 from dgc.model import images_to_tensor
 from dgc.prediction import class_scores
@@ -33,14 +33,17 @@ def term_scores(run_dir: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndar
     if run.model.prior is not None:
         raise SystemExit(f"{run_dir} has a learned prior: choose its weight with "
                          "benchmarks/latent_weight.py")
-    data = run_data(run.cfg)
+    data = recorded_data(run)
     split = to_train_data(data, run.cfg)
     cfg = dataclasses.replace(run.cfg.predict, samples=1, top_k=None, rule="bayes")
     splits = {"val": (split.x_val, split.y_val.cpu().numpy()),
               "test": (images_to_tensor(data.x_test, run.cfg.device), data.y_test)}
-    return {name: (y, *(class_scores(run.model, x, cfg, run.cfg.seed, (term,)).double().numpy()
-                        for term in ("label", "recon")))
-            for name, (x, y) in splits.items()}
+    model = run.generator
+
+    def term(x: torch.Tensor, name: str) -> np.ndarray:
+        return class_scores(model, x, cfg, run.cfg.seed, (name,)).double().numpy()
+
+    return {name: (y, term(x, "label"), term(x, "recon")) for name, (x, y) in splits.items()}
 
 
 def main() -> None:
@@ -53,7 +56,9 @@ def main() -> None:
     weights = [float(w) for w in args.weights.split(",")]
     if 1.0 not in weights:
         weights.append(1.0)
-    acsas = {(split, w): [] for split in ("val", "test") for w in [*weights, "recon alone"]}
+    columns: list[float | str] = [*weights, "recon alone"]
+    acsas: dict[tuple[str, float | str], list[float]] = {
+        (split, w): [] for split in ("val", "test") for w in columns}
     for run_dir in args.runs:
         try:
             scores = term_scores(run_dir)
@@ -66,9 +71,9 @@ def main() -> None:
     chosen = max(weights, key=lambda w: np.mean(acsas["val", w]))
     print(f"{len(args.runs)} run(s), S = 1, every class; ACSA mean ± std over the runs\n")
     print("| reconstruction weight | validation ACSA |\n|---|---|")
-    for w in [*weights, "recon alone"]:
-        values = acsas["val", w]
-        print(f"| {w if isinstance(w, str) else f'{w:g}'} | {np.mean(values):.4f} ± "
+    for column in columns:
+        values = acsas["val", column]
+        print(f"| {column if isinstance(column, str) else f'{column:g}'} | {np.mean(values):.4f} ± "
               f"{np.std(values, ddof=1) if len(values) > 1 else 0:.4f} |")
     test, bayes = acsas["test", chosen], acsas["test", 1.0]
     p = ttest_rel(test, bayes).pvalue if len(test) > 1 and test != bayes else float("nan")

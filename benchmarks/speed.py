@@ -53,7 +53,6 @@ from dgc.experiment import (
 from dgc.io import load_checkpoint, save_checkpoint
 from dgc.methods import resolve_config
 from dgc.metrics import compute_metrics
-from dgc.training import Trainer
 
 METHODS = ("dgc", "ce")
 TRAINING_VARIANTS = {
@@ -137,13 +136,11 @@ def predict_phase(cfg: RunConfig, weights: Path, setting: str) -> dict[str, Any]
 
 def loop_adam() -> None:
     """Make `torch.optim.Adam` the per-parameter loop the trainer used before `fused=True`."""
-    fused_adam = torch.optim.Adam
-
-    class LoopAdam(fused_adam):
+    class LoopAdam(torch.optim.Adam):
         def __init__(self, params: Any, *args: Any, fused: bool | None = None, **kwargs: Any):
             super().__init__(params, *args, foreach=False, **kwargs)
 
-    torch.optim.Adam = LoopAdam
+    torch.optim.Adam = LoopAdam  # type: ignore[misc]  # the trainer looks Adam up when it runs
 
 
 def step_flops(cfg: RunConfig) -> dict[str, Any]:
@@ -152,7 +149,7 @@ def step_flops(cfg: RunConfig) -> dict[str, Any]:
 
     data = run_data(cfg)
     model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
-    trainer = Trainer(model, cfg, to_train_data(data, cfg), log=quiet)
+    trainer = family_of(cfg).trainer(model, cfg, to_train_data(data, cfg), log=quiet)
     with FlopCounterMode(display=False) as counter:
         trainer.train_step(trainer.epoch_order()[:cfg.train.batch_size])
     return {"gflop_per_step": round(counter.get_total_flops() / 1e9, 3),

@@ -24,6 +24,7 @@ from dgc.data import ImbalancedData
 from dgc.errors import DGCError
 from dgc.experiment import load_run, run_data
 from dgc.heldout import hold_out
+from dgc.metrics import acsa
 from dgc.model import images_to_tensor
 from dgc.ood import SOURCES, detection_metrics, ood_images, resize, score_ood, subsample
 from dgc.prediction import class_scores
@@ -272,10 +273,75 @@ def test_posterior_codes_script_reports_the_terms_spread_and_chooses_a_scale(ben
     assert "at s = 0 (paired p" in done.stdout
 
 
-@pytest.mark.parametrize("script", ["recon_weight.py", "posterior_codes.py"])
-def test_dgc_term_scripts_refuse_a_baseline_run(bench: Path, script: str) -> None:
+@pytest.mark.parametrize(("script", "wanted"), [
+    ("recon_weight.py", "dgc"), ("posterior_codes.py", "dgc"), ("prior_shift.py", "dgc"),
+    ("prediction_settings.py", "dgc"), ("latent_weight.py", "dgcmm")])
+def test_dgc_scripts_refuse_a_baseline_run(bench: Path, script: str, wanted: str) -> None:
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), str(bench / "ce-s1")],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode != 0
-    assert "holds a ce classifier, which has no encoder or decoder; give `dgc` runs" in done.stderr
+    assert ("holds a ce classifier, which has no encoder or decoder; "
+            f"give `{wanted}` runs") in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def script_table(script: str, *args: str) -> dict[str, list[str]]:
+    """Run a benchmark script and return its Markdown table rows by their first cell."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr
+    cells = [row.strip("| ").split(" | ") for row in done.stdout.splitlines()
+             if row.startswith("| ") and "---" not in row]
+    return {row[0]: row[1:] for row in cells[1:]}
+
+
+def test_prior_shift_script_at_tau_zero_is_the_bayes_rule(bench: Path) -> None:
+    runs = [bench / "dgc-s1", bench / "dgc-s2"]
+    table = script_table("prior_shift.py", *map(str, runs), "--taus", "0,1")
+    assert list(table) == ["0", "1"]
+    plain = []
+    for run_dir in runs:
+        run = load_run(run_dir)
+        data = run_data(run.cfg)
+        cfg = dataclasses.replace(run.cfg.predict, samples=1, top_k=None)
+        scores = class_scores(run.generator, images_to_tensor(data.x_test, run.cfg.device), cfg,
+                              seed=run.cfg.seed)
+        plain.append(acsa(data.y_test, scores.argmax(1).numpy()))
+    assert float(table["0"][1]) == pytest.approx(np.mean(plain), abs=5e-5)
+
+
+def test_prediction_settings_script_chooses_a_bayes_setting_near_the_exact_rule(
+        bench: Path, tmp_path: Path) -> None:
+    table = script_table("prediction_settings.py", str(bench / "dgc-s1"), "--json",
+                         str(tmp_path / "settings.json"))
+    record = json.loads((tmp_path / "settings.json").read_text())
+    assert list(table) == list(record["table"]) and "exact S=10" in table
+    assert float(table["exact S=10"][1]) == 0.0
+    chosen = record["table"][record["chosen"]]
+    assert record["chosen"] not in ("top-1 S=10", "label S=10", "label S=1")
+    assert chosen["acsa"] >= record["table"]["exact S=10"]["acsa"] - 0.002
+    assert chosen["images_per_s"] >= record["table"]["exact S=10"]["images_per_s"]
+
+
+def test_latent_weight_script_scores_a_learned_prior_and_refuses_a_plain_dgc(
+        bench: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dgcmm"
+    code, _, stderr = run_cli(["train", "--exp", "digits", "--method", "dgcmm", "--epochs", "1",
+                               "--set", "predict.samples=1", "--threads", "1", "--quiet",
+                               "--out", str(out)])
+    assert code == 0, stderr
+    table = script_table("latent_weight.py", str(out), "--weights", "0,1")
+    assert list(table) == ["0", "1"] and all(0 <= float(v[0]) <= 1 for v in table.values())
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "latent_weight.py"),
+                           str(bench / "dgc-s1")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert done.returncode != 0 and "has no learned prior" in done.stderr
+
+
+def test_profile_training_script_times_steps_and_names_operators() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_training.py"),
+                           "--exp", "digits", "--steps", "2", "--warmup", "1", "--threads", "1",
+                           "--rows", "5"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "dgc on digits (cpu preset), batch" in done.stdout and "ms per step" in done.stdout
+    assert "Self CPU" in done.stdout and "aten::" in done.stdout
