@@ -261,6 +261,9 @@ def main() -> None:
         return
     if args.batch_sizes and not args.training:
         raise SystemExit("speed.py: --batch-sizes times training variants; add --training")
+    if args.bf16 and args.training:
+        raise SystemExit("speed.py: --training times float32 and bfloat16 side by side; "
+                         "leave out --bf16")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("speed.py: --device cuda, but torch sees no CUDA device")
     exp = "npz" if args.data else args.exp
@@ -301,7 +304,8 @@ def training_variants(args: argparse.Namespace, out: Path, results: dict[str, An
     """`--training`: DGC's training under every variant, each in its own process.
 
     `before` and the float32 / bf16 rows use the preset's batch; every other size of
-    `--batch-sizes` adds a float32 and a bf16 row (`float32-b200`, ...), its own FLOPs counted."""
+    `--batch-sizes` adds a float32 and a bf16 row (`float32-b200`, ...), its own FLOPs counted.
+    Their numbers go under `variants`, by row name."""
     cfg = configure("dgc", args)
     preset_batch = cfg.train.batch_size
     variants = {"before": (preset_batch, "before")}
@@ -314,23 +318,25 @@ def training_variants(args: argparse.Namespace, out: Path, results: dict[str, An
                                   Path(work))
                  for batch in dict.fromkeys(batch for batch, _ in variants.values())}
         results["work"] = works[preset_batch]
+        results["variants"] = {}
         for name, (batch, precision) in variants.items():
             print(f"speed.py: dgc training, {TRAINING_VARIANTS[precision]}, batch {batch} ...",
                   flush=True)
             variant = apply_overrides(cfg, [f"train.bf16={precision == 'bf16'}",
                                             f"train.batch_size={batch}"])
             phase = "train-before" if precision == "before" else "train"
-            results[name] = {**run_phase(phase, variant, Path(work)), "batch_size": batch,
-                             **works[batch]}
+            results["variants"][name] = {**run_phase(phase, variant, Path(work)),
+                                         "batch_size": batch, **works[batch]}
     peak = results["peak_gflop_s"]
     lines = ["| variant | batch | images/s | s/epoch | speed-up | GFLOP/s | % of float32 peak | "
              "% of bfloat16 peak |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, (batch, precision) in variants.items():
-        numbers = results[name]
+        numbers = results["variants"][name]
         epoch = numbers["seconds"] / args.epochs
         gflops = numbers["gflop_per_step"] * numbers["steps_per_epoch"] / epoch
         numbers.update(seconds_per_epoch=round(epoch, 2), gflop_s=round(gflops, 1),
-                       speedup=ratio(numbers["images_per_s"], results["before"]["images_per_s"]))
+                       speedup=ratio(numbers["images_per_s"],
+                                     results["variants"]["before"]["images_per_s"]))
         lines.append(f"| {TRAINING_VARIANTS[precision]} | {batch} | "
                      f"{numbers['images_per_s']:,.1f} | {epoch:.2f} | {numbers['speedup']:.2f} | "
                      f"{gflops:.1f} | {100 * gflops / peak['float32']:.0f} | "

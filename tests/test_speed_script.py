@@ -50,11 +50,14 @@ def test_speed_benchmark_compares_training_variants(tmp_path: Path) -> None:
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    numbers = json.loads(out.read_text())
-    assert numbers["work"]["steps_per_epoch"] == 8  # 390 training images, batch 50
-    assert numbers["work"]["gflop_per_step"] > 0
-    assert set(numbers["peak_gflop_s"]) == {"float32", "bfloat16"}
-    for name in ("before", "float32", "bf16", "float32-b100", "bf16-b100"):
+    record = json.loads(out.read_text())
+    assert record["bf16"] is False  # the option, not a variant's numbers
+    numbers = record["variants"]
+    assert list(numbers) == ["before", "float32", "bf16", "float32-b100", "bf16-b100"]
+    assert record["work"]["steps_per_epoch"] == 8  # 390 training images, batch 50
+    assert record["work"]["gflop_per_step"] > 0
+    assert set(record["peak_gflop_s"]) == {"float32", "bfloat16"}
+    for name in numbers:
         assert set(numbers[name]) >= PHASE_KEYS | {"gflop_s", "speedup", "seconds_per_epoch"}
         assert numbers[name]["images"] == 390
     assert numbers["before"]["speedup"] == 1.0
@@ -70,7 +73,8 @@ def test_speed_benchmark_refuses_batch_sizes_it_cannot_use(tmp_path: Path) -> No
     script = str(ROOT / "benchmarks" / "speed.py")
     for extra, message in ((["--training", "--batch-sizes", "0,100"], "positive batch sizes"),
                            (["--training", "--batch-sizes", "big"], "positive batch sizes"),
-                           (["--batch-sizes", "200"], "add --training")):
+                           (["--batch-sizes", "200"], "add --training"),
+                           (["--training", "--bf16"], "leave out --bf16")):
         result = subprocess.run([sys.executable, script, "--exp", "digits", *extra],
                                 cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert result.returncode != 0
