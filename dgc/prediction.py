@@ -90,8 +90,9 @@ def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[
 
     `label` = log softmax(G_Y(z))_c, `recon` = −½‖x − G_X(z)‖², `latent` = log p(z) under the
     model's prior (`latent_term`) times `latent_weight`, `prior` = log p(z) − log q(z|x,c) (the
-    importance correction Eq. 9 leaves out). Classes outside the `kept` best by the cheap terms
-    (label, and latent when it is used) are −inf.
+    importance correction Eq. 9 leaves out), only − log q(z|x,c) beside `latent`, so that
+    log p(z) is counted once. Classes outside the `kept` best by the cheap terms (label, and
+    latent when it is used) are −inf.
     """
     mu, logvar = model.encoder.all_classes(model.encoder.features(x))
     std = std_from_logvar(logvar)
@@ -108,8 +109,9 @@ def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[
         if "latent" in terms:
             out["latent"] = latent_weight * latent
         if "prior" in terms:  # − log N(z; μ, σ²) up to the same constant as `latent`
-            out["prior"] = (latent + 0.5 * noise.pow(2).sum(-1)
-                            + torch.log(std).sum(-1)[:, :, None])
+            out["prior"] = 0.5 * noise.pow(2).sum(-1) + torch.log(std).sum(-1)[:, :, None]
+            if "latent" not in terms:  # else log p(z) is already in the sum, weighted
+                out["prior"] = out["prior"] + latent
     ranking = torch.logsumexp(label + out.get("latent", 0.0), dim=2)
     if "recon" in terms:
         classes = torch.arange(n_classes, device=x.device).expand(batch, n_classes)

@@ -225,6 +225,38 @@ def test_latent_weight_scales_the_learned_prior(tiny_model_cfg: ModelConfig,
     torch.testing.assert_close(doubled, without + 2.0 * latent, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("prior", ["normal", "mixture"])
+def test_importance_counts_log_prior_once(tiny_model_cfg: ModelConfig, images: torch.Tensor,
+                                          prior: str) -> None:
+    """With one sample the importance score is recon + label + log p(z) − log q(z|x,c),
+    whether log p(z) is the standard normal's or a learned prior's (weighted) `latent` term."""
+    torch.manual_seed(0)
+    model = DGC(SHAPE, N_CLASSES, dataclasses.replace(tiny_model_cfg, prior=prior))
+    with torch.no_grad():
+        model.encoder.logvar.bias.fill_(-1.0)
+    cfg = PredictConfig(samples=1, latent_weight=2.0)
+    scored = class_scores(model, images, dataclasses.replace(cfg, importance=True), seed=2)
+
+    noise = torch.randn(1, model.cfg.latent_dim, generator=torch.Generator().manual_seed(2))
+    model.eval()
+    expected = torch.empty(len(images), N_CLASSES)
+    with torch.no_grad():
+        for c in range(N_CLASSES):
+            mu, logvar = model.encoder(images, torch.full((len(images),), c))
+            std = torch.sqrt(1e-8 + logvar.exp())
+            z = mu + std * noise
+            recon = -0.5 * (images - model.decoder(z)).pow(2).flatten(1).sum(1)
+            label = torch.log_softmax(model.head(z), dim=1)[:, c]
+            if prior == "normal":
+                log_p = -0.5 * z.pow(2).sum(1)
+            else:
+                log_p = 2.0 * model.prior.log_density(z[:, None, None, :],
+                                                      torch.tensor(c).view(1, 1, 1))[:, 0, 0]
+            log_q = -0.5 * noise.pow(2).sum(1) - std.log().sum(1)
+            expected[:, c] = recon + label + log_p - log_q
+    torch.testing.assert_close(scored, expected, atol=2e-4, rtol=1e-5)
+
+
 def test_mmd_term_adds_the_released_per_chunk_offset(model: DGC, images: torch.Tensor) -> None:
     """+ MMD of each chunk of `mmd_images` images' codes, the same however the batches fall."""
     cfg = PredictConfig(samples=2)
