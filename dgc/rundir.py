@@ -57,8 +57,12 @@ def changes(old: dict[str, Any], new: dict[str, Any], free: Collection[str]) -> 
 def check_resume(old: dict[str, Any], new: dict[str, Any], whose: str) -> None:
     """Refuse to resume a run whose recorded settings (`whose`) differ from the new ones in a
     setting that would change its result."""
-    # these schedules' learning rate at every step depends on the total number of epochs
-    epochs_fixed = flatten(new).get("train.schedule") in EPOCH_DEPENDENT_SCHEDULES
+    # these schedules' learning rate, and deferred re-weighting's first epoch, depend on the
+    # total number of epochs
+    settings = flatten(new)
+    epochs_fixed = (settings.get("train.schedule") in EPOCH_DEPENDENT_SCHEDULES
+                    or (settings.get("baseline.weighting", "none") != "none"
+                        and settings.get("baseline.weights_from", 0) > 0))
     free = RESUME_FREE - {"train.epochs"} if epochs_fixed else RESUME_FREE
     if differences := changes(old, new, free):
         raise DGCError(f"cannot resume: the configuration differs from {whose} in "

@@ -23,7 +23,8 @@ from dgc.config import TrainConfig, apply_overrides, build_config, convert, vali
 from dgc.data import load_imbalanced
 from dgc.errors import DGCError
 from dgc.io import load_checkpoint
-from dgc.rundir import LOCK, RunDir
+from dgc.methods import get_method
+from dgc.rundir import EPOCH_DEPENDENT_SCHEDULES, LOCK, RunDir, check_resume
 
 TRAIN = ["train", "--seed", "1", "--samples", "1", "--quiet", "--no-report", "--threads", "1",
          "--set", "train.pretrain_batch=200", "--set", "train.schedule=constant"]
@@ -183,6 +184,21 @@ def test_resume_on_other_data_is_refused(run_dir: Path, tmp_path: Path,
     fails_with([*TRAIN, "--epochs", "2", "--data", str(other), "--resume", "--out",
                 str(run_dir)], "the test set of", capsys)
     assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize(("method", "refused"), [("ldam-drw", True), ("cb", False),
+                                                  ("dgc-faithful", False)])
+def test_more_epochs_on_resume_only_where_nothing_depends_on_them(method: str,
+                                                                  refused: bool) -> None:
+    """LDAM-DRW re-weights from 80 % of the epochs: more epochs would move that point mid-run."""
+    cfg = get_method(method).configure(build_config("fashion", "cpu"))
+    assert cfg.train.schedule not in EPOCH_DEPENDENT_SCHEDULES
+    longer = apply_overrides(cfg, [f"train.epochs={cfg.train.epochs + 10}"])
+    if refused:
+        with pytest.raises(DGCError, match="train.epochs"):
+            check_resume(cfg.to_dict(), longer.to_dict(), "the run's")
+    else:
+        check_resume(cfg.to_dict(), longer.to_dict(), "the run's")
 
 
 def test_evaluate_and_report_refuse_changed_data(finished: Path, tmp_path: Path,
