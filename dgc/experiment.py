@@ -33,6 +33,7 @@ from dgc.io import (
     load_checkpoint,
     load_newest_checkpoint,
     load_weights,
+    save_checkpoint,
     write_json,
 )
 from dgc.methods import get_method
@@ -343,8 +344,34 @@ def resume_trainer(trainer: EpochTrainer, out: Path, cfg: RunConfig, log: Any) -
     check_resume(saved, cfg.to_dict(), "the checkpoint's")
     trainer.load_state_dict(state)
     if trainer.best["epoch"] is not None:  # no best yet before the first validated epoch
-        trainer.best_weights = load_checkpoint(out / BEST)["model"]
+        restore_best_file(trainer, out / BEST, log)
     log(f"dgc: resuming {out} after epoch {trainer.epoch} of {cfg.train.epochs}")
+
+
+def restore_best_file(trainer: EpochTrainer, path: Path, log: Any) -> None:
+    """Make `best.pt` hold the best epoch the checkpoint records.
+
+    A run stopped between its two saves of an epoch, or resumed from the previous checkpoint
+    generation, can find `best.pt` from another epoch; the checkpoint's own copy of the best
+    weights rewrites it. Checkpoints written before they carried that copy use `best.pt` when
+    its epoch agrees, and are refused when it does not.
+    """
+    epoch = trainer.best["epoch"]
+    try:
+        found = load_checkpoint(path)
+    except DGCError:
+        found = None
+    if found is not None and found.get("epoch") == epoch:
+        if trainer.best_weights is None:
+            trainer.best_weights = found["model"]
+        return
+    what = "is missing or damaged" if found is None else f"holds epoch {found.get('epoch')}"
+    if trainer.best_weights is None:
+        raise DGCError(f"cannot resume: {path} {what}, but the checkpoint's best is epoch "
+                       f"{epoch}, whose weights this older checkpoint does not keep; start "
+                       "again with --overwrite, or another --out")
+    save_checkpoint(path, {"model": trainer.best_weights, **trainer.best})
+    log(f"dgc: {path} {what}; rewrote it with the best epoch ({epoch}) from the checkpoint")
 
 
 def full_data(cfg: RunConfig) -> ImbalancedData:

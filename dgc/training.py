@@ -122,6 +122,7 @@ class EpochTrainer:
             "step": self.step,
             "seconds": self.seconds,
             "best": dict(self.best),
+            "best_model": self.best_weights,  # so that best.pt can never disagree with it
             "history": self.history,
             "config": self.cfg.to_dict(),
         }
@@ -132,6 +133,7 @@ class EpochTrainer:
         self.generator.set_state(state["generator"])
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
         self.best, self.history = dict(state["best"]), state["history"]
+        self.best_weights = state.get("best_model")  # older checkpoints lack it
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:

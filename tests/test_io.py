@@ -129,3 +129,52 @@ def test_resume_from_the_previous_generation_ends_like_a_straight_run(
     again = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in again["epochs"]] == [
         {k: v for k, v in r.items() if k != "seconds"} for r in history["epochs"]]
+
+
+def test_resume_rewrites_a_best_file_of_another_epoch(
+        digits_config: Callable[..., RunConfig], tmp_path: Path) -> None:
+    """best.pt from an epoch the checkpoint never recorded (a run stopped between its two saves
+    of an epoch) is rewritten from the checkpoint's copy of the best weights; a checkpoint too
+    old to carry that copy refuses to resume rather than evaluate the wrong weights."""
+    run = tmp_path / "run"
+    cfg = digits_config(run, 'train.schedule="constant"', "train.epochs=2",
+                        "train.pretrain_steps=0", "train.val_fraction=0.1", "train.eval_every=1")
+    straight = train_run(cfg, progress=False, log=lambda _: None)
+    best = load_checkpoint(run / "best.pt")
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["best"]["epoch"] == best["epoch"]
+    for name, weights in best["model"].items():
+        assert torch.equal(state["best_model"][name], weights)
+
+    def unfinish_with_stray_best() -> None:
+        save_checkpoint(run / "best.pt", {"model": {k: torch.zeros_like(v) for k, v in
+                                                    best["model"].items()},
+                                          "score": 1.0, "epoch": 7})
+        for name in ("metrics.json", "predictions.npz"):
+            (run / name).unlink()
+
+    unfinish_with_stray_best()
+    logs: list[str] = []
+    resumed = train_run(cfg, resume=True, progress=False, log=logs.append)
+    assert any(f"holds epoch 7; rewrote it with the best epoch ({best['epoch']})" in line
+               for line in logs)
+    rewritten = load_checkpoint(run / "best.pt")
+    assert rewritten["epoch"] == best["epoch"]
+    for name, weights in best["model"].items():
+        assert torch.equal(rewritten["model"][name], weights)
+    seconds = ("seconds_train", "seconds_predict")
+    assert {k: v for k, v in resumed.items() if k not in seconds} == {
+        k: v for k, v in straight.items() if k not in seconds}
+
+    del state["best_model"]  # as checkpoints were written before they carried it
+    save_checkpoint(run / "checkpoint.pt", state)
+    unfinish_with_stray_best()
+    before = files(run)
+    with pytest.raises(DGCError, match="best.pt holds epoch 7, but the checkpoint's best is "
+                                       "epoch .*older checkpoint does not keep"):
+        train_run(cfg, resume=True, progress=False, log=lambda _: None)
+    assert files(run) == before
+    save_checkpoint(run / "best.pt", best)  # an older checkpoint beside its own best.pt
+    again = train_run(cfg, resume=True, progress=False, log=lambda _: None)
+    assert {k: v for k, v in again.items() if k not in seconds} == {
+        k: v for k, v in straight.items() if k not in seconds}
