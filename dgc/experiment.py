@@ -182,8 +182,6 @@ def train_locked(cfg: RunConfig, out: RunDir, resume: bool, progress: bool, log:
         torch.set_num_threads(cfg.threads)
     data = checked_data(cfg, out, resume)
     model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
-    if overwrite and out.holds_run():
-        log(f"dgc: moved the earlier run in {out.path} to {out.move_aside()}")
     train_data = to_train_data(data, cfg)
     cfg = with_steps(cfg, len(train_data.y), distributed.world_size())
     if not main:
@@ -191,6 +189,8 @@ def train_locked(cfg: RunConfig, out: RunDir, resume: bool, progress: bool, log:
                                          y_val=train_data.y_val[:0])
     trainer = family_of(cfg).trainer(model, cfg, train_data, out.path if main else None,
                                      progress=progress, log=log)
+    if overwrite and out.holds_run():  # only now: building the trainer checks the last settings
+        log(f"dgc: moved the earlier run in {out.path} to {out.move_aside()}")
     if resume:
         resume_trainer(trainer, out.path, cfg, log)
     if main:

@@ -81,6 +81,18 @@ def test_overwrite_moves_the_old_run_aside(run_dir: Path) -> None:
     assert run_dir.with_name("run.old-2").is_dir() and snapshot(aside) == before
 
 
+def test_overwrite_moves_nothing_when_a_late_check_refuses(
+        run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A generator run that does not exist is found only when the trainer is built: the old
+    run must still be where it was."""
+    before = snapshot(run_dir)
+    fails_with([*DIGITS, "--method", "ce", "--set", "baseline.resample=dgc", "--set",
+                f"baseline.generator={tmp_path / 'typo-s{seed}'}", "--overwrite", "--out",
+                str(run_dir)], "typo-s1", capsys)
+    assert snapshot(run_dir) == before
+    assert not run_dir.with_name("run.old-1").exists()
+
+
 def test_a_locked_folder_is_refused_and_a_stale_lock_taken_over(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
