@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import csv
 import io
+import os
 import signal
 import sys
 import threading
@@ -400,8 +401,16 @@ def load_array(path: Path) -> np.ndarray:
         return read_member(loaded, (preferred or loaded.files)[0], path)
 
 
-def refuse_existing_output(paths: Sequence[Path], overwrite: bool) -> None:
-    """A file the user already has is only replaced when asked (`--overwrite`)."""
+def check_output_files(paths: Sequence[Path], overwrite: bool) -> None:
+    """Before any work: the files can be written where asked, and a file the user already has
+    is only replaced when asked (`--overwrite`)."""
+    for folder in dict.fromkeys(path.absolute().parent for path in paths):
+        if not folder.is_dir():
+            raise DGCError(f"--out: the folder {folder} does not exist; create it, or choose "
+                           "another --out")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise DGCError(f"--out: the folder {folder} is not writable; make it writable, or "
+                           "choose another --out")
     existing = [str(path) for path in paths if path.exists()]
     if existing and not overwrite:
         raise DGCError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}"
@@ -409,7 +418,7 @@ def refuse_existing_output(paths: Sequence[Path], overwrite: bool) -> None:
 
 
 def command_predict(args: argparse.Namespace) -> None:
-    refuse_existing_output([Path(args.out)], args.overwrite)
+    check_output_files([Path(args.out)], args.overwrite)
     run = load_run(args.run_dir)
     predict = predict_settings(args, run.cfg)
     images, names = read_images(Path(args.input), tuple(run.model.image_shape))
@@ -452,7 +461,7 @@ def command_sample(args: argparse.Namespace) -> None:
         raise DGCError(f"--n must be at least 1, got {args.n}")
     if args.seed is not None and not 0 <= args.seed < 2**32:
         raise DGCError(f"--seed must be in 0..2**32-1, got {args.seed}")
-    refuse_existing_output([out, out.with_suffix(".png")], args.overwrite)
+    check_output_files([out, out.with_suffix(".png")], args.overwrite)
     images, name, sources = sample_class(args.run_dir, args.class_name, args.n, args.seed)
     atomic_write(out, lambda f: np.savez_compressed(
         f, x=images, class_name=np.array(name), source_indices=sources))

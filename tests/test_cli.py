@@ -261,9 +261,20 @@ def test_predict_bad_input(run_dir: Path, tmp_path: Path, capsys: pytest.Capture
 def test_predict_unwritable_output(run_dir: Path, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     np.save(tmp_path / "x.npy", np.zeros((1, 8, 8, 1), dtype=np.uint8))
+    missing = tmp_path / "no" / "such"
     assert main(["predict", str(run_dir), "--input", str(tmp_path / "x.npy"),
-                 "--out", str(tmp_path / "no" / "such" / "dir.csv")]) == 2
-    one_error_line(capsys.readouterr().err)
+                 "--out", str(missing / "dir.csv")]) == 2
+    assert f"--out: the folder {missing} does not exist" in one_error_line(
+        capsys.readouterr().err)
+    # refused before anything is read: a missing run is not what it reports
+    for command in (["predict", str(tmp_path / "nothing"), "--input", str(tmp_path / "x.npy")],
+                    ["sample", str(tmp_path / "nothing"), "--class", "0", "--n", "4"]):
+        assert main([*command, "--out", str(missing / "out.npz")]) == 2
+        assert "--out: the folder" in one_error_line(capsys.readouterr().err)
+    (tmp_path / "file").write_text("")
+    assert main(["predict", str(run_dir), "--input", str(tmp_path / "x.npy"),
+                 "--out", str(tmp_path / "file" / "p.csv")]) == 2
+    assert "does not exist" in one_error_line(capsys.readouterr().err)
 
 
 def test_evaluate_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
