@@ -74,6 +74,17 @@ def session(device: str) -> Iterator[None]:
             dist.destroy_process_group()
 
 
+def share_refusal(refusal: DGCError | None) -> None:
+    """Process 0's verdict on the run folder, raised in every process: only it checks the
+    folder, and the others must not start training (and wait in a collective) when it refused."""
+    if world_size() == 1:
+        return
+    message = [None if refusal is None else str(refusal)]
+    dist.broadcast_object_list(message, src=0)
+    if message[0] is not None and rank() != 0:
+        raise DGCError(message[0])
+
+
 def derived_seed(seed: int, *keys: int) -> int:
     """A seed for (run seed, *keys), the same in every process and every Python session."""
     return random.Random("/".join(map(str, (seed, *keys)))).getrandbits(63)

@@ -7,6 +7,7 @@ it, for configuration code imports it and not the models.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -167,11 +168,18 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
         progress, log = False, quiet
     out = RunDir(cfg.out_dir)
     if not main:  # process 0 owns the folder and its lock
+        distributed.share_refusal(None)
         return train_locked(cfg, out, resume, progress, log, main)
-    with out.lock():  # checked under the lock, so no other command can start a run between
-        out.refuse_existing(resume, overwrite)
-        if resume:
-            out.check_resumable(cfg)
+    with contextlib.ExitStack() as locked:
+        try:  # checked under the lock, so no other command can start a run between
+            locked.enter_context(out.lock())
+            out.refuse_existing(resume, overwrite)
+            if resume:
+                out.check_resumable(cfg)
+        except DGCError as refusal:
+            distributed.share_refusal(refusal)
+            raise
+        distributed.share_refusal(None)
         return train_locked(cfg, out, resume, progress, log, main, overwrite)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -52,6 +53,18 @@ def test_torchrun_trains_two_processes_into_one_model(tmp_path: Path) -> None:
     assert distributed.fingerprint(final_weights) == first
     config = json.loads((out / "config.json").read_text())
     assert config["environment"]["processes"] == 2
+
+    # the same command again: process 0 refuses the folder, and so does every other process
+    # (before, they went on to train and waited for process 0 in a collective)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert again.returncode != 0
+    assert again.stderr.count("holds a finished run; continue it with --resume") == 2
+    # torchrun itself reports its failed children with a traceback of its own; none from dgc
+    assert not re.search(r'File ".*[/\\]dgc[/\\]\w+\.py"', again.stderr)
+    assert "DGCError" not in again.stderr and "(test set)" not in again.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 def test_without_torchrun_everything_is_one_process() -> None:
