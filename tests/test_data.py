@@ -240,6 +240,17 @@ def test_download_into_explicit_dir_fetches_only_missing_files(
     assert sorted(p.name for p in target.iterdir()) == sorted(data.IDX_FILES)
 
 
+def test_a_named_data_folder_that_does_not_exist_is_refused(
+    isolated: Path, http_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped --data-dir is not created and filled with a download."""
+    base, served = http_server
+    _serve_idx(served, monkeypatch, base, "fashion")
+    with pytest.raises(DGCError, match="the data folder .*typo does not exist"):
+        data.load_fashion(isolated / "typo")
+    assert not (isolated / "typo").exists()
+
+
 def test_corrupted_download_is_rejected_and_deleted(
     isolated: Path, http_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -277,6 +288,7 @@ def test_network_failure_lists_only_the_named_dir(
 ) -> None:
     write_idx_set(isolated / "env" / "mnist")
     monkeypatch.setenv("DGC_DATA", str(isolated / "env"))
+    (isolated / "explicit").mkdir()  # empty: the download is tried there, and fails
     with pytest.raises(DGCError) as info:
         data.load_mnist(isolated / "explicit")
     message = str(info.value)

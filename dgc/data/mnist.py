@@ -126,19 +126,24 @@ def _parse_idx(data: bytes, path: Path) -> np.ndarray:
 
 
 def _locate_idx(name: str, data_dir: PathLike | None) -> Path:
-    """Find a directory holding the four IDX files, downloading them if none does."""
+    """Find a directory holding the four IDX files, downloading them if none does: into the
+    folder the user named, which must exist (a mistyped path is not created), else ./data/<name>."""
     extra = [DEBIAN_FASHION_DIR] if name == "fashion" else []
     searched = candidate_dirs(name, data_dir, extra)
     found = find_dir(searched, IDX_FILES)
     if found is not None:
         return found
     target = Path(data_dir).expanduser() if data_dir is not None else Path("data", name)
+    if data_dir is not None and not target.is_dir():
+        raise DGCError(f"the data folder {target} does not exist; name the folder that holds "
+                       f"the {name} files ({', '.join(IDX_FILES)}), or create it for dgc to "
+                       "download them into")
     base = DOWNLOAD_URLS[name]
     try:
         target.mkdir(parents=True, exist_ok=True)
         for filename in IDX_FILES:
             if not (target / filename).is_file():
-                log.info("downloading %s%s to %s", base, filename, target)
+                log.warning("dgc: downloading %s%s to %s", base, filename, target)
                 download(base + filename, target / filename, MD5SUMS[name][filename])
     except (OSError, http.client.HTTPException) as exc:
         missing = [f for f in IDX_FILES if not (target / f).is_file()]
