@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dgc", description="Deep Generative Classifier for class-imbalanced data. The "
         "method and protocol: docs/METHOD.md; what each failure does: docs/RELIABILITY.md.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks (anywhere on the command line)")
     parser.add_argument("--version", action="version", version=f"dgc {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -232,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="crop + flip augmentation and a cosine schedule for every method")
     bench.add_argument("--paper", action="store_true",
                        help="add the paper's published rows (docs/METHOD.md §7) to the tables")
-    bench.add_argument("--out", help="benchmark folder (default runs/bench-<exp>-<preset>)")
+    bench.add_argument("--out", help="benchmark folder (default runs/bench-<exp>-<preset>, "
+                       "with -norecipe after it under --recipe off)")
     add_training_options(bench)
     add_exact_and_bf16(bench, "every DGC run predicts with")
     return parser
@@ -515,10 +517,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0].startswith("--") and argv[0] not in ("--help", "--debug", "--version"):
+    debug = "--debug" in argv  # before or after the command alike
+    argv = [arg for arg in argv if arg != "--debug"]
+    if argv and argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
         argv.insert(0, "train")
-    if argv[:1] == ["--debug"] and (len(argv) == 1 or argv[1] not in COMMANDS):
-        argv.insert(1, "train")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -534,7 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "as one process")
             handler(args)
     except DGCError as error:
-        if args.debug:
+        if debug:
             raise
         print(f"dgc: error: {error}", file=sys.stderr)
         return 2

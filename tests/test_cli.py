@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from dgc.cli import build_parser, main
+from dgc.errors import DGCError
 from dgc.experiment import load_run
 
 CLASS_NAMES = [str(i) for i in range(10)]
@@ -334,3 +335,25 @@ def test_default_prediction_is_top2_and_exact_restores_spec(tmp_path: Path) -> N
         None, 10, "bayes")
     assert (changed.train.epochs, changed.train.lr) == (3, 0.01)
     assert option_settings(parser.parse_args(["sweep", "--values", "1"])) == {}
+
+
+@pytest.mark.parametrize("argv", [
+    ["--debug", "--exp", "digits", "--set", "train.nonsense=1"],
+    ["--exp", "digits", "--set", "train.nonsense=1", "--debug"],
+    ["train", "--exp", "digits", "--debug", "--set", "train.nonsense=1"],
+])
+def test_debug_shows_the_traceback_wherever_it_is_given(
+        argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(DGCError, match="train has no setting 'nonsense'"):
+        main([*argv, "--out", str(tmp_path / "r")])
+    assert main([a for a in argv if a != "--debug"] + ["--out", str(tmp_path / "r")]) == 2
+    assert "train has no setting" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_debug_with_help_is_the_main_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--debug", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: dgc [-h]") and "COMMAND" in out and "--seed" not in out
