@@ -126,13 +126,15 @@ def run_bench(configs: Sequence[RunConfig], out_dir: str | Path, exp: str, recip
 
 
 def trained_on(config: dict[str, Any]) -> str | None:
-    """The device a run trained on and, on the CPU, its thread count: either changes the
-    numbers a seed gives, so a table that mixes them must say so."""
+    """The device a run trained on and, on the CPU, its thread counts (a resume may change
+    them): either changes the numbers a seed gives, so a table that mixes them must say so."""
     device = config.get("device")
-    threads = (config.get("environment") or {}).get("threads") or config.get("threads")
-    if device != "cpu" or not threads:
+    places = [config.get("environment") or {}, *config.get("resumed_in", [])]
+    counts = sorted({e["threads"] for e in places if e.get("threads")}
+                    or ({config["threads"]} if config.get("threads") else set()))
+    if device != "cpu" or not counts:
         return device
-    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
+    return f"cpu ({' and '.join(map(str, counts))} thread{'' if counts == [1] else 's'})"
 
 
 def collect(configs: Sequence[RunConfig], exp: str, recipe: bool) -> dict[str, Any]:

@@ -84,6 +84,18 @@ def environment(cfg: RunConfig) -> dict[str, Any]:
             "machine": platform.machine(), "processor": cpu_model()}
 
 
+def environments(out: RunDir, resume: bool, now: dict[str, Any]) -> dict[str, Any]:
+    """config.json's record of where the run trained: the `environment` it started in, and
+    under `resumed_in` each other one a resume continued it in (threads may change on resume)."""
+    if not (resume and (out / CONFIG).is_file()):
+        return {"environment": now}
+    recorded = out.config()
+    first, others = recorded.get("environment") or now, list(recorded.get("resumed_in", []))
+    if now != first and now not in others:
+        others.append(now)
+    return {"environment": first, **({"resumed_in": others} if others else {})}
+
+
 @dataclass
 class Run:
     """A trained model with what is needed to use it: classes, counts and configuration."""
@@ -203,7 +215,8 @@ def train_locked(cfg: RunConfig, out: RunDir, resume: bool, progress: bool, log:
         resume_trainer(trainer, out.path, cfg, log)
     if main:
         write_json(out / CONFIG, {
-            **cfg.to_dict(), "environment": environment(cfg), **data_fingerprints(data),
+            **cfg.to_dict(), **environments(out, resume, environment(cfg)),
+            **data_fingerprints(data),
             "n_params": count_parameters(model),
             "data": {"class_names": list(data.class_names),
                      "image_shape": list(data.x_train.shape[1:]),

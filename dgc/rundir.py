@@ -33,7 +33,7 @@ BEST = "best.pt"  # the weights that are evaluated
 # Files that only a run writes: one of them makes a folder "hold a run".
 RUN_FILES = (CONFIG, CHECKPOINT, PREVIOUS, BEST, HISTORY, METRICS)
 # Keys of config.json that record facts about the run rather than settings.
-RUN_FACTS = ("environment", "split_sha256", "test_sha256", "n_params", "data")
+RUN_FACTS = ("environment", "resumed_in", "split_sha256", "test_sha256", "n_params", "data")
 FINGERPRINTS = ("split_sha256", "test_sha256")
 
 # What may differ between the settings a run recorded and a new request for it: where and how

@@ -18,6 +18,7 @@ import torch
 
 import dgc.experiment
 import dgc.training
+from dgc.benchmark import trained_on
 from dgc.config import RunConfig, apply_overrides, build_config
 from dgc.data import ImbalancedData
 from dgc.data.files import write_cache
@@ -346,6 +347,27 @@ def test_resume_a_run_whose_epochs_come_from_its_steps(digits_config: Callable[.
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["epochs"] == 2
     again = train_run(cfg, resume=True, progress=False, log=quiet)
     assert without_seconds(again) == without_seconds(first)
+
+
+def test_resume_in_other_threads_keeps_where_the_run_started(
+        digits_config: Callable[..., RunConfig], tmp_path: Path) -> None:
+    """config.json keeps the first environment and lists each other one a resume ran in, so a
+    benchmark table says the run mixed thread counts."""
+    threads = torch.get_num_threads()
+    settings = ('train.schedule="constant"', "train.epochs=1", "train.pretrain_steps=0")
+    try:
+        train_run(digits_config(tmp_path, *settings, threads=1), progress=False, log=quiet)
+        for _ in range(2):  # the second resume adds nothing new
+            train_run(digits_config(tmp_path, *settings, threads=2), resume=True,
+                      progress=False, log=quiet)
+    finally:
+        torch.set_num_threads(threads)
+    config = read(tmp_path / "config.json")
+    assert config["environment"]["threads"] == 1
+    assert [e["threads"] for e in config["resumed_in"]] == [2]
+    assert trained_on(config) == "cpu (1 and 2 threads)"
+    assert trained_on({**config, "resumed_in": []}) == "cpu (1 thread)"
+    assert load_run(tmp_path).cfg.threads == 2  # a fact, not a setting: the run still loads
 
 
 @pytest.mark.parametrize("name", ["cosine", "manual_smooth"])
