@@ -52,6 +52,17 @@ def with_prediction(run: Run, predict: PredictConfig) -> tuple[Run, str]:
             f"-{predict_tag(predict)}")
 
 
+def ood_suffix(run: Run, predict: PredictConfig) -> str:
+    """The suffix of an `ood-*.json` under `predict`: novelty scores use only the number of
+    codes and a learned prior's weight, so only those name the file."""
+    own = run.cfg.predict
+    if not family_of(run.cfg).generative or (predict.samples, predict.latent_weight) == (
+            own.samples, own.latent_weight):
+        return ""
+    weight = f"-latent{predict.latent_weight:g}" if predict.latent_weight != 1.0 else ""
+    return f"-s{predict.samples}{weight}"
+
+
 def evaluate_calibration(run_dir: str | Path, run: Run | None = None, suffix: str = "",
                          scores: SplitScores | None = None) -> tuple[dict[str, Any], Path]:
     """Test-set calibration before and after temperature scaling fitted on validation (only

@@ -32,6 +32,7 @@ from dgc.capabilities import (
     evaluate_ood,
     evaluate_prior_shift,
     ood_markdown,
+    ood_suffix,
     parse_sources,
     shift_markdown,
     with_prediction,
@@ -339,6 +340,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
 
 def evaluate_capabilities(args: argparse.Namespace, run: Run, predict: PredictConfig) -> None:
     """`evaluate --calibration / --prior-shift / --ood`, for DGC and baseline runs alike."""
+    novelty_suffix = ood_suffix(run, predict)
     run, suffix = with_prediction(run, predict)
     data = recorded_data(run)  # read and checked once for every capability
     novel = {}
@@ -359,7 +361,8 @@ def evaluate_capabilities(args: argparse.Namespace, run: Run, predict: PredictCo
         print(f"## Test sets resampled to other class priors\n\n{shift_markdown(report)}\n")
         written.append(path)
     if novel:
-        report, path = evaluate_ood(args.run_dir, novel, run, suffix, data, args.ood_limit)
+        report, path = evaluate_ood(args.run_dir, novel, run, novelty_suffix, data,
+                                    args.ood_limit)
         print(f"## Novel images against the test set ({report['n_known']} images)\n\n"
               f"{ood_markdown(report)}\n")
         written.append(path)

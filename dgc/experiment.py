@@ -482,4 +482,7 @@ def decompose_run(run_dir: str | Path, predict: PredictConfig,
     data = recorded_data(run)
     x = images_to_tensor(data.x_test, run.cfg.device)
     report = decompose(run.generator, x, data.y_test, predict, seed=run.cfg.seed)
-    return report, write_json(Path(run_dir) / f"decomposition-s{predict.samples}.json", report)
+    # named by the settings a decomposition uses (it scores every class, without the MMD term)
+    tag = f"s{predict.samples}" + ("-bf16" if predict.bf16 else "")
+    tag += f"-latent{predict.latent_weight:g}" if predict.latent_weight != 1.0 else ""
+    return report, write_json(Path(run_dir) / f"decomposition-{tag}.json", report)

@@ -140,6 +140,24 @@ def test_evaluate_writes_calibration_shift_and_ood(bench: Path, tmp_path: Path) 
         assert ood["sources"]["heldout"]["n_novel"] == 100 and ood["n_known"] == 400
 
 
+def test_result_files_are_named_by_the_settings_they_use(bench: Path) -> None:
+    """Novelty scores use only S (and a learned prior's weight), a decomposition also bf16:
+    settings they ignore do not name their files, and those they use never replace another's."""
+    run_dir = bench / "dgc-s2"
+    samples = load_run(run_dir).cfg.predict.samples
+    for extra, name in (([], "ood-noise.json"), (["--top-k", "1", "--bf16"], "ood-noise.json"),
+                        (["--samples", str(samples + 1)], f"ood-noise-s{samples + 1}.json")):
+        (run_dir / name).unlink(missing_ok=True)
+        code, _, stderr = run_cli(["evaluate", str(run_dir), "--ood", "noise", *extra])
+        assert code == 0, stderr
+        assert (run_dir / name).is_file()
+    for extra, name in (([], "decomposition-s1.json"), (["--bf16"], "decomposition-s1-bf16.json")):
+        code, _, stderr = run_cli(["evaluate", str(run_dir), "--decompose", "--samples", "1",
+                                   *extra])
+        assert code == 0, stderr
+        assert (run_dir / name).is_file()
+
+
 def test_an_ood_limit_scores_one_fixed_subset_for_every_run(bench: Path) -> None:
     images = np.arange(300).reshape(100, 3)
     rows = subsample(images, 40)
