@@ -295,12 +295,21 @@ def command_train(args: argparse.Namespace) -> None:
     print(format_metrics(metrics, title=f"{cfg.method} on {cfg.exp}, seed {cfg.seed} (test set)"))
     print(f"training {metrics['seconds_train']:.0f} s, test prediction "
           f"{metrics['seconds_predict']:.0f} s; files in {cfg.out_dir}")
-    if DATASETS[exp].published:
-        print(paper_comparison(metrics, DATASETS[exp].published["DGC"]))
+    if paper := published_dgc(cfg):
+        print(paper_comparison(metrics, paper))
     if not args.no_report:
         with RunDir(cfg.out_dir).lock():
             path = write_report(cfg.out_dir, progress=not args.quiet)
         print(f"dgc: report written to {path}")
+
+
+def published_dgc(cfg: RunConfig) -> dict[str, float] | None:
+    """The paper's DGC row for a run on its protocol (the dataset's imbalance profile, every
+    class); None for any other run, which those numbers do not describe."""
+    published = DATASETS[cfg.exp].published
+    if not published or cfg.profile is not None or cfg.train.held_out:
+        return None
+    return published["DGC"]
 
 
 def paper_comparison(metrics: dict, paper: dict) -> str:

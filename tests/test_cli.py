@@ -357,3 +357,17 @@ def test_debug_with_help_is_the_main_help(capsys: pytest.CaptureFixture[str]) ->
     assert exited.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: dgc [-h]") and "COMMAND" in out and "--seed" not in out
+
+
+def test_the_paper_is_quoted_only_for_runs_on_its_protocol() -> None:
+    import dataclasses
+
+    from dgc.cli import published_dgc
+    from dgc.config import apply_overrides, build_config
+
+    fashion = build_config("fashion", "cpu")
+    assert published_dgc(fashion)["acsa"] == 0.8364
+    assert published_dgc(build_config("digits", "cpu")) is None  # not in the paper
+    assert published_dgc(dataclasses.replace(fashion, profile=(100,) * 10)) is None
+    held_out = apply_overrides(fashion, ["train.held_out=[8,9]"])
+    assert published_dgc(held_out) is None
