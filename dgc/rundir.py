@@ -143,8 +143,15 @@ class RunDir:
     def differences(self, cfg: RunConfig) -> list[str]:
         """'name: old -> new' for each setting the finished run differs in from `cfg`, as a
         series sees it (`SERIES_FREE`; the epochs `train.steps` derived are compared as asked)."""
-        free = SERIES_FREE - ({"data_dir"} if DATASETS[cfg.exp].user_data else set())
-        return changes(as_asked(self.settings().to_dict()), as_asked(cfg.to_dict()), free)
+        if not DATASETS[cfg.exp].user_data:
+            return changes(as_asked(self.settings().to_dict()), as_asked(cfg.to_dict()),
+                           SERIES_FREE)
+        # the user's data is its folder or file, however the path is spelled
+        old, new = (as_asked(c.to_dict()) for c in (self.settings(), cfg))
+        for settings in (old, new):
+            if settings.get("data_dir"):
+                settings["data_dir"] = str(Path(settings["data_dir"]).expanduser().resolve())
+        return changes(old, new, SERIES_FREE - {"data_dir"})
 
     def check_resumable(self, cfg: RunConfig) -> None:
         """Refuse, before any data is loaded, to resume a run recorded with other settings

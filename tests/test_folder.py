@@ -279,6 +279,13 @@ def test_train_evaluate_predict_and_bench_on_class_folders(
     assert {r["method"] for r in results["runs"]} == {"dgc", "ce"}
     assert "`dgc`" in (bench / "table.md").read_text()
 
+    # the same folder spelled another way is the same data: the finished runs are reused
+    finished = {p: p.stat().st_mtime_ns for p in bench.glob("*/metrics.json")}
+    respelled = f"{split_dir}/../{split_dir.name}/"
+    assert main(["bench", "--data-dir", respelled, "--methods", "dgc,ce", "--seeds", "1",
+                 "--epochs", "1", "--image-size", "8", "--quiet", "--out", str(bench)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in bench.glob("*/metrics.json")} == finished
+
     # the folder is the data: another folder's finished runs are not counted as this one's
     other = tmp_path / "other"
     write_classes(other / "train", {"a": 8, "b": 4, "c": 2}, start=60)
