@@ -194,10 +194,10 @@ class RunDir:
             try:
                 fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
-                owner = lock.read_text(errors="replace").split() if lock.is_file() else []
-                host, pid = (owner + ["?", "?"])[:2]
+                text = lock.read_text(errors="replace") if lock.is_file() else ""
+                host, pid = (text.split() + ["?", "?"])[:2]
                 if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
-                    lock.unlink(missing_ok=True)  # stale: its process has died
+                    self._remove_stale(lock, text)  # its process has died
                     continue
                 raise DGCError(f"{self.path} is in use by process {pid} on {host} (lock file "
                                f"{lock}); wait for it to end, or delete the lock file if that "
@@ -209,6 +209,20 @@ class RunDir:
                 handle.write(me)
             return
         raise DGCError(f"cannot take the lock file {lock}; delete it and rerun")
+
+    def _remove_stale(self, lock: Path, text: str) -> None:
+        """Delete a dead process's lock file, unless another process has taken it over since
+        it was read: takeovers of a folder hold an flock on the folder itself, so two commands
+        that found the same stale lock cannot each delete it after the other replaced it."""
+        import fcntl
+
+        folder = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            if lock.is_file() and lock.read_text(errors="replace") == text:
+                lock.unlink()
+        finally:
+            os.close(folder)  # releases the flock
 
     def move_aside(self) -> Path:
         """Move the run's files (everything but the lock) into a new sibling folder

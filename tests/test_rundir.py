@@ -117,6 +117,37 @@ def test_the_lock_is_held_while_the_run_lives(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()  # created empty, so removed again
 
 
+def test_a_stale_lock_is_taken_over_once(tmp_path: Path) -> None:
+    """Two commands that read the same dead owner: the second, finding the lock replaced by
+    the first's, leaves it (and is then refused), and waits while another takes over."""
+    import fcntl
+    import threading
+
+    folder = RunDir(tmp_path / "run")
+    folder.path.mkdir()
+    lock = folder.path / LOCK
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = f"{os.uname().nodename} {dead.pid}\n"
+    live = f"{os.uname().nodename} {os.getpid()}\n"
+    lock.write_text(live)  # the first command took it over after both read `stale`
+    folder._remove_stale(lock, stale)
+    assert lock.read_text() == live
+    with pytest.raises(DGCError, match=f"in use by process {os.getpid()}"), folder.lock():
+        pass
+
+    lock.write_text(stale)
+    busy = os.open(folder.path, os.O_RDONLY)
+    fcntl.flock(busy, fcntl.LOCK_EX)  # another command is taking the folder over
+    remover = threading.Thread(target=folder._remove_stale, args=(lock, stale))
+    remover.start()
+    remover.join(0.3)
+    assert remover.is_alive() and lock.read_text() == stale  # it waits for the other
+    os.close(busy)
+    remover.join(10)
+    assert not remover.is_alive() and not lock.exists()
+
+
 # -- nothing is written before every setting is checked -------------------------------------
 
 @pytest.mark.parametrize(("options", "message"), [
