@@ -25,7 +25,7 @@ from dgc.config import RunConfig
 from dgc.data import DATASETS
 from dgc.errors import DGCError
 from dgc.estimator import DGCClassifier
-from dgc.experiment import family_of, load_run
+from dgc.experiment import load_generative_run
 from dgc.model import DGC, std_from_logvar
 
 BATCH = 500
@@ -69,10 +69,7 @@ def oversample(model: DGC, x: torch.Tensor, y: torch.Tensor,
 def generator_run(cfg: RunConfig) -> DGC:
     """The DGC model of `baseline.generator`, refused unless it trained on this run's split."""
     path = Path(str(cfg.baseline.generator).format(seed=cfg.seed))
-    run = load_run(path)
-    if not family_of(run.cfg).generative:
-        raise DGCError(f"baseline.generator {path} is a {run.cfg.method} run, which cannot "
-                       "generate images; give a DGC run")
+    run = load_generative_run(path, "give a DGC run as baseline.generator")
     same = ("exp", "seed", "profile", "image_size", "test_fraction",
             *(("data_dir",) if DATASETS[cfg.exp].user_data else ()))
     ours = [getattr(cfg, k) for k in same] + [cfg.train.val_fraction, list(cfg.train.held_out)]

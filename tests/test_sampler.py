@@ -79,6 +79,11 @@ def test_a_baseline_trains_on_a_dgc_runs_images(tmp_path: Path) -> None:
         dataclasses.replace(cfg.baseline, generator=str(tmp_path / "dgc-s1"))))
     with pytest.raises(DGCError, match="trained on another split"):
         train_run(other_seed, progress=False, log=quiet)
+    classifier = dataclasses.replace(cfg, out=str(tmp_path / "la3"), baseline=(
+        dataclasses.replace(cfg.baseline, generator=str(cfg.out_dir))))
+    with pytest.raises(DGCError, match="holds a logit-adjust classifier, which has no encoder "
+                                       "or decoder; give a DGC run as baseline.generator"):
+        train_run(classifier, progress=False, log=quiet)
     with pytest.raises(DGCError, match="go together"):
         validate(dataclasses.replace(cfg, baseline=dataclasses.replace(cfg.baseline,
                                                                        generator=None)))
