@@ -9,7 +9,8 @@ accuracy hides the minority classes, so the headline metrics (``HEADLINE``) are 
   the largest training count. Ties go to the lowest class index.
 
 0/0 conventions. Imbalanced test sets hit these often, so they are fixed here instead of giving NaN
-(they match scikit-learn with ``zero_division=0`` and ``labels=range(C)``):
+(per class they match scikit-learn with ``zero_division=0`` and ``labels=range(C)``; its macro
+means differ only where a class is absent from the test set, which it averages in):
 
 * precision of a class that is never predicted (TP + FP = 0) is 0;
 * a class absent from the test set (TP + FN = 0) has no recall: its per-class row shows 0, it is

@@ -328,22 +328,32 @@ def plot_confusion(counts: np.ndarray, class_names: Sequence[str],
 
 
 def plot_recall_vs_count(train_counts: Sequence[int] | np.ndarray,
-                         recall: Sequence[float] | np.ndarray, class_names: Sequence[str],
-                         path: str | Path) -> dict[str, Any]:
-    """Per-class test recall against the class's training count (log x), ACSA as a line."""
+                         recall: Sequence[float | None] | np.ndarray,
+                         class_names: Sequence[str], path: str | Path) -> dict[str, Any]:
+    """Per-class test recall against the class's training count (log x), ACSA as a line.
+
+    A class without test images has no recall (None or NaN): it is not drawn and, as in
+    `dgc.metrics`, not part of ACSA; the legend names it.
+    """
     counts = np.asarray(train_counts, dtype=np.int64)
-    recalls = np.asarray(recall, dtype=float)
+    recalls = np.asarray([np.nan if r is None else r for r in recall], dtype=float)
     if counts.shape != (len(class_names),) or recalls.shape != counts.shape:
         raise DGCError(f"need one training count and one recall per class ({len(class_names)}),"
                        f" got {counts.shape} and {recalls.shape}")
+    present = ~np.isnan(recalls)
+    if not present.any():
+        raise DGCError("no class has test images, so there is no recall to plot")
     figure = new_figure("recall_vs_count")
     ax = figure.add_subplot()
     colours = class_colours(len(class_names))
-    for c, name in enumerate(class_names):
+    for c in np.flatnonzero(present).tolist():
         ax.scatter(counts[c], recalls[c], s=40, color=colours[c], zorder=3)
-        ax.annotate(name, (counts[c], recalls[c]), textcoords="offset points", xytext=(5, 4),
-                    fontsize=8)
-    ax.axhline(recalls.mean(), color="grey", linestyle="--", label=f"ACSA {recalls.mean():.4f}")
+        ax.annotate(class_names[c], (counts[c], recalls[c]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    acsa = float(recalls[present].mean())
+    ax.axhline(acsa, color="grey", linestyle="--", label=f"ACSA {acsa:.4f}")
+    if absent := [class_names[c] for c in np.flatnonzero(~present).tolist()]:
+        ax.plot([], [], " ", label=f"no test images: {', '.join(absent)}")
     ax.set_xscale("log")
     ax.margins(x=0.12)
     ax.set_ylim(-0.03, 1.05)
@@ -353,7 +363,8 @@ def plot_recall_vs_count(train_counts: Sequence[int] | np.ndarray,
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="best", fontsize=8)
     data = {"class_names": list(class_names), "train_counts": counts.tolist(),
-            "recall": recalls.tolist()}
+            "recall": [float(r) if ok else None for r, ok in zip(recalls, present, strict=True)],
+            "acsa": acsa}
     return save(figure, path, data)
 
 

@@ -194,8 +194,8 @@ def outcome_sections(run_dir: Path, run: Run, data: ImbalancedData, figures: Pat
     """Per-class recall against training count, and the confusion matrix, of the test set."""
     names = run.class_names
     y_true, y_pred = load_test_predictions(run_dir, run, data)
-    recall = [row["recall"] for row in
-              compute_metrics(y_true, y_pred, run.train_counts, names)["per_class"]]
+    recall = [row["recall"] if row["support"] else None  # no test images: no recall
+              for row in compute_metrics(y_true, y_pred, run.train_counts, names)["per_class"]]
     plots.plot_recall_vs_count(run.train_counts, recall, names, figures / "recall_vs_count.png")
     steps.update()
     plots.plot_confusion(confusion_matrix(y_true, y_pred, len(names)), names,

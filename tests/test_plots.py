@@ -219,8 +219,14 @@ def test_confusion_and_recall(trained, tmp_path: Path) -> None:
     data = read(plots.data_path(png))
     assert data["train_counts"] == [120, 90, 70, 50, 35, 25, 18, 12, 8, 6]
     assert data["recall"] == recall and data["class_names"] == NAMES
+    assert data["acsa"] == pytest.approx(metrics["acsa"])
     with pytest.raises(DGCError, match="one training count"):
         plots.plot_recall_vs_count(run.train_counts[:3], recall, NAMES, png)
+    # a class without test images is not drawn at recall 0, nor averaged into ACSA
+    absent = [None, *recall[1:]]
+    plots.plot_recall_vs_count(run.train_counts, absent, NAMES, png)
+    data = read(plots.data_path(png))
+    assert data["recall"] == absent and data["acsa"] == pytest.approx(np.mean(recall[1:]))
 
 
 def test_confusion_of_a_class_absent_from_the_test_set(tmp_path: Path) -> None:

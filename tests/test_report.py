@@ -108,6 +108,7 @@ def test_report_figures_hold_the_runs_numbers(run_dir: Path) -> None:
     recall = read(figures / "recall_vs_count.json")
     assert recall["recall"] == [r["recall"] for r in metrics["per_class"]]
     assert recall["train_counts"] == [r["train_count"] for r in metrics["per_class"]]
+    assert recall["acsa"] == pytest.approx(metrics["acsa"])
     confusion = read(figures / "confusion.json")
     assert np.array(confusion["counts"]).sum(1).tolist() == [50] * 10
     assert np.allclose(np.diag(confusion["normalised"]), recall["recall"])

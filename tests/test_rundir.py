@@ -280,6 +280,8 @@ def test_a_class_without_test_images_is_left_out_and_reported(finished: Path) ->
     assert metrics["acsa"] == pytest.approx(np.mean(recalls))
     assert main(["report", str(finished), "--quiet"]) == 0
     assert "left out of the macro means and R_MI: 9." in (finished / "report.md").read_text()
+    figure = json.loads((finished / "figures" / "recall_vs_count.json").read_text())
+    assert figure["recall"][9] is None and figure["acsa"] == pytest.approx(metrics["acsa"])
 
 
 # -- errors that were tracebacks -------------------------------------------------------------
