@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from test_bad_input import snapshot
 
 import dgc.io
 from dgc.config import RunConfig
@@ -169,12 +171,24 @@ def test_resume_rewrites_a_best_file_of_another_epoch(
     del state["best_model"]  # as checkpoints were written before they carried it
     save_checkpoint(run / "checkpoint.pt", state)
     unfinish_with_stray_best()
-    before = files(run)
+    before = snapshot(run)
     with pytest.raises(DGCError, match="best.pt holds epoch 7, but the checkpoint's best is "
                                        "epoch .*older checkpoint does not keep"):
         train_run(cfg, resume=True, progress=False, log=lambda _: None)
-    assert files(run) == before
+    assert snapshot(run) == before  # every file byte-identical
     save_checkpoint(run / "best.pt", best)  # an older checkpoint beside its own best.pt
     again = train_run(cfg, resume=True, progress=False, log=lambda _: None)
     assert {k: v for k, v in again.items() if k not in seconds} == {
         k: v for k, v in straight.items() if k not in seconds}
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_written_files_take_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    before = os.umask(umask)
+    try:
+        write_json(tmp_path / "a.json", {"a": 1})
+        save_checkpoint(tmp_path / "c.pt", {"w": torch.zeros(2)})
+    finally:
+        os.umask(before)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {
+        "a.json": mode, "c.pt": mode}

@@ -256,9 +256,21 @@ def test_evaluate_and_report_refuse_changed_data(finished: Path, tmp_path: Path,
         line = fails_with(["evaluate", str(finished)], "the data has changed since", capsys)
         assert "the training split of" in line and "test set" not in line
         fails_with(["report", str(finished)], "the data has changed since", capsys)
-        assert snapshot(finished) == before
+        fails_with(["sample", str(finished), "--class", "0", "--n", "2", "--out",
+                    str(tmp_path / "s.npz")], "the data has changed since", capsys)
+        assert snapshot(finished) == before and not list(tmp_path.iterdir())
     finally:
         data.write_bytes(saved)
+
+
+def test_evaluate_and_report_wait_for_a_run_in_use(run_dir: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """They write into the run's folder, so they take its lock as `train` does."""
+    (run_dir / LOCK).write_text(f"{os.uname().nodename} {os.getpid()}\n")  # a live process
+    before = snapshot(run_dir)
+    for command in (["evaluate", str(run_dir), "--samples", "1"], ["report", str(run_dir)]):
+        fails_with(command, f"is in use by process {os.getpid()}", capsys)
+    assert snapshot(run_dir) == before
 
 
 # -- results that would be quietly wrong -------------------------------------------------------

@@ -99,6 +99,13 @@ def test_estimator_predicts_for_a_test_prior() -> None:
     em = clf.predict_proba(x[test], test_prior="em")
     assert np.allclose(em.sum(1), 1.0) and em.shape == plain.shape
     assert clf.predict(x[test], test_prior="em").tolist() == clf.classes_[em.argmax(1)].tolist()
+    # a batch drawn from a skewed prior (60/6/6): EM estimates it from the rows and re-weighs
+    batch = np.concatenate([np.flatnonzero(y == 0)[-60:], np.flatnonzero(y == 1)[-6:],
+                            np.flatnonzero(y == 2)[-6:]])
+    plain, em = clf.predict_proba(x[batch]), clf.predict_proba(x[batch], test_prior="em")
+    estimate, expected = em_prior(plain, trained_prior(clf.class_counts_, clf.logit_adjust_tau))
+    assert np.allclose(em, expected) and not np.allclose(em, plain)
+    assert estimate[0] > 0.6  # the batch's majority class is found
     with pytest.raises(DGCError, match="or 'em'"):
         clf.predict_proba(x[test], test_prior="uniform")
 

@@ -5,6 +5,7 @@ Every run is a few epochs of the small offline digits set on one thread.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -15,7 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from test_bad_input import snapshot
 
+import dgc.baselines
 import dgc.experiment
 import dgc.training
 from dgc.benchmark import trained_on
@@ -28,6 +31,7 @@ from dgc.experiment import (
     cpu_model,
     evaluate_run,
     load_run,
+    prediction_key,
     to_train_data,
     train_run,
 )
@@ -194,6 +198,43 @@ def test_non_finite_loss_raises(digits_config: Callable[..., RunConfig],
         trainer.fit()
 
 
+def test_non_finite_pretraining_head_and_baseline_losses_raise(
+        digits_config: Callable[..., RunConfig], digits_data: ImbalancedData, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other three terms RELIABILITY.md lists: pre-training, the oversampled head step
+    (the second cross-entropy of a step without LVO) and a baseline's loss."""
+    real_moments = dgc.training.moment_matching_loss
+    monkeypatch.setattr(dgc.training, "moment_matching_loss",
+                        lambda z: real_moments(z) * math.nan)
+    trainer = small_trainer(digits_config(tmp_path / "a"), digits_data)
+    with pytest.raises(DGCError, match="the pre-training moment-matching loss became nan"):
+        trainer.fit()
+    monkeypatch.undo()
+
+    calls = {"n": 0}
+    real_cls = dgc.training.classification_loss
+
+    def second_is_nan(*args: Any) -> torch.Tensor:
+        calls["n"] += 1
+        return real_cls(*args) * (math.nan if calls["n"] == 2 else 1.0)
+
+    monkeypatch.setattr(dgc.training, "classification_loss", second_is_nan)
+    trainer = small_trainer(digits_config(tmp_path / "b", "train.pretrain_steps=0",
+                                          "train.lvo=false"), digits_data)
+    with pytest.raises(DGCError, match="the oversampled cross-entropy loss became nan at "
+                                       "epoch 1, step 1"):
+        trainer.fit()
+    monkeypatch.undo()
+
+    monkeypatch.setattr(dgc.baselines.BaselineLoss, "__call__",
+                        lambda self, logits, y, epoch: logits.sum() * math.nan)
+    ce = dataclasses.replace(get_method("ce").configure(digits_config(tmp_path / "c")),
+                             method="ce")
+    with pytest.raises(DGCError, match="the ce training loss became nan at epoch 1, step 1"):
+        train_run(ce, progress=False, log=quiet)
+    assert not (tmp_path / "c" / "metrics.json").exists()
+
+
 def test_non_finite_loss_keeps_last_good_checkpoint(digits_config: Callable[..., RunConfig],
                                                     tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
@@ -309,11 +350,11 @@ def test_resume_continues_exactly(digits_config: Callable[..., RunConfig], tmp_p
 
     split = tmp_path / "split"
     train_run(digits_config(split, *settings, "train.epochs=2"), progress=False, log=quiet)
-    checkpoint = (split / "checkpoint.pt").read_bytes()
+    before = snapshot(split)
     with pytest.raises(DGCError, match=r"train\.lr: 0\.001 -> 0\.002"):
         train_run(digits_config(split, *settings, "train.epochs=4", "train.lr=0.002"),
                   resume=True, progress=False, log=quiet)
-    assert (split / "checkpoint.pt").read_bytes() == checkpoint
+    assert snapshot(split) == before  # every file byte-identical
 
     logs: list[str] = []
     resumed = train_run(digits_config(split, *settings, "train.epochs=4"), resume=True,
@@ -370,7 +411,7 @@ def test_resume_in_other_threads_keeps_where_the_run_started(
     assert load_run(tmp_path).cfg.threads == 2  # a fact, not a setting: the run still loads
 
 
-@pytest.mark.parametrize("name", ["cosine", "manual_smooth"])
+@pytest.mark.parametrize("name", ["cosine", "manual_smooth", "manual_smooth_released"])
 def test_resume_to_more_epochs_with_epoch_dependent_schedule(
         digits_config: Callable[..., RunConfig], tmp_path: Path, name: str) -> None:
     """These schedules depend on E, so 2 epochs then 3 is not a 3-epoch run: it is refused."""
@@ -442,6 +483,26 @@ def test_an_interrupted_test_prediction_resumes_at_its_last_saved_chunk(
     np.testing.assert_allclose(np.load(run / "predictions.npz")["probs"], expected, atol=1e-6)
     assert without_seconds(resumed) == without_seconds(straight)
     assert not (run / "predictions.partial.npz").exists()
+
+
+def test_the_prediction_key_sees_weights_images_and_settings(
+        digits_config: Callable[..., RunConfig], tmp_path: Path) -> None:
+    """Saved test chunks are reused only under this key: any change to what a prediction
+    depends on must change it."""
+    cfg = digits_config(tmp_path)
+    model = build_model(cfg, (8, 8, 1), 10)
+    images = np.zeros((4, 8, 8, 1), dtype=np.uint8)
+    key = prediction_key(model, cfg, images)
+    twin = build_model(cfg, (8, 8, 1), 10)  # seeded: the same weights
+    assert prediction_key(twin, cfg, images) == key
+    with torch.no_grad():
+        next(twin.parameters()).view(-1)[0] += 1e-6
+    assert prediction_key(twin, cfg, images) != key
+    changed = images.copy()
+    changed[0, 0, 0, 0] = 1
+    assert prediction_key(model, cfg, changed) != key
+    assert prediction_key(model, apply_overrides(cfg, ["predict.samples=2"]), images) != key
+    assert prediction_key(model, dataclasses.replace(cfg, seed=2), images) != key
 
 
 def test_saved_test_chunks_of_other_weights_are_not_reused(
