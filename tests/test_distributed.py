@@ -66,6 +66,18 @@ def test_torchrun_trains_two_processes_into_one_model(tmp_path: Path) -> None:
     assert "DGCError" not in again.stderr and "(test set)" not in again.stdout
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
+    # a folder in use by another (live) process: refused the same way, under process 0's lock
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / ".dgc.lock").write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    command[command.index("--master_port") + 1] = str(free_port())
+    command[-1] = str(locked)
+    refused = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert refused.returncode != 0
+    assert refused.stderr.count(f"is in use by process {os.getpid()}") == 2
+    assert [p.name for p in locked.iterdir()] == [".dgc.lock"]
+
 
 def test_without_torchrun_everything_is_one_process() -> None:
     assert not distributed.launched()
