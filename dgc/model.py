@@ -144,6 +144,12 @@ class Decoder(nn.Module):
         self.start = (math.ceil(height / 2**ups), math.ceil(width / 2**ups))
         self.out_size = (height, width)
         filters = cfg.decoder_width * 8
+        if filters < 2**ups:  # each up-sampling halves the filters: none may reach zero
+            raise DGCError(f"images of {height}×{width} need {ups} up-sampling layers in the "
+                           f"decoder, which halve its {filters} filters to none; resize the "
+                           "images (e.g. to 32×32 or 64×64) or widen the decoder to "
+                           f"model.decoder_width={max(1, 2**ups // 8)} or more (DGCClassifier: "
+                           f"width={4 * max(1, 2**ups // 8)} or more)")
         self.project = nn.Linear(cfg.latent_dim, self.start[0] * self.start[1] * filters)
         pad = math.ceil((cfg.kernel - 2) / 2)
         layers: list[nn.Module] = []

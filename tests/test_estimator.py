@@ -168,6 +168,17 @@ def test_save_and_load_give_identical_predictions(fitted: DGCClassifier,
         loaded.predict(x_test[:, :10])
 
 
+def test_load_refuses_weights_of_another_architecture(fitted: DGCClassifier,
+                                                      tmp_path: Path) -> None:
+    path = tmp_path / "dgc.pt"
+    fitted.save(path)
+    state = torch.load(path, weights_only=True)
+    state["params"]["hidden"] = fitted.hidden * 2  # the settings no longer build these weights
+    torch.save(state, path)
+    with pytest.raises(DGCError, match="weights of another architecture"):
+        DGCClassifier.load(path)
+
+
 def test_load_refuses_other_files(tmp_path: Path) -> None:
     torch.save({"model": {}, "epoch": 3}, tmp_path / "run.pt")
     with pytest.raises(DGCError, match="not a saved DGCClassifier"):
@@ -344,3 +355,15 @@ def test_mixture_prior_estimator_learns_and_round_trips(table: tuple[np.ndarray,
     fitted.save(tmp_path / "mm.pt")
     loaded = DGCClassifier.load(tmp_path / "mm.pt")
     np.testing.assert_array_equal(loaded.predict_proba(x_test), fitted.predict_proba(x_test))
+
+
+def test_fit_refuses_images_too_large_for_memory() -> None:
+    """Checked on torch's meta device before anything is allocated: resize, it says."""
+    x = np.zeros((4, 1000, 1000), dtype=np.uint8)
+    with pytest.raises(DGCError, match=r"inputs of shape 1000×1000×1 need about .* resize"):
+        DGCClassifier(epochs=1).fit(x, [0, 1, 0, 1])
+    # larger still, the decoder's up-sampling would halve its filters to none
+    x = np.zeros((2, 4000, 4000), dtype=np.uint8)
+    with pytest.raises(DGCError, match=r"images of 4000×4000 need \d+ up-sampling layers .* "
+                                       r"resize the images .* width=\d+ or more"):
+        DGCClassifier(epochs=1, width=64).fit(x, [0, 1])

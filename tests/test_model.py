@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from dgc.config import ModelConfig
+from dgc.errors import DGCError
 from dgc.model import (
     DGC,
     Encoder,
@@ -263,3 +264,12 @@ def test_models_have_a_prior_only_when_asked() -> None:
     model = DGC((8, 8, 1), 3, dataclasses.replace(cfg, prior="class"))
     assert model.prior.tied and model.prior.means.shape == (3, 4)
     assert not DGC((8, 8, 1), 3, dataclasses.replace(cfg, prior="mixture")).prior.tied
+
+
+def test_a_decoder_whose_filters_would_reach_zero_is_refused() -> None:
+    """Each up-sampling halves the filters: 8 × decoder_width must cover 2^ups."""
+    cfg = ModelConfig(latent_dim=4, width=4, decoder_width=8, hidden=8)
+    DGC((512, 512, 1), 2, cfg)  # 6 up-samplings of 64 filters: 1 left
+    with pytest.raises(DGCError, match="need 7 up-sampling layers in the decoder, which halve "
+                                       "its 64 filters to none.*model.decoder_width=16 or more"):
+        DGC((1024, 1024, 1), 2, cfg)
