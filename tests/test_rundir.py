@@ -213,9 +213,16 @@ def test_predict_and_sample_keep_existing_files(run_dir: Path, tmp_path: Path,
     assert main([*predict, "--overwrite"]) == 0
     assert (tmp_path / "p.csv").read_text().startswith("input,predicted")
     (tmp_path / "s.png").write_text("mine")
-    fails_with(["sample", str(run_dir), "--class", "0", "--n", "2", "--out",
-                str(tmp_path / "s.npz")], "s.png already exists", capsys)
+    sample = ["sample", str(run_dir), "--class", "0", "--n", "2", "--out", str(tmp_path / "s.npz")]
+    fails_with(sample, "s.png already exists", capsys)
     assert (tmp_path / "s.png").read_text() == "mine" and not (tmp_path / "s.npz").exists()
+    (tmp_path / "s.png").unlink()
+    (tmp_path / "s.npz").write_text("mine")
+    fails_with(sample, "s.npz already exists", capsys)
+    assert (tmp_path / "s.npz").read_text() == "mine" and not (tmp_path / "s.png").exists()
+    assert main([*sample, "--overwrite"]) == 0
+    assert np.load(tmp_path / "s.npz")["x"].shape == (2, 8, 8, 1)
+    assert (tmp_path / "s.png").read_bytes().startswith(b"\x89PNG")
 
 
 # -- the data never silently changes ---------------------------------------------------------
