@@ -114,3 +114,29 @@ def test_only_train_runs_under_torchrun(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["report", "runs/none"]) == 2
     assert "only `dgc train` runs under torchrun" in capsys.readouterr().err
+
+
+def test_processes_that_end_with_different_weights_are_refused(tmp_path: Path) -> None:
+    """check_replicas compares the processes' weight fingerprints: here they differ."""
+    script = tmp_path / "replicas.py"
+    script.write_text(
+        "import torch, torch.distributed as dist\n"
+        "from dgc import distributed\n"
+        "from dgc.errors import DGCError\n"
+        "dist.init_process_group('gloo')\n"
+        "torch.manual_seed(dist.get_rank())  # each process its own weights\n"
+        "layer = torch.nn.Linear(3, 2)\n"
+        "try:\n"
+        "    distributed.check_replicas(layer)\n"
+        "    print('accepted')\n"
+        "except DGCError as error:\n"
+        "    print('refused:', error)\n"
+        "dist.destroy_process_group()\n")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--master_port", str(free_port()), str(script)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("refused: the 2 torchrun processes ended training with "
+                               "different weights") == 2
+    assert "accepted" not in result.stdout
