@@ -174,6 +174,9 @@ def test_an_ood_limit_scores_one_fixed_subset_for_every_run(bench: Path) -> None
     run = load_run(run_dir)
     data = run_data(run.cfg)
     known = score_ood(run, subsample(data.x_test, 60))["recon"]
+    by_path = score_ood(str(run_dir), subsample(data.x_test, 60))  # as README shows it
+    assert np.array_equal(by_path["recon"], known) and set(by_path) == {
+        "msp", "evidence", "recon", "latent"}
     novel = score_ood(run, subsample(ood_images("heldout", run, data), 60))["recon"]
     assert limited["sources"]["heldout"]["recon"] == pytest.approx(
         detection_metrics(known, novel))
