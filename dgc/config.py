@@ -123,9 +123,9 @@ class PredictConfig:
     `top_k` spends the decoder only on the K classes the cheap terms (the label term, and a
     learned prior's) rank best (None: all, as METHOD §4); `importance` adds log p(z) − log q(z|x,y)
     to every sample's weight (Eq. 9 leaves it out; a learned prior's log p(z) is already there,
-    so it adds − log q); `latent_weight` scales a learned prior's
-    log p(z) in the score (DGCMM; 1 is Bayes' rule); `decode_batch` bounds memory as the number
-    of codes per decoder pass; `bf16` predicts (and validates) under bfloat16 autocast.
+    so it adds − log q); `latent_weight` scales a learned prior's log p(z) in the score (DGCMM;
+    1 is Bayes' rule); `decode_batch` bounds memory as the number of codes per decoder pass;
+    `bf16` predicts (and validates) under bfloat16 autocast.
     `mmd_term` adds λ · MMD between each class's codes and N(0, I), computed over chunks of
     `mmd_images` images as the released code's evaluation does; it depends on the rest of the
     chunk, so it is off by default.

@@ -391,8 +391,9 @@ def restore_best_file(trainer: EpochTrainer, path: Path, log: Any) -> None:
         raise DGCError(f"cannot resume: {path} {what}, but the checkpoint's best is epoch "
                        f"{epoch}, whose weights this older checkpoint does not keep; start "
                        "again with --overwrite, or another --out")
-    save_checkpoint(path, {"model": trainer.best_weights, **trainer.best})
-    log(f"dgc: {path} {what}; rewrote it with the best epoch ({epoch}) from the checkpoint")
+    if trainer.run_dir is not None:  # process 0 alone writes the run's files
+        save_checkpoint(path, {"model": trainer.best_weights, **trainer.best})
+        log(f"dgc: {path} {what}; rewrote it with the best epoch ({epoch}) from the checkpoint")
 
 
 def full_data(cfg: RunConfig) -> ImbalancedData:
