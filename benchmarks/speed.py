@@ -44,6 +44,7 @@ from dgc.config import PAPER_SAMPLES, PredictConfig, RunConfig, apply_overrides
 from dgc.data import dataset_names
 from dgc.experiment import (
     build_model,
+    cpu_model,
     family_of,
     predict_images,
     quiet,
@@ -53,6 +54,7 @@ from dgc.experiment import (
 from dgc.io import load_checkpoint, save_checkpoint
 from dgc.methods import resolve_config
 from dgc.metrics import compute_metrics
+from dgc.precision import native_bf16
 
 METHODS = ("dgc", "ce")
 TRAINING_VARIANTS = {
@@ -230,7 +232,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data-dir", help="folder holding the dataset's files")
     parser.add_argument("--preset", default="cpu", choices=("cpu", "paper"))
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bfloat16 autocast in training and prediction (CUDA, or a CPU "
+                             "with native bfloat16, as `dgc train --bf16`)")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -272,7 +276,8 @@ def main() -> None:
         "exp": exp, "preset": args.preset, "device": args.device, "bf16": args.bf16,
         "epochs": args.epochs, "seed": args.seed, "threads": args.threads,
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "machine": platform.machine(), "cpus": os.cpu_count(),
+                        "machine": platform.machine(), "processor": cpu_model(),
+                        "bf16_instructions": native_bf16(), "cpus": os.cpu_count(),
                         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None}}
     if args.training:
         return training_variants(args, out, results)

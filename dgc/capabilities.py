@@ -26,7 +26,7 @@ from dgc.calibration import CALIBRATIONS, calibration_report
 from dgc.config import PredictConfig, flatten
 from dgc.data import ImbalancedData
 from dgc.errors import DGCError
-from dgc.experiment import Run, family_of, load_run, predict_tag, recorded_data
+from dgc.experiment import Run, family_of, latent_tag, load_run, predict_tag, recorded_data
 from dgc.io import read_json, write_json, write_text
 from dgc.ood import SOURCES, ood_images, ood_report
 from dgc.rundir import BEST, RunDir
@@ -59,8 +59,7 @@ def ood_suffix(run: Run, predict: PredictConfig) -> str:
     if not family_of(run.cfg).generative or (predict.samples, predict.latent_weight) == (
             own.samples, own.latent_weight):
         return ""
-    weight = f"-latent{predict.latent_weight:g}" if predict.latent_weight != 1.0 else ""
-    return f"-s{predict.samples}{weight}"
+    return f"-s{predict.samples}{latent_tag(predict)}"
 
 
 def evaluate_calibration(run_dir: str | Path, run: Run | None = None, suffix: str = "",

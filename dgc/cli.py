@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from dgc.data.folder import (
     image_files,
     read_image,
 )
-from dgc.errors import DGCError
+from dgc.errors import DGCError, DGCWarning
 from dgc.experiment import (
     Run,
     decompose_run,
@@ -527,6 +528,23 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, before)
 
 
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Print the library's own warnings as `dgc: warning: ...` while a command runs."""
+    with warnings.catch_warnings():  # restores the previous showwarning on the way out
+        shown = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *args: Any,
+                 **kwargs: Any) -> None:
+            if issubclass(category, DGCWarning):
+                print(f"dgc: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # before or after the command alike
@@ -542,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "predict": command_predict, "report": command_report, "sweep": command_sweep,
                "sample": command_sample, "bench": command_bench}[args.command]
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), one_line_warnings():
             if distributed.launched() and args.command != "train":
                 raise DGCError(f"only `dgc train` runs under torchrun; run `dgc {args.command}` "
                                "as one process")

@@ -1,4 +1,4 @@
-"""The library's one error type for problems with the user's input."""
+"""The library's error type for problems with the user's input, and its warning type."""
 
 
 class DGCError(ValueError):
@@ -7,3 +7,8 @@ class DGCError(ValueError):
     A subclass of ValueError so generic callers can catch it, and distinct from bugs so the
     command line can print it as one clear line instead of a traceback.
     """
+
+
+class DGCWarning(UserWarning):
+    """A setting that works but costs the user something they may not expect (the command
+    line prints it as one line)."""

@@ -40,6 +40,7 @@ from dgc.io import (
 from dgc.methods import get_method
 from dgc.metrics import compute_metrics
 from dgc.model import DGC, check_fits, count_parameters, images_to_tensor
+from dgc.precision import native_bf16
 from dgc.prediction import decompose, predict_proba
 from dgc.progress import steps
 from dgc.rundir import (
@@ -81,7 +82,8 @@ def environment(cfg: RunConfig) -> dict[str, Any]:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "device": cfg.device, "threads": torch.get_num_threads(),
             "processes": distributed.world_size(),
-            "machine": platform.machine(), "processor": cpu_model()}
+            "machine": platform.machine(), "processor": cpu_model(),
+            "bf16_instructions": native_bf16()}
 
 
 def environments(out: RunDir, resume: bool, now: dict[str, Any]) -> dict[str, Any]:
@@ -471,8 +473,12 @@ def predict_tag(predict: PredictConfig) -> str:
     """The prediction settings in a file name, e.g. bayes-s10 or bayes-s1-top2."""
     tag = f"{predict.rule}-s{predict.samples}" + (f"-top{predict.top_k}" if predict.top_k else "")
     tag += ("-mmd" if predict.mmd_term else "") + ("-importance" if predict.importance else "")
-    tag += "-bf16" if predict.bf16 else ""
-    return tag + (f"-latent{predict.latent_weight:g}" if predict.latent_weight != 1.0 else "")
+    return tag + ("-bf16" if predict.bf16 else "") + latent_tag(predict)
+
+
+def latent_tag(predict: PredictConfig) -> str:
+    """A learned prior's weight in a file name, e.g. -latent0.5; empty at the usual 1."""
+    return f"-latent{predict.latent_weight:g}" if predict.latent_weight != 1.0 else ""
 
 
 def decompose_run(run_dir: str | Path, predict: PredictConfig,
@@ -484,6 +490,5 @@ def decompose_run(run_dir: str | Path, predict: PredictConfig,
     x = images_to_tensor(data.x_test, run.cfg.device)
     report = decompose(run.generator, x, data.y_test, predict, seed=run.cfg.seed)
     # named by the settings a decomposition uses (it scores every class, without the MMD term)
-    tag = f"s{predict.samples}" + ("-bf16" if predict.bf16 else "")
-    tag += f"-latent{predict.latent_weight:g}" if predict.latent_weight != 1.0 else ""
+    tag = f"s{predict.samples}" + ("-bf16" if predict.bf16 else "") + latent_tag(predict)
     return report, write_json(Path(run_dir) / f"decomposition-{tag}.json", report)

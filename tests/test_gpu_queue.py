@@ -8,6 +8,10 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
+from dgc.cli import build_parser
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,3 +53,22 @@ def test_queue_runs_stops_at_the_deadline_and_packs(tmp_path: Path) -> None:
     assert any(name.startswith("runs/logs/job-") for name in names)
     with tarfile.open(out / "checkpoints-1.tar") as tar:
         assert tar.getnames() == ["runs/a/best.pt"]
+
+
+@pytest.mark.parametrize("jobs", sorted((ROOT / "benchmarks").glob("gpu-jobs-*.txt")),
+                         ids=lambda path: path.name)
+def test_every_committed_job_is_a_command_dgc_accepts(jobs: Path) -> None:
+    """A job file waits for a lent GPU, maybe for sessions: its options must still parse."""
+    caller = ["--exp", "fashion", "--data-dir", ".data/fashion", "--device", "cuda",
+              "--threads", "1", "--quiet"]  # what the files' $C holds
+    commands = [line.split() for line in jobs.read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert commands
+    parser = build_parser()
+    for words in commands:
+        assert words[0] == "$PY"
+        if words[1:3] != ["-m", "dgc"]:
+            continue  # torchrun lines start dgc through torch.distributed.run
+        argv = [arg for word in words[3:] for arg in (caller if word == "$C" else [word])]
+        args = parser.parse_args(argv)
+        assert args.command in ("train", "bench", "sweep")

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,10 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from dgc import precision
 from dgc.baselines import ClassifierTrainer, classifier_proba
 from dgc.cli import main
 from dgc.config import RunConfig, apply_overrides, validate
 from dgc.data import ImbalancedData
+from dgc.errors import DGCWarning
 from dgc.experiment import build_model, predict_images, to_train_data
 from dgc.methods import get_method
 from dgc.prediction import class_scores
@@ -90,3 +93,31 @@ def test_bf16_training_and_prediction_run_under_autocast(
     assert half.dtype == torch.float32 and torch.isfinite(half).all()
     assert not torch.equal(half, full)  # autocast did run in bfloat16
     assert torch.allclose(half, full, rtol=0.05, atol=1.0)
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU's flags say whether autocast is native; where it is emulated, the user is told."""
+    assert precision.bf16_in_cpuinfo("model name\t: Xeon\nflags\t\t: fpu avx2 avx512f\n") is False
+    assert precision.bf16_in_cpuinfo("model name\t: EPYC\nflags\t: avx512f avx512_bf16\n") is True
+    assert precision.bf16_in_cpuinfo("Features\t: fp asimd bf16\n") is True
+    assert precision.bf16_in_cpuinfo("model name\t: unknown\n") is None
+    assert precision.native_bf16() in (True, False, None)
+    for native, warns in ((False, True), (True, False), (None, False)):
+        monkeypatch.setattr(precision, "native_bf16", lambda native=native: native)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with precision.autocast(True, "cpu"):
+                assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+            precision.autocast(False, "cpu")
+        assert [w.category for w in caught] == ([DGCWarning] if warns else [])
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_the_command_line_says_once_when_bf16_is_emulated(
+        native: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(precision, "native_bf16", lambda: native)
+    assert main(["train", "--exp", "digits", "--epochs", "1", "--bf16", "--quiet", "--no-report",
+                 "--threads", "1", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("dgc: warning: bfloat16 autocast on a CPU without") == (0 if native else 1)

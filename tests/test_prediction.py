@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dgc.config import ModelConfig, PredictConfig
+from dgc.experiment import latent_tag, predict_tag
 from dgc.losses import imq_mmd
 from dgc.model import DGC
 from dgc.prediction import chunk_mmd, class_scores, decompose, predict_proba
@@ -277,3 +278,14 @@ def test_mmd_term_adds_the_released_per_chunk_offset(model: DGC, images: torch.T
     torch.testing.assert_close(mmd[0, 1], imq_mmd(codes[:2, 1].reshape(-1, 4), first))
     single = chunk_mmd(codes[:1, :, :1], 1, torch.Generator().manual_seed(1))
     assert torch.equal(single, torch.zeros(1, 2))  # one code has no MMD
+
+
+def test_prediction_file_names_carry_every_setting_that_changes_the_scores() -> None:
+    """Two settings that score differently never share an eval-*.json; a learned prior's
+    weight names its files only when it departs from Bayes' rule."""
+    assert predict_tag(PredictConfig(samples=10)) == "bayes-s10"
+    assert latent_tag(PredictConfig()) == ""
+    every = PredictConfig(samples=1, top_k=2, mmd_term=True, importance=True, bf16=True,
+                          latent_weight=0.5)
+    assert predict_tag(every) == "bayes-s1-top2-mmd-importance-bf16-latent0.5"
+    assert latent_tag(PredictConfig(latent_weight=2.0)) == "-latent2"

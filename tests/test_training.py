@@ -36,6 +36,7 @@ from dgc.experiment import (
     train_run,
 )
 from dgc.methods import get_method
+from dgc.precision import native_bf16
 from dgc.rundir import RUN_FACTS
 from dgc.training import TrainData, Trainer, learning_rate
 
@@ -294,6 +295,7 @@ def test_run_directory_files(trained: tuple[RunConfig, dict[str, Any]],
     assert env["python"] == platform.python_version()
     assert env["torch"] == torch.__version__ and env["numpy"] == np.__version__
     assert env["processor"] == cpu_model()  # the CPU's name, where Linux gives one
+    assert env["bf16_instructions"] == native_bf16()  # whether --bf16 can pay here
     assert config["data"]["train_counts"] == digits_data.train_counts.tolist()
     assert config["data"]["image_shape"] == [8, 8, 1]
     settings = {k: v for k, v in config.items() if k not in RUN_FACTS}
