@@ -340,8 +340,8 @@ def training_variants(args: argparse.Namespace, out: Path, results: dict[str, An
         epoch = numbers["seconds"] / args.epochs
         gflops = numbers["gflop_per_step"] * numbers["steps_per_epoch"] / epoch
         numbers.update(seconds_per_epoch=round(epoch, 2), gflop_s=round(gflops, 1),
-                       speedup=ratio(numbers["images_per_s"],
-                                     results["variants"]["before"]["images_per_s"]))
+                       speedup=ratio(results["variants"]["before"]["seconds"],
+                                     numbers["seconds"]))  # same images: unrounded times
         lines.append(f"| {TRAINING_VARIANTS[precision]} | {batch} | "
                      f"{numbers['images_per_s']:,.1f} | {epoch:.2f} | {numbers['speedup']:.2f} | "
                      f"{gflops:.1f} | {100 * gflops / peak['float32']:.0f} | "

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from dgc import __version__, distributed
 from dgc.benchmark import markdown, parse_methods, parse_seeds, plan, run_bench
@@ -537,7 +538,7 @@ def one_line_warnings() -> Iterator[None]:
         def show(message: Warning | str, category: type[Warning], *args: Any,
                  **kwargs: Any) -> None:
             if issubclass(category, DGCWarning):
-                print(f"dgc: warning: {message}", file=sys.stderr)
+                tqdm.write(f"dgc: warning: {message}", file=sys.stderr)  # clear of a bar
             else:
                 shown(message, category, *args, **kwargs)
 

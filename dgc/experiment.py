@@ -86,6 +86,12 @@ def environment(cfg: RunConfig) -> dict[str, Any]:
             "bf16_instructions": native_bf16()}
 
 
+def same_environment(now: dict[str, Any], then: dict[str, Any]) -> bool:
+    """Equal on every fact both record: a run started before a fact was recorded (e.g.
+    `bf16_instructions`) is not taken for a move to another machine."""
+    return all(now[key] == then[key] for key in now.keys() & then.keys())
+
+
 def environments(out: RunDir, resume: bool, now: dict[str, Any]) -> dict[str, Any]:
     """config.json's record of where the run trained: the `environment` it started in, and
     under `resumed_in` each other one a resume continued it in (threads may change on resume)."""
@@ -93,7 +99,7 @@ def environments(out: RunDir, resume: bool, now: dict[str, Any]) -> dict[str, An
         return {"environment": now}
     recorded = out.config()
     first, others = recorded.get("environment") or now, list(recorded.get("resumed_in", []))
-    if now != first and now not in others:
+    if not any(same_environment(now, then) for then in [first, *others]):
         others.append(now)
     return {"environment": first, **({"resumed_in": others} if others else {})}
 

@@ -4,9 +4,9 @@ Autocast runs convolutions and matrix products in bfloat16 and keeps reductions,
 weights in float32. Only forward passes run under it, as PyTorch recommends, and bfloat16 has
 float32's range, so no gradient scaling is needed. It pays on CUDA and on CPUs with native
 bfloat16 instructions (AVX-512 BF16, AMX) at one thread per run: a `cpu`-preset DGC training
-step runs 1.40x faster there on this project's two-core AMD EPYC, while at two threads it gains
-1.14x (docs/RESULTS.md, "Training speed"); on other CPUs it is slower (a paper-preset step
-0.61x on a two-core Xeon without them), so it warns there.
+step ran 1.40x faster on a two-core AMD EPYC with them, 1.14x at two threads (docs/RESULTS.md,
+"Training speed"); on other CPUs it is slower (a paper-preset epoch took 1.8 times as long on a
+two-core Xeon without them), so it warns there, once per process.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from dgc import distributed
 from dgc.errors import DGCWarning
 
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 flags; arm64 "Features"
@@ -45,8 +46,15 @@ def autocast(enabled: bool, device_type: str) -> AbstractContextManager[Any]:
     if not enabled:
         return contextlib.nullcontext()
     if device_type == "cpu" and native_bf16() is False:
-        warnings.warn("bfloat16 autocast on a CPU without bfloat16 instructions (AVX-512 BF16, "
-                      "AMX): it runs slower than float32 here (docs/RESULTS.md, \"Training "
-                      "speed\"); leave out --bf16",
-                      DGCWarning, stacklevel=1)  # one location for every caller: shown once
+        warn_emulated_bf16()
     return torch.autocast(device_type, dtype=torch.bfloat16)
+
+
+@functools.cache  # once per process, whatever the warning filters (`-W always`) say
+def warn_emulated_bf16() -> None:
+    """Tell the user (process 0 of a torchrun group) that their bf16 setting costs time here."""
+    if distributed.is_main():
+        warnings.warn("bfloat16 autocast on a CPU without bfloat16 instructions (AVX-512 BF16, "
+                      "AMX) runs slower than float32 (docs/RESULTS.md, \"Training speed\"); "
+                      "train and predict without --bf16 (train.bf16, predict.bf16) on this CPU",
+                      DGCWarning, stacklevel=3)

@@ -101,13 +101,14 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch: pytest.Monke
     assert precision.bf16_in_cpuinfo("model name\t: EPYC\nflags\t: avx512f avx512_bf16\n") is True
     assert precision.bf16_in_cpuinfo("Features\t: fp asimd bf16\n") is True
     assert precision.bf16_in_cpuinfo("model name\t: unknown\n") is None
-    assert precision.native_bf16() in (True, False, None)
     for native, warns in ((False, True), (True, False), (None, False)):
         monkeypatch.setattr(precision, "native_bf16", lambda native=native: native)
+        precision.warn_emulated_bf16.cache_clear()
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with precision.autocast(True, "cpu"):
-                assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+            warnings.simplefilter("always")  # even so, once per process: not every step
+            for _ in range(3):
+                with precision.autocast(True, "cpu"):
+                    assert torch.get_autocast_dtype("cpu") == torch.bfloat16
             precision.autocast(False, "cpu")
         assert [w.category for w in caught] == ([DGCWarning] if warns else [])
 
@@ -116,7 +117,10 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch: pytest.Monke
 def test_the_command_line_says_once_when_bf16_is_emulated(
         native: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
+    """One `dgc: warning:` line for the whole command (training and prediction), only where
+    bfloat16 is emulated."""
     monkeypatch.setattr(precision, "native_bf16", lambda: native)
+    precision.warn_emulated_bf16.cache_clear()
     assert main(["train", "--exp", "digits", "--epochs", "1", "--bf16", "--quiet", "--no-report",
                  "--threads", "1", "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err

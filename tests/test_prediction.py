@@ -281,8 +281,8 @@ def test_mmd_term_adds_the_released_per_chunk_offset(model: DGC, images: torch.T
 
 
 def test_prediction_file_names_carry_every_setting_that_changes_the_scores() -> None:
-    """Two settings that score differently never share an eval-*.json; a learned prior's
-    weight names its files only when it departs from Bayes' rule."""
+    """Every setting that changes the scores appears in the tag, so two such settings write two
+    eval-*.json files; a learned prior's weight appears only when it departs from Bayes' rule."""
     assert predict_tag(PredictConfig(samples=10)) == "bayes-s10"
     assert latent_tag(PredictConfig()) == ""
     every = PredictConfig(samples=1, top_k=2, mmd_term=True, importance=True, bf16=True,

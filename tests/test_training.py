@@ -32,6 +32,7 @@ from dgc.experiment import (
     evaluate_run,
     load_run,
     prediction_key,
+    same_environment,
     to_train_data,
     train_run,
 )
@@ -390,6 +391,12 @@ def test_resume_a_run_whose_epochs_come_from_its_steps(digits_config: Callable[.
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["epochs"] == 2
     again = train_run(cfg, resume=True, progress=False, log=quiet)
     assert without_seconds(again) == without_seconds(first)
+
+
+def test_a_fact_recorded_since_a_run_started_is_not_another_machine() -> None:
+    then = {"python": "3.11.7", "threads": 2}  # a config.json from before bf16_instructions
+    assert same_environment({**then, "bf16_instructions": False}, then)
+    assert not same_environment({**then, "threads": 1, "bf16_instructions": False}, then)
 
 
 def test_resume_in_other_threads_keeps_where_the_run_started(
