@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from dgc.errors import DGCError
+from dgc.core.errors import DGCError
 
 __all__ = ["DGCClassifier", "DGCError", "DGCSampler", "score_ood"]
-_LAZY = {"DGCClassifier": "dgc.estimator", "DGCSampler": "dgc.sampler", "score_ood": "dgc.ood"}
+_LAZY = {"DGCClassifier": "dgc.estimators.classifier", "DGCSampler": "dgc.estimators.sampler",
+         "score_ood": "dgc.evaluation.ood"}
 __version__ = "0.1.0"
 
 

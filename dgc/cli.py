@@ -25,21 +25,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dgc import __version__, distributed
-from dgc.benchmark import markdown, parse_methods, parse_seeds, plan, run_bench
-from dgc.capabilities import (
-    builtin_sources,
-    calibration_markdown,
-    evaluate_calibration,
-    evaluate_ood,
-    evaluate_prior_shift,
-    ood_markdown,
-    ood_suffix,
-    parse_sources,
-    shift_markdown,
-    with_prediction,
-)
+from dgc import __version__
+from dgc.bench.benchmark import parse_methods, parse_seeds, plan, run_bench
+from dgc.bench.sweep import parse_values, run_sweep
+from dgc.bench.tables import calibration_tables, ood_tables, oversampling_table, shift_tables
 from dgc.config import OPTIONS, PAPER_SAMPLES, PredictConfig, RunConfig, validate, with_settings
+from dgc.core import distributed
+from dgc.core.errors import DGCError, DGCWarning
+from dgc.core.io import atomic_write, write_text
+from dgc.core.metrics import HEADLINE, format_metrics
+from dgc.core.tables import markdown
 from dgc.data import DATASETS, dataset_names, open_numpy, read_member, uint8_images
 from dgc.data.folder import (
     DEFAULT_TEST_FRACTION,
@@ -47,25 +42,26 @@ from dgc.data.folder import (
     image_files,
     read_image,
 )
-from dgc.errors import DGCError, DGCWarning
-from dgc.experiment import (
-    Run,
-    decompose_run,
-    evaluate_run,
-    family_of,
-    load_run,
-    predict_images,
-    recorded_data,
-    train_run,
+from dgc.evaluation.capabilities import (
+    builtin_sources,
+    calibration_markdown,
+    evaluate_calibration,
+    evaluate_ood,
+    evaluate_prior_shift,
+    ood_markdown,
+    parse_sources,
+    shift_markdown,
+    with_prediction,
 )
-from dgc.io import atomic_write, write_text
-from dgc.methods import METHODS, resolve_config
-from dgc.metrics import HEADLINE, format_metrics
-from dgc.plots import render_image_grid
-from dgc.report import sample_class, write_report
-from dgc.rundir import RunDir
-from dgc.scoring import score_splits
-from dgc.sweep import parse_values, run_sweep
+from dgc.evaluation.ood import SOURCES
+from dgc.evaluation.scoring import score_splits
+from dgc.methods.registry import METHODS, resolve_config
+from dgc.reporting.plots import render_image_grid
+from dgc.reporting.report import sample_class, write_report
+from dgc.run.finished import Run, load_run, recorded_data
+from dgc.run.folder import CONFIG, RunDir
+from dgc.run.predict import decompose_run, evaluate_run, predict_images
+from dgc.run.train import train_run
 
 COMMANDS = ("train", "evaluate", "predict", "report", "sweep", "sample", "bench")
 # What an interrupted command keeps: every finished epoch is checkpointed, every finished run kept.
@@ -177,8 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip the figures and report.md written after training")
     add_predict_options(train)
 
-    evaluate = commands.add_parser("evaluate", help="re-score a run's model on the test set")
-    evaluate.add_argument("run_dir")
+    evaluate = commands.add_parser(
+        "evaluate", help="re-score a run's model on the test set, or tabulate what every run of "
+        "a benchmark offers beyond its decision")
+    evaluate.add_argument("run_dir", metavar="RUN_OR_BENCH",
+                          help="a run folder, or a `dgc bench` folder: then --calibration, "
+                               "--prior-shift, --ood and --oversampling evaluate every run and "
+                               "write their tables (NAME.json, NAME.md) into it")
     evaluate.add_argument("--decompose", action="store_true",
                           help="ACSA and spread across classes of each Bayes-rule term alone")
     evaluate.add_argument("--calibration", action="store_true",
@@ -194,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="score a fixed random N images of the test set and of each novel "
                                "set (default: all; DGC's exact scores cost ~50 ms an image on "
                                "one CPU thread)")
+    evaluate.add_argument("--oversampling", metavar="BENCH",
+                          help="a benchmark folder trained with baseline.resample=dgc: compare "
+                               "its methods with ros, smote and themselves on real images only, "
+                               "from the benchmark BENCH of the same seeds")
+    evaluate.add_argument("--recompute", action="store_true",
+                          help="a benchmark folder: score every run again, even one whose "
+                               "report is newer than its best.pt")
     add_predict_options(evaluate)
 
     predict = commands.add_parser("predict", help="classify new images with a trained run")
@@ -238,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="add the paper's published rows (docs/METHOD.md §7) to the tables")
     bench.add_argument("--out", help="benchmark folder (default runs/bench-<exp>-<preset>, "
                        "with -norecipe after it under --recipe off)")
+    bench.add_argument("--ablation", action="store_true",
+                       help="also train the steps from dgc-faithful to dgc, one change at a "
+                            "time, into OUT/ablation/ and write ablation.json and ablation.md")
     add_training_options(bench)
     add_exact_and_bf16(bench, "every DGC run predicts with")
     return parser
@@ -321,6 +332,13 @@ def paper_comparison(metrics: dict, paper: dict) -> str:
 
 
 def command_evaluate(args: argparse.Namespace) -> None:
+    path = Path(args.run_dir)
+    if (path / "results.json").is_file() and not (path / CONFIG).is_file():
+        tabulate_bench(args, path)
+        return
+    if args.oversampling or args.recompute:
+        raise DGCError(f"--oversampling and --recompute apply to a `dgc bench` folder, and "
+                       f"{path} is not one (it has no results.json)")
     run = load_run(args.run_dir)
     predict = predict_settings(args, run.cfg)
     capabilities = args.calibration or args.prior_shift or args.ood
@@ -330,7 +348,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
     if args.ood_limit is not None and (not args.ood or args.ood_limit < 1):
         raise DGCError(f"--ood-limit {args.ood_limit}: give a positive number of images, "
                        "with --ood")
-    if not capabilities and not family_of(run.cfg).generative:
+    if not capabilities and not run.family.rescores:
         raise DGCError(f"{args.run_dir} is a {run.cfg.method} baseline run: `evaluate` re-scores "
                        "DGC's Bayes rule, and the run's metrics.json already holds its test "
                        "metrics")
@@ -349,15 +367,42 @@ def command_evaluate(args: argparse.Namespace) -> None:
             print(f"test prediction {metrics['seconds_predict']:.1f} s; written to {path}")
 
 
+def tabulate_bench(args: argparse.Namespace, bench: Path) -> None:
+    """`dgc evaluate BENCH ...`: every run of a benchmark evaluated, and the tables over them
+    (`dgc.bench.tables`)."""
+    if args.decompose or option_settings(args):
+        raise DGCError("--decompose and the prediction options (--samples, --rule, --top-k, "
+                       "--importance, --exact, --bf16) apply to one run; a benchmark's tables "
+                       "use each run's own prediction settings")
+    if not (args.calibration or args.prior_shift or args.ood or args.oversampling):
+        raise DGCError(f"{bench} is a benchmark folder: name what to tabulate over its runs, "
+                       "--calibration, --prior-shift, --ood SOURCES or --oversampling BENCH")
+    sources = parse_sources(args.ood) if args.ood else []
+    if unknown := [source for source in sources if source not in SOURCES]:
+        raise DGCError(f"--ood {', '.join(unknown)}: a benchmark is scored on the built-in "
+                       f"novel sets, {', '.join(SOURCES)}")
+    if args.ood_limit is not None and (not args.ood or args.ood_limit < 1):
+        raise DGCError(f"--ood-limit {args.ood_limit}: give a positive number of images, "
+                       "with --ood")
+    written = [*([calibration_tables(bench, args.recompute)] if args.calibration else []),
+               *([shift_tables(bench, args.recompute)] if args.prior_shift else []),
+               *([ood_tables(bench, sources, args.ood_limit, args.recompute)] if sources else []),
+               *([oversampling_table(bench, Path(args.oversampling))] if args.oversampling
+                 else [])]
+    for path in written:
+        print(path.read_text())
+    print(f"written to {', '.join(map(str, written))} (and each run's own JSON)")
+
+
 def evaluate_capabilities(args: argparse.Namespace, run: Run, predict: PredictConfig) -> None:
     """`evaluate --calibration / --prior-shift / --ood`, for DGC and baseline runs alike."""
-    novelty_suffix = ood_suffix(run, predict)
+    novelty_suffix = run.family.novelty_suffix(run.cfg.predict, predict)
     run, suffix = with_prediction(run, predict)
     data = recorded_data(run)  # read and checked once for every capability
     novel = {}
     if args.ood:  # every novel set is read before anything is computed or written
         parts = parse_sources(args.ood)
-        files = {part: read_images(Path(part), tuple(run.model.image_shape))[0]
+        files = {part: read_images(Path(part), run.image_shape)[0]
                  for part in parts if Path(part).exists()}
         novel = {**builtin_sources(run, [part for part in parts if part not in files], data),
                  **files}
@@ -437,7 +482,7 @@ def command_predict(args: argparse.Namespace) -> None:
     check_output_files([Path(args.out)], args.overwrite)
     run = load_run(args.run_dir)
     predict = predict_settings(args, run.cfg)
-    images, names = read_images(Path(args.input), tuple(run.model.image_shape))
+    images, names = read_images(Path(args.input), run.image_shape)
     probs = predict_images(run.model, images, run.cfg, predict, progress=True)
     table = io.StringIO()
     writer = csv.writer(table)
@@ -503,9 +548,13 @@ def command_bench(args: argparse.Namespace) -> None:
                    threads=args.threads)
     print(f"dgc: {len(methods)} methods × {len(seeds)} seeds = {len(configs)} runs in {out}, "
           f"preset {preset}, recipe {args.recipe}")
-    run_bench(configs, out, exp, recipe, paper=args.paper, progress=not args.quiet)
+    run_bench(configs, out, exp, recipe, paper=args.paper, progress=not args.quiet,
+              ablation=args.ablation)
     print((out / "table.md").read_text(), end="")
-    print(f"dgc: results.json and table.md written to {out}")
+    if args.ablation:
+        print((out / "ablation.md").read_text(), end="")
+    print(f"dgc: results.json and table.md{' and ablation.*' if args.ablation else ''} written "
+          f"to {out}")
 
 
 class Terminated(KeyboardInterrupt):

@@ -1,8 +1,8 @@
 """Typed configuration of a run, with the named presets `paper` and `cpu`.
 
 A run is fully described by a `RunConfig`; `config.json` in every run directory is its `asdict`.
-Presets give the architecture and schedule per dataset family; methods (see `dgc.methods`) then
-change what makes them differ from each other.
+Presets give the architecture and schedule per dataset family; methods (see
+`dgc.methods.registry`) then change what makes them differ from each other.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from dgc.core.errors import DGCError
 from dgc.data.folder import SIZE_RANGE
 from dgc.data.registry import DATASETS
-from dgc.errors import DGCError
 
 SCHEDULES = ("manual", "manual_smooth", "manual_released", "manual_smooth_released", "cosine",
              "constant")
 INITS = ("paper", "released", "torch")
 RULES = ("bayes", "label", "recon")
-BASELINE_LOSSES = ("ce", "focal", "ldam", "logit-adjust")  # dgc.baselines.LOSSES, torch-free
+BASELINE_LOSSES = ("ce", "focal", "ldam")  # dgc.nn.losses.LOSSES, torch-free
 CLASS_WEIGHTINGS = ("none", "inverse", "effective")
 RESAMPLERS = ("none", "ros", "smote", "dgc")
 SECTIONS = ("model", "train", "predict", "baseline")
@@ -36,6 +36,8 @@ PRIORS = ("normal", "mixture", "class")
 PAPER_SAMPLES = 10  # S of METHOD §4
 TRUE_WORDS = {"true", "yes", "on", "1"}
 FALSE_WORDS = {"false", "no", "off", "0"}
+# Settings that were renamed: the old name is refused with a message naming the new one.
+RENAMED = {"baseline.logit_tau": "train.logit_adjust_tau (logit adjustment, for every method)"}
 # Settings with their own command-line option, named by it in messages.
 OPTIONS = {"seed": "--seed", "threads": "--threads", "profile": "--profile",
            "device": "--device", "train.epochs": "--epochs", "train.lr": "--lr",
@@ -82,9 +84,9 @@ class TrainConfig:
     `prior_weight` weighs the KL of q(z|x,y) to a learned prior (`model.prior` other than
     "normal"), the DGCMM regulariser that stands beside (or, with `mmd_weight` 0, replaces) the
     MMD to N(0, I).
-    `bf16` runs the training steps' forward passes under bfloat16 autocast (`dgc.precision`).
+    `bf16` runs the training steps' forward passes under bfloat16 autocast (`dgc.core.precision`).
     `held_out` lists classes (of the full dataset) left out of training and testing, whose
-    test images `dgc evaluate --ood heldout` scores as novel (`dgc.heldout`).
+    test images `dgc evaluate --ood heldout` scores as novel (`dgc.data.heldout`).
     `steps`, when set, is the least number of optimiser steps: a run trains `epochs`, or more
     whole epochs where its training split needs them to reach `steps` (`with_steps`), so a
     small dataset gets enough updates whatever its size; setting `epochs` (`--epochs`) clears
@@ -144,7 +146,7 @@ class PredictConfig:
 
 @dataclass
 class BaselineConfig:
-    """Loss, class weights and resampling of the discriminative baselines (`dgc.baselines`).
+    """Loss, class weights and resampling of the discriminative baselines (`dgc.train.classifier`).
 
     DGC runs ignore this section. `weighting` multiplies each example's loss by its class's
     weight from the epoch `weights_from · epochs` on (0: always; LDAM-DRW: 0.8). The defaults
@@ -155,12 +157,11 @@ class BaselineConfig:
       al. 2019 also use for deferred re-weighting;
     - `ldam_max_margin` = 0.5 and `ldam_scale` = 30: LDAM, Cao et al. 2019, with deferred
       re-weighting from 80 % of the epochs (their epoch 160 of 200);
-    - `logit_tau` = 1: logit adjustment, Menon et al. 2021;
     - `smote_k` = 5: SMOTE's neighbours, Chawla et al. 2002 (imbalanced-learn's default),
       lowered to the smallest class's size − 1 where that is smaller.
 
     `resample` "dgc" grows every class with images that the DGC run `generator` (a folder;
-    `{seed}` in it stands for the run's seed) decodes from its posteriors (`dgc.sampler`).
+    `{seed}` in it stands for the run's seed) decodes from its posteriors (`dgc.nn.generation`).
     """
 
     loss: str = "ce"
@@ -171,7 +172,6 @@ class BaselineConfig:
     cb_beta: float = 0.9999
     ldam_max_margin: float = 0.5
     ldam_scale: float = 30.0
-    logit_tau: float = 1.0
     smote_k: int = 5
     generator: str | None = None
 
@@ -219,9 +219,13 @@ class RunConfig:
             flat["profile"] = tuple(flat["profile"])
         model = dict(data["model"], head_hidden=tuple(data["model"]["head_hidden"]))
         train = dict(data["train"], held_out=tuple(data["train"].get("held_out", ())))
+        baseline = dict(data.get("baseline", {}))
+        if baseline.get("loss") == "logit-adjust":  # a run from before the one τ setting
+            baseline["loss"] = "ce"
+            train["logit_adjust_tau"] = baseline.get("logit_tau", 1.0)
+        baseline.pop("logit_tau", None)
         return cls(**flat, model=ModelConfig(**model), train=TrainConfig(**train),
-                   predict=PredictConfig(**data["predict"]),
-                   baseline=BaselineConfig(**data.get("baseline", {})))
+                   predict=PredictConfig(**data["predict"]), baseline=BaselineConfig(**baseline))
 
 
 def family(exp: str) -> str:
@@ -286,6 +290,8 @@ def apply_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         section, _, name = key.strip().partition(".")
+        if key.strip() in RENAMED:
+            raise DGCError(f"{key.strip()} is now {RENAMED[key.strip()]}; set that instead")
         if not sep or section not in SECTIONS or not name:
             raise DGCError(f"--set takes section.field=value with section model, train, "
                            f"predict or baseline, got {assignment!r}")
@@ -319,6 +325,18 @@ def with_steps(cfg: RunConfig, rows: int, processes: int = 1) -> RunConfig:
     per_epoch = max(1, math.ceil(rows / (t.batch_size * processes)))
     return dataclasses.replace(cfg, train=dataclasses.replace(
         t, epochs=max(t.epochs, math.ceil(t.steps / per_epoch))))
+
+
+def predict_tag(predict: PredictConfig) -> str:
+    """The prediction settings in a file name, e.g. bayes-s10 or bayes-s1-top2."""
+    tag = f"{predict.rule}-s{predict.samples}" + (f"-top{predict.top_k}" if predict.top_k else "")
+    tag += ("-mmd" if predict.mmd_term else "") + ("-importance" if predict.importance else "")
+    return tag + ("-bf16" if predict.bf16 else "") + latent_tag(predict)
+
+
+def latent_tag(predict: PredictConfig) -> str:
+    """A learned prior's weight in a file name, e.g. -latent0.5; empty at the usual 1."""
+    return f"-latent{predict.latent_weight:g}" if predict.latent_weight != 1.0 else ""
 
 
 def default_out(cfg: RunConfig) -> str:
@@ -423,12 +441,30 @@ def option(key: str) -> str:
     return f"{OPTIONS[key]} ({key})" if "." in key else OPTIONS[key]
 
 
+def type_error(key: str, value: Any, name: str) -> str | None:
+    """What is wrong with the type of `value` for the setting `key`, calling it `name`."""
+    kind = KINDS[key]
+    return None if matches(value, kind) else f"{name} is {value!r}; expected {kind_name(kind)}"
+
+
+def range_error(key: str, value: Any, name: str) -> str | None:
+    """What is wrong with the range of a well-typed `value` for `key`, calling it `name`."""
+    ok, wanted = RANGES.get(key, (lambda _: True, ""))
+    return None if value is None or ok(value) else f"{name} must be {wanted}, got {value!r}"
+
+
+def setting_error(key: str, value: Any, name: str) -> str | None:
+    """The one check of a setting's value, for the command line, config.json and the
+    estimator's parameters alike: its type, then its range; None when it is fine."""
+    return type_error(key, value, name) or range_error(key, value, name)
+
+
 def validate(cfg: RunConfig) -> None:
     """Refuse settings of the wrong type or outside their range, naming the option, before any
     data is loaded or anything is written."""
     settings = typed_settings(cfg)
-    errors = [f"{option(key)} is {value!r}; expected {kind_name(kind)}"
-              for key, (value, kind) in settings.items() if not matches(value, kind)]
+    errors = [error for key, (value, _) in settings.items()
+              if (error := type_error(key, value, option(key)))]
     if errors:
         raise DGCError("; ".join(errors))
     options = DATASETS[cfg.exp].options if cfg.exp in DATASETS else ()  # the estimator's own
@@ -436,10 +472,9 @@ def validate(cfg: RunConfig) -> None:
         if getattr(cfg, name) is not None and name not in options:
             raise DGCError(f"{option(name)} is a setting of the folder dataset; the {cfg.exp} "
                            "dataset does not take it")
-    for key, (ok, wanted) in RANGES.items():
-        value = settings[key][0]
-        if value is not None and not ok(value):
-            raise DGCError(f"{option(key)} must be {wanted}, got {value!r}")
+    for key, (value, _) in settings.items():
+        if error := range_error(key, value, option(key)):
+            raise DGCError(error)
     if (cfg.baseline.resample == "dgc") != (cfg.baseline.generator is not None):
         raise DGCError("baseline.resample=dgc and baseline.generator=RUN (a DGC run of the same "
                        "training split; {seed} stands for the seed) go together")
@@ -456,7 +491,7 @@ def one_of(choices: tuple[str, ...]) -> Range:
     return (lambda value: value in choices), f"one of {', '.join(choices)}"
 
 
-POSITIVE: Range = ((lambda value: value > 0), "positive")
+POSITIVE: Range = ((lambda value: value > 0), "a positive number")
 NON_NEGATIVE: Range = ((lambda value: value >= 0), ">= 0")
 FRACTION: Range = ((lambda value: 0 <= value < 1), "in [0, 1)")
 COUNTS = ("threads", "model.latent_dim", "model.width", "model.decoder_width", "model.hidden",
@@ -464,8 +499,7 @@ COUNTS = ("threads", "model.latent_dim", "model.width", "model.decoder_width", "
           "predict.samples", "predict.decode_batch", "predict.mmd_images", "baseline.smote_k")
 WEIGHTS = ("train.mmd_weight", "train.prior_weight", "train.logit_adjust_tau",
            "train.sampling_rate", "train.pretrain_steps", "train.pretrain_tol", "train.crop_pad",
-           "predict.latent_weight", "baseline.focal_gamma", "baseline.ldam_max_margin",
-           "baseline.logit_tau")
+           "predict.latent_weight", "baseline.focal_gamma", "baseline.ldam_max_margin")
 # Every setting with a range; None (where the type allows it) is always fine.
 RANGES: dict[str, Range] = {
     **dict.fromkeys(COUNTS, at_least(1)),
@@ -484,7 +518,7 @@ RANGES: dict[str, Range] = {
     "model.head_hidden": ((lambda v: all(n >= 1 for n in v)), "positive layer sizes"),
     "model.init": one_of(INITS),
     "model.prior": one_of(PRIORS),
-    "train.batch_size": (at_least(2)[0], "at least 2 (the MMD needs pairs)"),
+    "train.batch_size": (at_least(2)[0], "an integer >= 2 (the MMD needs pairs)"),
     "train.pretrain_batch": at_least(2),
     "train.schedule": one_of(SCHEDULES),
     "train.cls_weight": (POSITIVE[0], "positive (or null: summed cross-entropy)"),
@@ -496,3 +530,4 @@ RANGES: dict[str, Range] = {
     "baseline.resample": one_of(RESAMPLERS),
     "baseline.weights_from": ((lambda v: 0 <= v <= 1), "a fraction of the epochs in [0, 1]"),
 }
+KINDS = {key: kind for key, (_, kind) in typed_settings(RunConfig()).items()}

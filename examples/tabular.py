@@ -5,7 +5,8 @@ and 30 % test part; imbalanced-learn's `make_imbalance` then keeps, in order of 
 n_c = n_min · IR^(−c / (C − 1)) training rows of class c (n_min: the smallest class's training
 rows, IR: the imbalance ratio), as METHOD §5 orders the paper's profiles. The test part stays as
 it is. Each method is fitted on the same rows, scored with METHOD §6's metrics
-(`dgc.metrics.compute_metrics`), and the mean ± std over the seeds is printed as a Markdown table.
+(`dgc.core.metrics.compute_metrics`), and the mean ± std over the seeds is printed as a Markdown
+table.
 
     .venv/bin/python examples/tabular.py                      # wine and digits, seeds 1-5
     .venv/bin/python examples/tabular.py --datasets wine --seeds 1 2 --json wine.json
@@ -35,8 +36,8 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from dgc import DGCClassifier, DGCError
-from dgc.io import write_json
-from dgc.metrics import compute_metrics
+from dgc.core.io import write_json
+from dgc.core.metrics import compute_metrics
 
 DATASETS: dict[str, Callable[..., Any]] = {"wine": load_wine, "digits": load_digits}
 METRICS = ("acsa", "f_macro", "g_macro")

@@ -24,8 +24,8 @@ import pytest
 import torch
 from scipy.io import savemat
 
-import dgc.io
-import dgc.training
+import dgc.core.io
+import dgc.train.dgc
 from dgc.cli import main
 from dgc.data import IDX_FILES, SVHN_FILES
 
@@ -182,7 +182,7 @@ def test_output_directory_not_writable(run_dir: Path, monkeypatch: pytest.Monkey
     def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(dgc.io.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(dgc.core.io.tempfile, "mkstemp", refuse)
     line = fails_with([*DIGITS, "--epochs", "3", "--resume", "--out", str(run_dir)],
                       "config.json: Permission denied", capsys)
     assert "make" in line and "writable" in line
@@ -191,7 +191,7 @@ def test_output_directory_not_writable(run_dir: Path, monkeypatch: pytest.Monkey
 
 def fill_disk_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Writes of `name` fail at fsync with ENOSPC, as on a full disk; other files are written."""
-    real_mkstemp, real_fsync = tempfile.mkstemp, dgc.io.os.fsync
+    real_mkstemp, real_fsync = tempfile.mkstemp, dgc.core.io.os.fsync
     temporary: dict[int, str] = {}
 
     def mkstemp(*args: object, **kwargs: object) -> tuple[int, str]:
@@ -204,8 +204,8 @@ def fill_disk_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(dgc.io.tempfile, "mkstemp", mkstemp)
-    monkeypatch.setattr(dgc.io.os, "fsync", fsync)
+    monkeypatch.setattr(dgc.core.io.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(dgc.core.io.os, "fsync", fsync)
 
 
 @pytest.mark.parametrize("name", ["checkpoint.pt", "metrics.json"])
@@ -228,8 +228,8 @@ def test_non_finite_loss(run_dir: Path, monkeypatch: pytest.MonkeyPatch,
                          capsys: pytest.CaptureFixture[str]) -> None:
     """A NaN loss while resuming: one line naming the term and step; the checkpoint is kept."""
     before = snapshot(run_dir)
-    real = dgc.training.reconstruction_loss
-    monkeypatch.setattr(dgc.training, "reconstruction_loss",
+    real = dgc.train.dgc.reconstruction_loss
+    monkeypatch.setattr(dgc.train.dgc, "reconstruction_loss",
                         lambda x, recon: real(x, recon) * math.nan)
     line = fails_with([*DIGITS, "--epochs", "3", "--resume", "--out", str(run_dir)],
                       "the reconstruction loss became nan at epoch 3, step 17", capsys)

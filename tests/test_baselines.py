@@ -1,8 +1,9 @@
-"""Tests for dgc.baselines: losses against hand computations, resampling, the shared network,
+"""Tests for dgc.train.classifier: losses against hand computations, resampling, the shared network,
 and short training runs of every baseline on the offline digits set."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -12,23 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from dgc.baselines import (
-    LOSSES,
-    BaselineLoss,
-    Classifier,
-    ClassifierTrainer,
-    balanced_order,
-    build_classifier,
-    cross_entropy,
-    effective_number_weights,
-    focal_loss,
-    inverse_frequency_weights,
-    ldam_loss,
-    ldam_margins,
-    logit_adjusted_loss,
-    smote,
-)
-from dgc.benchmark import bench_config
+from dgc.bench.benchmark import bench_config
 from dgc.cli import main
 from dgc.config import (
     BASELINE_LOSSES,
@@ -38,11 +23,26 @@ from dgc.config import (
     build_config,
     validate,
 )
+from dgc.core.errors import DGCError
 from dgc.data import ImbalancedData
-from dgc.errors import DGCError
-from dgc.experiment import FAMILIES, build_model, load_run, to_train_data, train_run
-from dgc.methods import METHODS, get_method
-from dgc.model import DGC, count_parameters
+from dgc.methods.family import FAMILIES, build_model
+from dgc.methods.registry import METHODS, get_method
+from dgc.nn.classifier import Classifier, build_classifier
+from dgc.nn.losses import (
+    LOSSES,
+    BaselineLoss,
+    cross_entropy,
+    effective_number_weights,
+    focal_loss,
+    inverse_frequency_weights,
+    ldam_loss,
+    ldam_margins,
+    logit_adjusted,
+)
+from dgc.nn.model import DGC, count_parameters
+from dgc.run.finished import load_run, to_train_data
+from dgc.run.train import train_run
+from dgc.train.classifier import ClassifierTrainer, balanced_order, smote
 
 CLASSIFIERS = [name for name, m in METHODS.items() if m.family == "classifier"]
 LOGITS = [[2.0, 0.5, -1.0], [0.1, 0.3, 0.2], [-0.5, 1.5, 0.0], [1.0, -2.0, 3.0]]
@@ -144,8 +144,8 @@ def test_logit_adjusted_loss_by_hand() -> None:
     logp = log_softmax_rows(adjusted)
     expected = -sum(logp[i][c] for i, c in enumerate(LABELS)) / 4
     log_prior = torch.log(torch.tensor(prior))
-    assert float(logit_adjusted_loss(logits, y, log_prior, tau)) == pytest.approx(expected,
-                                                                                 rel=1e-6)
+    assert float(cross_entropy(logit_adjusted(logits, log_prior, tau), y)) == pytest.approx(
+        expected, rel=1e-6)
 
 
 def test_baseline_loss_defers_reweighting() -> None:
@@ -169,12 +169,13 @@ def test_baseline_loss_dispatch_matches_the_functions() -> None:
     logits, y = tensors()
     log_prior = torch.log(counts.double() / counts.sum()).float()
     cases = {
-        "ce": cross_entropy(logits, y),
-        "focal": focal_loss(logits, y, 2.0),
-        "logit-adjust": logit_adjusted_loss(logits, y, log_prior, 1.0),
+        ("ce", 0.0): cross_entropy(logits, y),
+        ("focal", 0.0): focal_loss(logits, y, 2.0),
+        ("ce", 1.0): cross_entropy(logit_adjusted(logits, log_prior, 1.0), y),
+        ("focal", 0.5): focal_loss(logit_adjusted(logits, log_prior, 0.5), y, 2.0),
     }
-    for name, expected in cases.items():
-        loss = BaselineLoss(BaselineConfig(loss=name), counts, epochs=5)
+    for (name, tau), expected in cases.items():
+        loss = BaselineLoss(BaselineConfig(loss=name), counts, epochs=5, tau=tau)
         assert float(loss(logits, y, 0)) == pytest.approx(float(expected)), name
 
 
@@ -301,7 +302,7 @@ def test_classifier_run_records_split_and_size(ce_run: tuple[RunConfig, dict[str
     assert config["split_sha256"] == digits_data.split_sha256
     run = load_run(cfg.out)
     assert isinstance(run.model, Classifier) and not run.model.training
-    assert run.classifier is run.model
+    assert run.family.generator(run.model) is None  # a classifier generates nothing
     with pytest.raises(DGCError, match="holds a ce classifier, which has no encoder or decoder"):
         _ = run.generator
     assert config["n_params"] == count_parameters(run.model)
@@ -352,3 +353,19 @@ def test_smote_trainer_grows_only_the_training_split(digits_data: ImbalancedData
     assert torch.equal(trainer.data.train_counts, data.train_counts)
     assert any("SMOTE" in line for line in logs)
     assert len(trainer.epoch_order()) == len(data.y)  # same steps per epoch as every method
+
+
+def test_logit_adjustment_is_one_setting_for_every_method(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = get_method("logit-adjust").configure(build_config("digits", "cpu"))
+    assert (cfg.baseline.loss, cfg.train.logit_adjust_tau) == ("ce", 1.0)
+    with pytest.raises(DGCError, match=r"baseline.logit_tau is now train.logit_adjust_tau"):
+        apply_overrides(cfg, ["baseline.logit_tau=0.5"])
+    assert main(["train", "--exp", "digits", "--set", "baseline.logit_tau=1"]) == 2
+    assert "set that instead" in capsys.readouterr().err
+    # a config.json written before: the loss "logit-adjust" with its own tau reads as the same run
+    old = cfg.to_dict()
+    old["train"]["logit_adjust_tau"] = 0.0
+    old["baseline"].update(loss="logit-adjust", logit_tau=0.5)
+    assert RunConfig.from_dict(old) == dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, logit_adjust_tau=0.5))

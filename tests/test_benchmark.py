@@ -1,4 +1,5 @@
-"""Tests for dgc.benchmark and `dgc bench`: seeds and methods, t-tests, tables, resumable runs."""
+"""Tests for dgc.bench.benchmark and `dgc bench`: seeds and methods, t-tests, tables,
+resumable runs."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ from typing import Any
 import pytest
 from scipy import stats
 
-import dgc.series
-from dgc.benchmark import (
+import dgc.bench.series
+from dgc.bench.benchmark import (
     bench_config,
-    paired_p_value,
     paired_tests,
     parse_methods,
     parse_seeds,
@@ -23,9 +23,10 @@ from dgc.benchmark import (
 )
 from dgc.cli import main
 from dgc.config import build_config
+from dgc.core.errors import DGCError
+from dgc.core.tables import paired_p_value
 from dgc.data import DATASETS
-from dgc.errors import DGCError
-from dgc.methods import METHODS
+from dgc.methods.registry import METHODS
 
 BENCH_ARGS = ["--exp", "digits", "--methods", "dgc,ce", "--seeds", "1-2", "--epochs", "2",
               "--set", "predict.samples=1", "--set", "train.pretrain_batch=200", "--threads",
@@ -188,13 +189,13 @@ def test_bench_writes_results_and_table(bench_dir: Path) -> None:
 def test_bench_rerun_skips_finished_pairs(bench_dir: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, int]] = []
-    real = dgc.series.train_run
+    real = dgc.bench.series.train_run
 
     def counting(cfg: Any, **kwargs: Any) -> dict[str, Any]:
         calls.append((cfg.method, cfg.seed))
         return real(cfg, **kwargs)
 
-    monkeypatch.setattr(dgc.series, "train_run", counting)
+    monkeypatch.setattr(dgc.bench.series, "train_run", counting)
     metrics = {p: p.stat().st_mtime_ns for p in bench_dir.glob("*/metrics.json")}
     assert main(["bench", *BENCH_ARGS, "--out", str(bench_dir)]) == 0
     assert calls == []
@@ -224,7 +225,7 @@ def recollect_edited(bench_dir: Path, copy: Path, run: str, old: str, new: str,
     config = copy / run / "config.json"
     config.write_text(config.read_text().replace(old, new))
     assert new in config.read_text()
-    monkeypatch.setattr(dgc.series, "train_run", lambda *_, **__: pytest.fail("retrained"))
+    monkeypatch.setattr(dgc.bench.series, "train_run", lambda *_, **__: pytest.fail("retrained"))
     assert main(["bench", *BENCH_ARGS, "--out", str(copy)]) == 0
 
 
@@ -259,7 +260,7 @@ def test_bench_reports_failed_runs_and_keeps_going(tmp_path: Path,
     def failing(cfg: Any, **kwargs: Any) -> dict[str, Any]:
         raise DGCError("the loss became nan")
 
-    monkeypatch.setattr(dgc.series, "train_run", failing)
+    monkeypatch.setattr(dgc.bench.series, "train_run", failing)
     assert main(["bench", *BENCH_ARGS, "--out", str(tmp_path)]) == 2
     assert "4 run(s) failed" in capsys.readouterr().err
     results = json.loads((tmp_path / "results.json").read_text())
@@ -272,14 +273,14 @@ def test_a_failed_pair_leaves_the_others_to_finish(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """The other pair still trains and the tables hold it alone (one seed: std n/a); then the
     command names the failed pair and exits 2."""
-    real = dgc.series.train_run
+    real = dgc.bench.series.train_run
 
     def ce_fails(cfg: Any, **kwargs: Any) -> dict[str, Any]:
         if cfg.method == "ce":
             raise DGCError("the loss became nan")
         return real(cfg, **kwargs)
 
-    monkeypatch.setattr(dgc.series, "train_run", ce_fails)
+    monkeypatch.setattr(dgc.bench.series, "train_run", ce_fails)
     seeds = BENCH_ARGS.index("--seeds") + 1
     args = [*BENCH_ARGS[:seeds], "1", *BENCH_ARGS[seeds + 1:]]
     assert main(["bench", *args, "--out", str(tmp_path)]) == 2
@@ -307,7 +308,7 @@ def test_bench_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_bench_draws_table2(bench_dir: Path) -> None:
     from PIL import Image
 
-    from dgc import plots
+    from dgc.reporting import plots
 
     results = json.loads((bench_dir / "results.json").read_text())
     with Image.open(bench_dir / "table2.png") as image:
@@ -321,7 +322,7 @@ def test_bench_draws_table2(bench_dir: Path) -> None:
 
 
 def test_table2_adds_the_published_rows(tmp_path: Path) -> None:
-    from dgc.plots import plot_bench
+    from dgc.reporting.plots import plot_bench
 
     summary = {"dgc": {key: {"mean": 0.9, "std": 0.01, "n": 3}
                        for key in ("acsa", "f_macro", "g_macro")},

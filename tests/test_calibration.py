@@ -1,4 +1,4 @@
-"""dgc.calibration: the metrics against hand-computed values, and temperature scaling
+"""dgc.evaluation.calibration: the metrics against hand-computed values, and temperature scaling
 recovering a known temperature and bias."""
 
 from __future__ import annotations
@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dgc.calibration import (
+from dgc.core.errors import DGCError
+from dgc.core.metrics import expected_calibration_error
+from dgc.evaluation.calibration import (
     Temperature,
     brier_score,
     calibration_metrics,
@@ -16,8 +18,6 @@ from dgc.calibration import (
     reliability_bins,
     softmax,
 )
-from dgc.errors import DGCError
-from dgc.metrics import expected_calibration_error
 
 PROB = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.3, 0.7]])
 Y = np.array([0, 1, 1, 1])

@@ -1,5 +1,6 @@
 """Held-out classes, OOD scores and the `dgc evaluate --calibration / --prior-shift / --ood`
-commands and benchmark scripts, on a tiny digits benchmark that holds out classes 8 and 9."""
+commands on a run and on a whole benchmark, and the studies of experiments/, on a tiny digits
+benchmark that holds out classes 8 and 9."""
 
 from __future__ import annotations
 
@@ -18,16 +19,16 @@ import torch
 from sklearn.datasets import load_digits
 
 from dgc import DGCClassifier
-from dgc.capabilities import evaluate_bench
+from dgc.bench.tables import evaluate_bench
 from dgc.cli import main
+from dgc.core.errors import DGCError
+from dgc.core.metrics import acsa
 from dgc.data import ImbalancedData
-from dgc.errors import DGCError
-from dgc.experiment import load_run, run_data
-from dgc.heldout import hold_out
-from dgc.metrics import acsa
-from dgc.model import images_to_tensor
-from dgc.ood import SOURCES, detection_metrics, ood_images, resize, score_ood, subsample
-from dgc.prediction import class_scores
+from dgc.data.heldout import hold_out
+from dgc.evaluation.ood import SOURCES, detection_metrics, ood_images, resize, score_ood, subsample
+from dgc.nn.model import images_to_tensor
+from dgc.nn.prediction import class_scores
+from dgc.run.finished import load_run, run_data
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_ARGS = ["--exp", "digits", "--methods", "dgc,ce", "--seeds", "1-2", "--epochs", "2",
@@ -209,26 +210,40 @@ def test_other_prediction_settings_get_their_own_files(bench: Path) -> None:
     assert not list((bench / "ce-s1").glob("calibration-*.json"))
 
 
-@pytest.mark.parametrize(("script", "extra", "table", "heading"), [
-    ("calibration.py", [], "calibration", "## Bias-corrected temperature scaling"),
-    ("label_shift.py", [], "label-shift", "## Test prior: dirichlet"),
-    ("ood.py", ["--sources", "heldout,inverted"], "ood", "## Novel set: heldout"),
-    ("ood.py", ["--sources", "heldout", "--limit", "50"], "ood", "the same fixed random 50"),
+@pytest.mark.parametrize(("options", "table", "heading"), [
+    (["--calibration"], "calibration", "## Bias-corrected temperature scaling"),
+    (["--prior-shift"], "prior-shift", "## Test prior: dirichlet"),
+    (["--ood", "heldout,inverted"], "ood-heldout-inverted", "## Novel set: heldout"),
+    (["--ood", "heldout", "--ood-limit", "50"], "ood-heldout-n50", "the same fixed random 50"),
 ])
-def test_benchmark_scripts_tabulate_every_run(bench: Path, tmp_path: Path, script: str,
-                                              extra: list[str], table: str,
-                                              heading: str) -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), str(bench),
-                           "--out", str(tmp_path), *extra], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
-    assert done.returncode == 0, done.stderr
-    text = (tmp_path / f"{table}.md").read_text()
+def test_evaluate_tabulates_every_run_of_a_benchmark(bench: Path, options: list[str], table: str,
+                                                     heading: str) -> None:
+    code, stdout, stderr = run_cli(["evaluate", str(bench), *options])
+    assert code == 0, stderr
+    text = (bench / f"{table}.md").read_text()
+    assert text in stdout
     assert heading in text and "| `dgc" in text and "| `ce" in text
-    record = json.loads((tmp_path / f"{table}.json").read_text())
+    record = json.loads((bench / f"{table}.json").read_text())
     assert {(r["method"].split("/")[0], r["seed"]) for r in record["runs"]} == {
         (m, s) for m in ("dgc", "ce") for s in (1, 2)}
     tests = [t for section in record["sections"].values() for t in section["tests"].values()]
     assert tests and all(cell["n"] == 2 for t in tests for cell in t.values())
+    assert (bench / "dgc-s1" / f"{table}.json").is_file()  # each run's own report beside it
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ([], "name what to tabulate over its runs"),
+    (["--calibration", "--samples", "2"], "apply to one run"),
+    (["--decompose"], "apply to one run"),
+    (["--ood", "noise,mine.npy"], "--ood mine.npy: a benchmark is scored on the built-in"),
+    (["--ood", "noise", "--ood-limit", "0"], "give a positive number of images"),
+])
+def test_evaluate_refuses_what_a_benchmark_cannot_tabulate(bench: Path, options: list[str],
+                                                           message: str) -> None:
+    code, _, stderr = run_cli(["evaluate", str(bench), *options])
+    assert code == 2 and message in stderr
+    code, _, stderr = run_cli(["evaluate", str(bench / "dgc-s1"), "--oversampling", str(bench)])
+    assert code == 2 and "apply to a `dgc bench` folder" in stderr
 
 
 def test_a_benchmark_reuses_reports_newer_than_the_weights(bench: Path) -> None:
@@ -269,7 +284,7 @@ def test_estimator_flags_rows_unlike_its_training_data() -> None:
 
 
 def test_recon_weight_script_chooses_on_validation(bench: Path) -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recon_weight.py"),
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "recon_weight.py"),
                            str(bench / "dgc-s1"), str(bench / "dgc-s2"), "--weights", "0,10"],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -279,7 +294,7 @@ def test_recon_weight_script_chooses_on_validation(bench: Path) -> None:
 
 
 def test_posterior_codes_script_reports_the_terms_spread_and_chooses_a_scale(bench: Path) -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "posterior_codes.py"),
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "posterior_codes.py"),
                            str(bench / "dgc-s1"), str(bench / "dgc-s2"), "--scales", "1",
                            "--samples", "3"],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -298,7 +313,8 @@ def test_posterior_codes_script_reports_the_terms_spread_and_chooses_a_scale(ben
     ("recon_weight.py", "dgc"), ("posterior_codes.py", "dgc"), ("prior_shift.py", "dgc"),
     ("prediction_settings.py", "dgc"), ("latent_weight.py", "dgcmm")])
 def test_dgc_scripts_refuse_a_baseline_run(bench: Path, script: str, wanted: str) -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), str(bench / "ce-s1")],
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / script),
+                           str(bench / "ce-s1")],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode != 0
     assert ("holds a ce classifier, which has no encoder or decoder; "
@@ -307,8 +323,8 @@ def test_dgc_scripts_refuse_a_baseline_run(bench: Path, script: str, wanted: str
 
 
 def script_table(script: str, *args: str) -> dict[str, list[str]]:
-    """Run a benchmark script and return its Markdown table rows by their first cell."""
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+    """Run a study of experiments/ and return its Markdown table rows by their first cell."""
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / script), *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr
     cells = [row.strip("| ").split(" | ") for row in done.stdout.splitlines()
@@ -353,14 +369,14 @@ def test_latent_weight_script_scores_a_learned_prior_and_refuses_a_plain_dgc(
     assert code == 0, stderr
     table = script_table("latent_weight.py", str(out), "--weights", "0,1")
     assert list(table) == ["0", "1"] and all(0 <= float(v[0]) <= 1 for v in table.values())
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "latent_weight.py"),
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "latent_weight.py"),
                            str(bench / "dgc-s1")], capture_output=True, text=True, cwd=ROOT,
                           timeout=300)
     assert done.returncode != 0 and "has no learned prior" in done.stderr
 
 
 def test_profile_training_script_times_steps_and_names_operators() -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_training.py"),
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "profile_training.py"),
                            "--exp", "digits", "--steps", "2", "--warmup", "1", "--threads", "1",
                            "--rows", "5"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from dgc.cli import build_parser, main
-from dgc.errors import DGCError
-from dgc.experiment import load_run
+from dgc.core.errors import DGCError
+from dgc.run.finished import load_run
 
 CLASS_NAMES = [str(i) for i in range(10)]
 
@@ -313,7 +313,7 @@ def test_unknown_dataset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
 def test_default_prediction_is_top2_and_exact_restores_spec(tmp_path: Path) -> None:
     from dgc.cli import build_parser, option_settings, predict_settings
     from dgc.config import PredictConfig, apply_overrides, build_config, with_settings
-    from dgc.methods import get_method
+    from dgc.methods.registry import get_method
 
     cfg = get_method("dgc").configure(build_config("fashion", "cpu"))
     assert (cfg.predict.top_k, cfg.predict.samples) == (2, 1)

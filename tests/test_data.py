@@ -24,8 +24,8 @@ from scipy.io import savemat
 from dgc import data
 from dgc.cli import main
 from dgc.config import build_config
+from dgc.core.errors import DGCError
 from dgc.data import mnist
-from dgc.errors import DGCError
 
 FASHION_PROFILE = (4000, 2000, 1000, 750, 500, 350, 200, 100, 60, 40)
 

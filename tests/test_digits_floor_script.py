@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/digits_floor.py: what it writes and that it reuses finished runs."""
+"""Smoke test of experiments/digits_floor.py: what it writes and that it reuses finished runs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_script(out: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, str(ROOT / "benchmarks" / "digits_floor.py"), "--steps", "8,16",
+    command = [sys.executable, str(ROOT / "experiments" / "digits_floor.py"), "--steps", "8,16",
                "--seeds", "0-1", "--threads", "1", "--out", str(out)]
     return subprocess.run(command, cwd=out.parent, env=env, capture_output=True, text=True,
                           timeout=600)

@@ -1,5 +1,5 @@
-"""Tests for dgc.distributed: `torchrun -m dgc train` in two CPU processes, and the single-process
-identities that keep a run without torchrun unchanged."""
+"""Tests for dgc.core.distributed: `torchrun -m dgc train` in two CPU processes, and the
+single-process identities that keep a run without torchrun unchanged."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dgc import distributed
 from dgc.cli import main
-from dgc.io import load_checkpoint
+from dgc.core import distributed
+from dgc.core.io import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ["best.pt", "checkpoint.prev.pt", "checkpoint.pt", "config.json", "history.json",
@@ -121,8 +121,8 @@ def test_processes_that_end_with_different_weights_are_refused(tmp_path: Path) -
     script = tmp_path / "replicas.py"
     script.write_text(
         "import torch, torch.distributed as dist\n"
-        "from dgc import distributed\n"
-        "from dgc.errors import DGCError\n"
+        "from dgc.core import distributed\n"
+        "from dgc.core.errors import DGCError\n"
         "dist.init_process_group('gloo')\n"
         "torch.manual_seed(dist.get_rank())  # each process its own weights\n"
         "layer = torch.nn.Linear(3, 2)\n"

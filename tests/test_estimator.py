@@ -1,6 +1,6 @@
-"""Tests for dgc.estimator.DGCClassifier: scikit-learn's estimator checks, pipelines and search,
-labels, files, input errors, determinism, images, and that the tabular path predicts by the
-Bayes rule of METHOD §4 rather than with a plain MLP.
+"""Tests for DGCClassifier (dgc.estimators.classifier): scikit-learn's estimator checks,
+pipelines and search, labels, files, input errors, determinism, images, and that the tabular
+path predicts by the Bayes rule of METHOD §4 rather than with a plain MLP.
 
 Every scikit-learn check passes with the fast configuration below, so none is listed as an
 expected failure.
@@ -23,9 +23,9 @@ from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dgc import DGCClassifier
+from dgc.core.errors import DGCError
+from dgc.core.metrics import compute_metrics
 from dgc.data import ImbalancedData
-from dgc.errors import DGCError
-from dgc.metrics import compute_metrics
 
 # Tiny network, few epochs: enough to pass scikit-learn's accuracy check on blobs.
 CHECKS = dict(latent_dim=4, width=16, hidden=16, epochs=3, batch_size=32, learning_rate=1e-2,
@@ -217,13 +217,14 @@ def test_clear_errors_for_bad_input() -> None:
 
 @pytest.mark.parametrize(("param", "value", "message"), [
     ("batch_size", 1, "batch_size must be an integer >= 2"),
-    ("epochs", 0, "epochs must be a positive integer"),
-    ("latent_dim", 2.5, "latent_dim must be a positive integer"),
+    ("epochs", 0, "epochs must be at least 1"),  # worded as --epochs is (one validation)
+    ("latent_dim", 2.5, "latent_dim is 2.5; expected a whole number"),
     ("learning_rate", -1.0, "learning_rate must be a positive number"),
-    ("sampling_rate", -0.1, "sampling_rate must be a number >= 0"),
+    ("sampling_rate", -0.1, "sampling_rate must be >= 0"),
     ("validation_fraction", 1.0, r"validation_fraction must be in \[0, 1\)"),
-    ("cls_weight", 0.0, "cls_weight must be None"),
-    ("samples", 0, "samples must be a positive integer"),
+    ("cls_weight", 0.0, r"cls_weight must be positive \(or null"),
+    ("samples", 0, "samples must be at least 1"),
+    ("logit_adjust_tau", -1.0, "logit_adjust_tau must be >= 0"),
     ("prior", "gmm", "prior must be one of normal, mixture, class"),
     ("device", "gpu-please", "is not a torch device"),
 ])

@@ -16,8 +16,8 @@ from PIL import Image
 from dgc import DGCClassifier
 from dgc.cli import main
 from dgc.config import apply_overrides, build_config, with_steps
+from dgc.core.errors import DGCError
 from dgc.data import folder, load_folder, load_imbalanced
-from dgc.errors import DGCError
 
 
 def write_image(path: Path, value: int, size: tuple[int, int] = (6, 6), mode: str = "L") -> None:

@@ -23,8 +23,8 @@ from scipy.io import savemat
 
 from dgc import data
 from dgc.cli import load_array
-from dgc.errors import DGCError
-from dgc.io import load_checkpoint, save_checkpoint
+from dgc.core.errors import DGCError
+from dgc.core.io import load_checkpoint, save_checkpoint
 
 FUZZ = settings(max_examples=50, deadline=None)
 

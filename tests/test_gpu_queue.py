@@ -1,4 +1,4 @@
-"""benchmarks/gpu_queue.py: jobs run side by side, stop at the deadline, and come back packed."""
+"""tools/gpu_queue.py: jobs run side by side, stop at the deadline, and come back packed."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_queue_runs_stops_at_the_deadline_and_packs(tmp_path: Path) -> None:
                     "sleep 60\n"
                     "echo never > runs/never.txt\n")
     out = tmp_path / "out"
-    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_queue.py"), str(jobs),
+    command = [sys.executable, str(ROOT / "tools" / "gpu_queue.py"), str(jobs),
                "--parallel", "2", "--deadline", "6", "--min-left", "4", "--pack", "runs",
                "--checkpoints", "runs/a", "--out", str(out)]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -55,7 +55,7 @@ def test_queue_runs_stops_at_the_deadline_and_packs(tmp_path: Path) -> None:
         assert tar.getnames() == ["runs/a/best.pt"]
 
 
-@pytest.mark.parametrize("jobs", sorted((ROOT / "benchmarks").glob("gpu-jobs-*.txt")),
+@pytest.mark.parametrize("jobs", sorted((ROOT / "tools").glob("gpu-jobs-*.txt")),
                          ids=lambda path: path.name)
 def test_every_committed_job_is_a_command_dgc_accepts(jobs: Path) -> None:
     """A job file waits for a lent GPU, maybe for sessions: its options must still parse."""

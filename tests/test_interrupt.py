@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-import dgc.experiment
-import dgc.training
+import dgc.run.predict
+import dgc.train.dgc
 from dgc.cli import main
-from dgc.io import load_checkpoint
+from dgc.core.io import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "--exp", "digits", "--seed", "1", "--epochs", "6", "--samples", "1",
@@ -111,14 +111,14 @@ def test_ctrl_c_mid_epoch_discards_that_epoch_only(tmp_path: Path,
     """Ctrl-C halfway through epoch 2, before any validation (every second epoch) chose a best
     model: the checkpoint holds epoch 1, and the resumed run ends like a straight one."""
     train = [*TRAIN, "--epochs", "2", "--set", "train.eval_every=2"]
-    real_step = dgc.training.Trainer.train_step
+    real_step = dgc.train.dgc.Trainer.train_step
 
-    def interrupted_in_epoch_two(self: dgc.training.Trainer, index: Any) -> dict[str, float]:
+    def interrupted_in_epoch_two(self: dgc.train.dgc.Trainer, index: Any) -> dict[str, float]:
         if self.epoch == 1 and self.step == 12:
             raise KeyboardInterrupt
         return real_step(self, index)
 
-    monkeypatch.setattr(dgc.training.Trainer, "train_step", interrupted_in_epoch_two)
+    monkeypatch.setattr(dgc.train.dgc.Trainer, "train_step", interrupted_in_epoch_two)
     out = tmp_path / "run"
     assert main([*train, "--out", str(out)]) == 130
     assert capsys.readouterr().err.strip() == RESUME_HINT
@@ -140,7 +140,7 @@ def test_ctrl_c_during_test_prediction_keeps_the_trained_model(
     def interrupted(*_: Any, **__: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(dgc.experiment, "predict_images", interrupted)
+    monkeypatch.setattr(dgc.run.predict, "predict_images", interrupted)
     out = tmp_path / "run"
     assert main([*TRAIN, "--out", str(out)]) == 130
     captured = capsys.readouterr()
@@ -159,15 +159,15 @@ def test_sigterm_stops_a_benchmark_which_then_resumes(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     bench = ["bench", "--exp", "digits", "--methods", "dgc", "--seeds", "1", "--epochs", "2",
              "--threads", "1", "--quiet", "--set", "train.pretrain_batch=200"]
-    real_step = dgc.training.Trainer.train_step
+    real_step = dgc.train.dgc.Trainer.train_step
 
-    def terminated_in_epoch_two(self: dgc.training.Trainer, index: Any) -> dict[str, float]:
+    def terminated_in_epoch_two(self: dgc.train.dgc.Trainer, index: Any) -> dict[str, float]:
         if self.epoch == 1 and self.step == 12:  # halfway through the second epoch
             assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
             signal.raise_signal(signal.SIGTERM)
         return real_step(self, index)
 
-    monkeypatch.setattr(dgc.training.Trainer, "train_step", terminated_in_epoch_two)
+    monkeypatch.setattr(dgc.train.dgc.Trainer, "train_step", terminated_in_epoch_two)
     before = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "bench"
     assert main([*bench, "--out", str(out)]) == 143

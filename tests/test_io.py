@@ -1,4 +1,5 @@
-"""Tests for dgc.io: atomic writes under faults, checkpoint integrity, the previous generation."""
+"""Tests for dgc.core.io: atomic writes under faults, checkpoint integrity, the previous
+generation."""
 
 from __future__ import annotations
 
@@ -13,17 +14,17 @@ import pytest
 import torch
 from test_bad_input import snapshot
 
-import dgc.io
+import dgc.core.io
 from dgc.config import RunConfig
-from dgc.errors import DGCError
-from dgc.experiment import train_run
-from dgc.io import (
+from dgc.core.errors import DGCError
+from dgc.core.io import (
     atomic_write,
     load_checkpoint,
     load_newest_checkpoint,
     save_checkpoint,
     write_json,
 )
+from dgc.run.train import train_run
 
 
 def files(directory: Path) -> list[str]:
@@ -35,7 +36,7 @@ def test_unwritable_folder_is_one_clear_error(tmp_path: Path,
     def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(dgc.io.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(dgc.core.io.tempfile, "mkstemp", refuse)
     with pytest.raises(DGCError, match=r"could not write .*a\.json: Permission denied.*"
                                        r"make .* writable"):
         write_json(tmp_path / "a.json", {"a": 1})

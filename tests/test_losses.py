@@ -1,4 +1,4 @@
-"""Tests for dgc.losses: METHOD §2's objective terms and §3's latent oversampling rule."""
+"""Tests for dgc.nn.losses: METHOD §2's objective terms and §3's latent oversampling rule."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dgc.losses import (
+from dgc.nn.losses import (
     IMQ_SCALES,
     classification_loss,
     imq_mmd,

@@ -1,4 +1,4 @@
-"""Tests for dgc.matfile, the MAT v5 reader behind the SVHN loader."""
+"""Tests for dgc.data.matfile, the MAT v5 reader behind the SVHN loader."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.io import loadmat, savemat
 
-from dgc.errors import DGCError
-from dgc.matfile import read_mat_arrays
+from dgc.core.errors import DGCError
+from dgc.data.matfile import read_mat_arrays
 
 
 def element(order: str, kind: int, body: bytes) -> bytes:

@@ -1,4 +1,4 @@
-"""Tests for dgc.metrics: hand-computed cases, agreement with sklearn/imblearn, ECE, errors."""
+"""Tests for dgc.core.metrics: hand-computed cases, agreement with sklearn/imblearn, ECE, errors."""
 
 import json
 import math
@@ -12,8 +12,8 @@ from imblearn.metrics import geometric_mean_score, specificity_score
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from dgc.errors import DGCError
-from dgc.metrics import (
+from dgc.core.errors import DGCError
+from dgc.core.metrics import (
     HEADLINE,
     compute_metrics,
     confusion_matrix,

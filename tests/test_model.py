@@ -1,4 +1,5 @@
-"""Tests for dgc.model: shapes of METHOD §1's networks, SAME padding, init and the label input."""
+"""Tests for dgc.nn.model: shapes of METHOD §1's networks, SAME padding, init and the label
+input."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torch
 from torch import nn
 
 from dgc.config import ModelConfig
-from dgc.errors import DGCError
-from dgc.model import (
+from dgc.core.errors import DGCError
+from dgc.nn.model import (
     DGC,
     Encoder,
     MixturePrior,

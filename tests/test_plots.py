@@ -1,4 +1,4 @@
-"""Tests for dgc.plots: every figure function on the data of one tiny trained digits run.
+"""Tests for dgc.reporting.plots: every figure function on the data of one tiny trained digits run.
 
 Each figure must come out at its fixed pixel size, and the numbers saved beside it must be the
 ones it was given (right classes, right counts, finite values, curves equal to history.json).
@@ -17,14 +17,16 @@ import pytest
 import torch
 from PIL import Image
 
-from dgc import plots
 from dgc.config import RunConfig
+from dgc.core.errors import DGCError
+from dgc.core.metrics import confusion_matrix
 from dgc.data import load_imbalanced
-from dgc.errors import DGCError
-from dgc.experiment import Run, load_run, to_train_data, train_run
-from dgc.metrics import confusion_matrix
-from dgc.model import tensor_to_images
-from dgc.report import TrainingSplit, decode, generate, posterior, training_split, tsne
+from dgc.nn.generation import decode, generate, posterior
+from dgc.nn.model import tensor_to_images
+from dgc.reporting import plots
+from dgc.reporting.report import TrainingSplit, training_split, tsne
+from dgc.run.finished import Run, load_run, to_train_data
+from dgc.run.train import train_run
 
 NAMES = [str(i) for i in range(10)]
 

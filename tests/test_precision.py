@@ -1,4 +1,4 @@
-"""Tests for the GPU path and bfloat16: `--device cuda` and benchmarks/gpu_check.sh stop clearly
+"""Tests for the GPU path and bfloat16: `--device cuda` and tools/gpu_check.sh stop clearly
 without CUDA, and the bfloat16 code paths run on the CPU."""
 
 from __future__ import annotations
@@ -15,16 +15,19 @@ import numpy as np
 import pytest
 import torch
 
-from dgc import precision
-from dgc.baselines import ClassifierTrainer, classifier_proba
 from dgc.cli import main
 from dgc.config import RunConfig, apply_overrides, validate
+from dgc.core import precision
+from dgc.core.errors import DGCWarning
 from dgc.data import ImbalancedData
-from dgc.errors import DGCWarning
-from dgc.experiment import build_model, predict_images, to_train_data
-from dgc.methods import get_method
-from dgc.prediction import class_scores
-from dgc.training import Trainer
+from dgc.methods.family import build_model
+from dgc.methods.registry import get_method
+from dgc.nn.classifier import classifier_proba
+from dgc.nn.prediction import class_scores
+from dgc.run.finished import to_train_data
+from dgc.run.predict import predict_images
+from dgc.train.classifier import ClassifierTrainer
+from dgc.train.dgc import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusals")
@@ -47,7 +50,7 @@ def test_cuda_is_refused_without_cuda(tmp_path: Path, capsys: pytest.CaptureFixt
 @no_cuda
 def test_gpu_check_script_stops_clearly_without_cuda(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out")}
-    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env,
+    result = subprocess.run(["bash", str(ROOT / "tools" / "gpu_check.sh")], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert "sees no CUDA device" in result.stderr

@@ -1,4 +1,5 @@
-"""Tests for dgc.prediction: METHOD §4's Bayes rule by importance sampling, against a slow loop."""
+"""Tests for dgc.nn.prediction: METHOD §4's Bayes rule by importance sampling, against a slow
+loop."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from dgc.config import ModelConfig, PredictConfig
-from dgc.experiment import latent_tag, predict_tag
-from dgc.losses import imq_mmd
-from dgc.model import DGC
-from dgc.prediction import chunk_mmd, class_scores, decompose, predict_proba
+from dgc.config import ModelConfig, PredictConfig, latent_tag, predict_tag
+from dgc.nn.losses import imq_mmd
+from dgc.nn.model import DGC
+from dgc.nn.prediction import chunk_mmd, class_scores, decompose, predict_proba
 
 N_CLASSES = 3
 SHAPE = (8, 8, 1)

@@ -1,4 +1,4 @@
-"""Tests for dgc.report and the `report` / `sample` commands, on tiny digits runs.
+"""Tests for dgc.reporting.report and the `report` / `sample` commands, on tiny digits runs.
 
 `dgc train` writes the report of its run unless --no-report; the report is rebuilt from the
 run's files alone, links only files that exist, and the numbers beside its figures are the run's.
@@ -19,13 +19,12 @@ import pytest
 from PIL import Image
 
 import dgc.cli
-import dgc.report
-from dgc import plots
+import dgc.reporting.report
 from dgc.cli import main
+from dgc.core.errors import DGCError
 from dgc.data import FASHION_NAMES, load_imbalanced
-from dgc.errors import DGCError
-from dgc.experiment import load_run
-from dgc.report import (
+from dgc.reporting import plots
+from dgc.reporting.report import (
     FIGURES,
     REPORT,
     class_index,
@@ -33,7 +32,8 @@ from dgc.report import (
     sample_class,
     training_split,
 )
-from dgc.rundir import PREDICTIONS
+from dgc.run.finished import load_run
+from dgc.run.folder import PREDICTIONS
 
 NAMES = [str(i) for i in range(10)]
 DGC_FIGURES = ("recall_vs_count", "confusion", "reliability", "curves", "generated",
@@ -53,7 +53,7 @@ def run_cli(args: list[str]) -> tuple[int, str, str]:
 def small_tsne() -> Iterator[None]:
     """A t-SNE of at most 30 images per class keeps these tests fast."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dgc.report, "TSNE_PER_CLASS", 30)
+        patch.setattr(dgc.reporting.report, "TSNE_PER_CLASS", 30)
         yield
 
 

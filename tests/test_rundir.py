@@ -20,11 +20,11 @@ from test_bad_input import fails_with, snapshot
 
 from dgc.cli import main
 from dgc.config import TrainConfig, apply_overrides, build_config, convert, validate
+from dgc.core.errors import DGCError
+from dgc.core.io import load_checkpoint
 from dgc.data import load_imbalanced
-from dgc.errors import DGCError
-from dgc.io import load_checkpoint
-from dgc.methods import get_method
-from dgc.rundir import EPOCH_DEPENDENT_SCHEDULES, LOCK, RunDir, check_resume
+from dgc.methods.registry import get_method
+from dgc.run.folder import EPOCH_DEPENDENT_SCHEDULES, LOCK, RunDir, check_resume
 
 TRAIN = ["train", "--seed", "1", "--samples", "1", "--quiet", "--no-report", "--threads", "1",
          "--set", "train.pretrain_batch=200", "--set", "train.schedule=constant"]
@@ -384,9 +384,9 @@ def test_files_respect_the_umask_and_logs_are_lines(tmp_path: Path,
 
 
 def test_the_run_folder_and_config_modules_do_not_load_torch() -> None:
-    """`dgc.rundir`, `dgc.config` and `dgc.methods` answer questions about runs and settings
-    (which tools and tests ask often) without the seconds torch takes to import."""
-    code = ("import sys, dgc.rundir, dgc.config, dgc.methods, dgc.io; "
+    """`dgc.run.folder`, `dgc.config` and `dgc.methods.registry` answer questions about runs and
+    settings (which tools and tests ask often) without the seconds torch takes to import."""
+    code = ("import sys, dgc.run.folder, dgc.config, dgc.methods.registry, dgc.core.io; "
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)

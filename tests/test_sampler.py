@@ -1,12 +1,10 @@
-"""dgc.sampler: DGCSampler in an imbalanced-learn pipeline, and baselines trained on the images
-of a DGC run (`baseline.resample=dgc`)."""
+"""dgc.estimators.sampler: DGCSampler in an imbalanced-learn pipeline, and baselines trained on
+the images of a DGC run (`baseline.resample=dgc`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +15,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from dgc import DGCClassifier
-from dgc.benchmark import bench_config
+from dgc.bench.benchmark import bench_config
 from dgc.cli import main
 from dgc.config import validate
-from dgc.errors import DGCError
-from dgc.experiment import train_run
-from dgc.sampler import DGCSampler
+from dgc.core.errors import DGCError
+from dgc.estimators.sampler import DGCSampler
+from dgc.run.train import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,8 +87,9 @@ def test_a_baseline_trains_on_a_dgc_runs_images(tmp_path: Path) -> None:
                                                                        generator=None)))
 
 
-def test_oversampling_script_compares_generated_with_ros(tmp_path: Path) -> None:
-    """`dgc bench --set baseline.resample=dgc` with a {seed} generator, then the script."""
+def test_evaluate_oversampling_compares_generated_with_ros(tmp_path: Path) -> None:
+    """`dgc bench --set baseline.resample=dgc` with a {seed} generator, then
+    `dgc evaluate GENERATED --oversampling BENCH`."""
     bench, generated = tmp_path / "bench", tmp_path / "generated"
     common = ["--exp", "digits", "--seeds", "1-2", "--epochs", "1", "--set",
               "predict.samples=1", "--set", "train.pretrain_batch=200", "--threads", "1",
@@ -99,12 +98,9 @@ def test_oversampling_script_compares_generated_with_ros(tmp_path: Path) -> None
     assert main(["bench", "--methods", "ce", *common, "--set", "baseline.resample=dgc",
                  "--set", f"baseline.generator={bench}/dgc-s{{seed}}",
                  "--out", str(generated)]) == 0
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "oversampling.py"),
-                           str(bench), str(generated), "--out", str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert done.returncode == 0, done.stderr
-    text = (tmp_path / "oversampling.md").read_text()
+    assert main(["evaluate", str(generated), "--oversampling", str(bench)]) == 0
+    text = (generated / "oversampling.md").read_text()
     assert "| `ce+dgc` | 2 |" in text and "| `ros` | 2 |" in text and "`dgc` |" not in text
-    tests = json.loads((tmp_path / "oversampling.json").read_text())["sections"]
+    tests = json.loads((generated / "oversampling.json").read_text())["sections"]
     assert list(tests["Test metrics"]["tests"]) == ["ce+dgc vs ros"]
     assert tests["Test metrics"]["tests"]["ce+dgc vs ros"]["acsa"]["n"] == 2

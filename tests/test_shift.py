@@ -1,4 +1,5 @@
-"""dgc.shift: resampling to a prior, EM re-estimation of it, and DGCClassifier's test_prior."""
+"""dgc.evaluation.shift: resampling to a prior, EM re-estimation of it, and DGCClassifier's
+test_prior."""
 
 from __future__ import annotations
 
@@ -7,20 +8,12 @@ import pytest
 from sklearn.datasets import load_digits
 
 from dgc import DGCClassifier
-from dgc.errors import DGCError
-from dgc.methods import resolve_config
-from dgc.scoring import SplitScores
-from dgc.shift import (
-    adjust_posteriors,
-    check_prior,
-    em_prior,
-    frequencies,
-    resample_to_prior,
-    run_prior,
-    shift_report,
-    target_priors,
-    trained_prior,
-)
+from dgc.core.errors import DGCError
+from dgc.evaluation.scoring import SplitScores
+from dgc.evaluation.shift import resample_to_prior, shift_report, target_priors
+from dgc.methods.family import family_of
+from dgc.methods.registry import resolve_config
+from dgc.nn.priors import adjust_posteriors, check_prior, em_prior, frequencies, trained_prior
 
 
 def gaussian_posteriors(y: np.ndarray, source: np.ndarray,
@@ -80,7 +73,7 @@ def test_a_run_s_posteriors_are_for_the_prior_its_training_balanced(
     cfg = resolve_config("digits", "cpu", method, overrides=overrides)
     expected = {"train": frequencies(counts), "uniform": np.full(4, 0.25),
                 "reversed": frequencies(counts)[::-1]}[prior]
-    assert np.allclose(run_prior(cfg, counts), expected)
+    assert np.allclose(family_of(cfg).prior(cfg, counts), expected)
     with pytest.raises(DGCError, match="4 non-negative numbers summing to 1"):
         check_prior([0.5, 0.5], 4)
 

@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/speed.py on digits: what it writes, never how fast it is."""
+"""Smoke test of tools/speed.py on digits: what it writes, never how fast it is."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def test_speed_benchmark_runs_on_digits(tmp_path: Path) -> None:
     out = tmp_path / "speed.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--exp", "digits",
+    command = [sys.executable, str(ROOT / "tools" / "speed.py"), "--exp", "digits",
                "--epochs", "1", "--threads", "1", "--out", str(out)]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=600)
@@ -44,7 +44,7 @@ def test_speed_benchmark_compares_training_variants(tmp_path: Path) -> None:
     out = tmp_path / "training.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--training", "--exp",
+    command = [sys.executable, str(ROOT / "tools" / "speed.py"), "--training", "--exp",
                "digits", "--epochs", "1", "--threads", "1", "--batch-sizes", "50,100",
                "--out", str(out)]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -70,7 +70,7 @@ def test_speed_benchmark_compares_training_variants(tmp_path: Path) -> None:
 
 
 def test_speed_benchmark_refuses_batch_sizes_it_cannot_use(tmp_path: Path) -> None:
-    script = str(ROOT / "benchmarks" / "speed.py")
+    script = str(ROOT / "tools" / "speed.py")
     for extra, message in ((["--training", "--batch-sizes", "0,100"], "positive batch sizes"),
                            (["--training", "--batch-sizes", "big"], "positive batch sizes"),
                            (["--batch-sizes", "200"], "add --training"),

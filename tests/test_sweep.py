@@ -1,4 +1,4 @@
-"""Tests for dgc.sweep and `dgc sweep`: a digits sweep of two sampling rates and one seed."""
+"""Tests for dgc.bench.sweep and `dgc sweep`: a digits sweep of two sampling rates and one seed."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import dgc.series
-from dgc import plots
+import dgc.bench.series
+from dgc.bench.sweep import parse_values, run_name, run_sweep, setting_of, summarise
 from dgc.cli import main
 from dgc.config import RunConfig, apply_overrides, build_config
-from dgc.errors import DGCError
-from dgc.methods import get_method
-from dgc.rundir import LOCK
-from dgc.sweep import parse_values, run_name, run_sweep, setting_of, summarise
+from dgc.core.errors import DGCError
+from dgc.methods.registry import get_method
+from dgc.reporting import plots
+from dgc.run.folder import LOCK
 
 HEADLINE = ("acsa", "f_macro", "g_macro", "r_mi", "p_ma")
 SWEEP = ["sweep", "--exp", "digits", "--param", "sampling-rate", "--values", "1,0", "--seeds", "1",
@@ -83,7 +83,7 @@ def test_second_call_skips_finished_runs(swept: Path, monkeypatch: pytest.Monkey
     def must_not_train(*_: Any, **__: Any) -> None:
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(dgc.series, "train_run", must_not_train)
+    monkeypatch.setattr(dgc.bench.series, "train_run", must_not_train)
     logged: list[str] = []
     record = run_sweep(base_config(), "sampling-rate", [0, 1], [1], swept, progress=False,
                        log=logged.append)
@@ -133,7 +133,7 @@ def test_every_finished_run_is_checked_before_anything_trains(
     def train_run(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a run trained before the finished one was checked")
 
-    monkeypatch.setattr(dgc.series, "train_run", train_run)
+    monkeypatch.setattr(dgc.bench.series, "train_run", train_run)
     changed = apply_overrides(base_config(), ["train.lr=0.01"])
     with pytest.raises(DGCError, match="sampling-rate-1-s1 was run with other settings"):
         run_sweep(changed, "sampling-rate", [0, 1], [1], copy, progress=False,
@@ -145,14 +145,14 @@ def test_a_failed_run_leaves_the_others_to_finish(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """A failure no longer aborts the sweep: the other run still trains, the files hold it alone
     (one seed: std n/a) and list the failure, and the command names it and exits 2."""
-    real = dgc.series.train_run
+    real = dgc.bench.series.train_run
 
     def rate_1_fails(cfg: RunConfig, **kwargs: Any) -> dict[str, Any]:
         if cfg.train.sampling_rate == 1:
             raise DGCError("the loss became nan")
         return real(cfg, **kwargs)
 
-    monkeypatch.setattr(dgc.series, "train_run", rate_1_fails)
+    monkeypatch.setattr(dgc.bench.series, "train_run", rate_1_fails)
     out = tmp_path / "sweep"
     assert main([*SWEEP, "--out", str(out)]) == 2
     assert "1 run(s) failed (sampling-rate-1-s1)" in capsys.readouterr().err

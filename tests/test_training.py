@@ -1,4 +1,4 @@
-"""Tests for dgc.training and dgc.experiment: schedules, pre-training, the loop, run files, resume.
+"""Tests for dgc.train and dgc.run.train: schedules, pre-training, the loop, run files, resume.
 
 Every run is a few epochs of the small offline digits set on one thread.
 """
@@ -18,28 +18,23 @@ import pytest
 import torch
 from test_bad_input import snapshot
 
-import dgc.baselines
-import dgc.experiment
-import dgc.training
-from dgc.benchmark import trained_on
+import dgc.nn.losses
+import dgc.run.predict
+import dgc.train.dgc
+from dgc.bench.benchmark import trained_on
 from dgc.config import RunConfig, apply_overrides, build_config
+from dgc.core.errors import DGCError
+from dgc.core.precision import native_bf16
 from dgc.data import ImbalancedData
 from dgc.data.files import write_cache
-from dgc.errors import DGCError
-from dgc.experiment import (
-    build_model,
-    cpu_model,
-    evaluate_run,
-    load_run,
-    prediction_key,
-    same_environment,
-    to_train_data,
-    train_run,
-)
-from dgc.methods import get_method
-from dgc.precision import native_bf16
-from dgc.rundir import RUN_FACTS
-from dgc.training import TrainData, Trainer, learning_rate
+from dgc.methods.family import build_model
+from dgc.methods.registry import get_method
+from dgc.run.finished import load_run, to_train_data
+from dgc.run.folder import RUN_FACTS
+from dgc.run.predict import evaluate_run, prediction_key
+from dgc.run.train import cpu_model, same_environment, train_run
+from dgc.train.dgc import Trainer
+from dgc.train.loop import TrainData, learning_rate
 
 METRIC_KEYS = {"acsa", "f_macro", "g_macro", "r_mi", "p_ma", "accuracy", "precision_macro",
                "recall_macro", "specificity_macro", "f_micro", "g_micro", "per_class",
@@ -147,8 +142,8 @@ def test_pretraining_stops_once_below_tol(digits_config: Callable[..., RunConfig
 
     # a loss that falls 1.0, 0.5, 0.05: two steps are taken, then it stops below tol = 0.1
     values = iter([1.0, 0.5, 0.05, 0.01, 0.01])
-    real = dgc.training.moment_matching_loss
-    monkeypatch.setattr(dgc.training, "moment_matching_loss",
+    real = dgc.train.dgc.moment_matching_loss
+    monkeypatch.setattr(dgc.train.dgc, "moment_matching_loss",
                         lambda z: real(z) * 0 + next(values))
     cfg = digits_config(tmp_path, "train.pretrain_tol=0.1", "train.pretrain_steps=200",
                         "train.pretrain_batch=50")
@@ -193,8 +188,8 @@ def test_restore_best_loads_the_kept_weights(digits_config: Callable[..., RunCon
 def test_non_finite_loss_raises(digits_config: Callable[..., RunConfig],
                                 digits_data: ImbalancedData, tmp_path: Path,
                                 monkeypatch: pytest.MonkeyPatch, target: str, term: str) -> None:
-    real = getattr(dgc.training, target)
-    monkeypatch.setattr(dgc.training, target, lambda a, b: real(a, b) * math.nan)
+    real = getattr(dgc.train.dgc, target)
+    monkeypatch.setattr(dgc.train.dgc, target, lambda a, b: real(a, b) * math.nan)
     trainer = small_trainer(digits_config(tmp_path, "train.pretrain_steps=0"), digits_data)
     with pytest.raises(DGCError, match=rf"the {term} loss became nan at epoch 1"):
         trainer.fit()
@@ -205,8 +200,8 @@ def test_non_finite_pretraining_head_and_baseline_losses_raise(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The other three terms RELIABILITY.md lists: pre-training, the oversampled head step
     (the second cross-entropy of a step without LVO) and a baseline's loss."""
-    real_moments = dgc.training.moment_matching_loss
-    monkeypatch.setattr(dgc.training, "moment_matching_loss",
+    real_moments = dgc.train.dgc.moment_matching_loss
+    monkeypatch.setattr(dgc.train.dgc, "moment_matching_loss",
                         lambda z: real_moments(z) * math.nan)
     trainer = small_trainer(digits_config(tmp_path / "a"), digits_data)
     with pytest.raises(DGCError, match="the pre-training moment-matching loss became nan"):
@@ -214,13 +209,13 @@ def test_non_finite_pretraining_head_and_baseline_losses_raise(
     monkeypatch.undo()
 
     calls = {"n": 0}
-    real_cls = dgc.training.classification_loss
+    real_cls = dgc.train.dgc.classification_loss
 
     def second_is_nan(*args: Any) -> torch.Tensor:
         calls["n"] += 1
         return real_cls(*args) * (math.nan if calls["n"] == 2 else 1.0)
 
-    monkeypatch.setattr(dgc.training, "classification_loss", second_is_nan)
+    monkeypatch.setattr(dgc.train.dgc, "classification_loss", second_is_nan)
     trainer = small_trainer(digits_config(tmp_path / "b", "train.pretrain_steps=0",
                                           "train.lvo=false"), digits_data)
     with pytest.raises(DGCError, match="the oversampled cross-entropy loss became nan at "
@@ -228,7 +223,7 @@ def test_non_finite_pretraining_head_and_baseline_losses_raise(
         trainer.fit()
     monkeypatch.undo()
 
-    monkeypatch.setattr(dgc.baselines.BaselineLoss, "__call__",
+    monkeypatch.setattr(dgc.nn.losses.BaselineLoss, "__call__",
                         lambda self, logits, y, epoch: logits.sum() * math.nan)
     ce = dataclasses.replace(get_method("ce").configure(digits_config(tmp_path / "c")),
                              method="ce")
@@ -241,13 +236,13 @@ def test_non_finite_loss_keeps_last_good_checkpoint(digits_config: Callable[...,
                                                     tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
-    real = dgc.training.reconstruction_loss
+    real = dgc.train.dgc.reconstruction_loss
 
     def failing_later(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
         calls["n"] += 1  # two calls a step (LVO and joint); digits has 9 batches an epoch
         return real(x, recon) * (math.inf if calls["n"] > 25 else 1.0)
 
-    monkeypatch.setattr(dgc.training, "reconstruction_loss", failing_later)
+    monkeypatch.setattr(dgc.train.dgc, "reconstruction_loss", failing_later)
     cfg = digits_config(tmp_path / "run", "train.pretrain_steps=0")
     with pytest.raises(DGCError, match=r"reconstruction loss became inf at epoch 2"):
         train_run(cfg, progress=False, log=quiet)
@@ -330,9 +325,7 @@ def test_evaluate_run_reproduces_metrics(trained: tuple[RunConfig, dict[str, Any
         assert again[key] == metrics[key], key
     run = load_run(cfg.out)
     assert run.class_names == tuple(str(i) for i in range(10)) and not run.model.training
-    assert run.generator is run.model
-    with pytest.raises(DGCError, match="holds a dgc model, which is not a baseline classifier"):
-        _ = run.classifier
+    assert run.generator is run.model and run.family.generator(run.model) is run.model
 
 
 def test_same_seed_same_numbers(digits_config: Callable[..., RunConfig], tmp_path: Path) -> None:
@@ -459,8 +452,8 @@ def test_an_interrupted_test_prediction_resumes_at_its_last_saved_chunk(
     straight = train_run(digits_config(tmp_path / "straight"), progress=False, log=quiet)
     expected = np.load(tmp_path / "straight" / "predictions.npz")["probs"]
     n_test = len(expected)
-    monkeypatch.setattr(dgc.experiment, "PREDICT_CHUNK", 64)
-    predict, chunks = dgc.experiment.predict_images, []
+    monkeypatch.setattr(dgc.run.predict, "PREDICT_CHUNK", 64)
+    predict, chunks = dgc.run.predict.predict_images, []
 
     class Stopped(Exception):
         """The process dying while it predicts its third chunk."""
@@ -476,13 +469,13 @@ def test_an_interrupted_test_prediction_resumes_at_its_last_saved_chunk(
         return predict(model, images, *args)
 
     run = tmp_path / "run"
-    monkeypatch.setattr(dgc.experiment, "predict_images", stopping)
+    monkeypatch.setattr(dgc.run.predict, "predict_images", stopping)
     with pytest.raises(Stopped):
         train_run(digits_config(run), progress=False, log=quiet)
     assert (run / "predictions.partial.npz").is_file() and not (run / "metrics.json").exists()
 
     chunks.clear()
-    monkeypatch.setattr(dgc.experiment, "predict_images", counting)
+    monkeypatch.setattr(dgc.run.predict, "predict_images", counting)
     logs: list[str] = []
     resumed = train_run(digits_config(run), resume=True, progress=False, log=logs.append)
     assert any(f"resuming the test prediction after 128 of {n_test} images" in line

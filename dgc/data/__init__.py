@@ -6,6 +6,7 @@ a dataset is one module (its reader and its `DatasetInfo` entry) plus one line i
 docs/ARCHITECTURE.md walks through an example.
 """
 
+from dgc.core.errors import DGCError
 from dgc.data.base import DIGIT_NAMES, DatasetInfo, PathLike, Published, RawData
 from dgc.data.celeba import (
     CELEBA_ATTR_FILE,
@@ -41,7 +42,6 @@ from dgc.data.npz import load_npz, uint8_images
 from dgc.data.protocol import ImbalancedData, load_imbalanced, split_validation
 from dgc.data.registry import DATASETS, dataset_names
 from dgc.data.svhn import SVHN_FILES, SVHN_URL, load_svhn
-from dgc.errors import DGCError
 
 __all__ = [
     "CELEBA_ATTR_FILE", "CELEBA_CACHE_FILE", "CELEBA_HAIR", "CELEBA_IMAGE_DIR",

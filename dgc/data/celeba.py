@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dgc.core.errors import DGCError
 from dgc.data.base import DatasetInfo, PathLike, RawData, published_table
 from dgc.data.files import candidate_dirs, read_cache, show_dirs, write_cache
-from dgc.errors import DGCError
 
 CELEBA_ATTR_FILE = "list_attr_celeba.txt"
 CELEBA_PARTITION_FILE = "list_eval_partition.txt"

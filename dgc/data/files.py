@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dgc.core.errors import DGCError
+from dgc.core.io import atomic_write
 from dgc.data.base import PathLike
-from dgc.errors import DGCError
-from dgc.io import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from dgc.core.errors import DGCError
+from dgc.core.io import one_line
 from dgc.data.base import DatasetInfo, PathLike, RawData
 from dgc.data.files import ARRAYS, read_cache, write_cache
-from dgc.errors import DGCError
-from dgc.io import one_line
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dgc.core.errors import DGCError
 from dgc.data.base import DIGIT_NAMES, DatasetInfo, PathLike, RawData, published_table
 from dgc.data.files import candidate_dirs, download, find_dir, show_dirs
-from dgc.errors import DGCError
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dgc.core.errors import DGCError
 from dgc.data.base import DatasetInfo, PathLike, RawData
 from dgc.data.files import open_numpy, read_member
-from dgc.errors import DGCError
 
 
 def uint8_images(x: np.ndarray, what: str) -> np.ndarray:

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from dgc.core.errors import DGCError
 from dgc.data.base import PathLike
 from dgc.data.registry import DATASETS
-from dgc.errors import DGCError
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dgc.core.errors import DGCError
 from dgc.data.base import DIGIT_NAMES, DatasetInfo, PathLike, RawData, published_table
 from dgc.data.files import candidate_dirs, find_dir, show_dirs
-from dgc.errors import DGCError
-from dgc.matfile import read_mat_arrays
+from dgc.data.matfile import read_mat_arrays
 
 SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
 SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"

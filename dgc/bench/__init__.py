@@ -1,0 +1,1 @@
+"""Many runs: series, sweeps, benchmarks, the ablation and the tables over them."""

@@ -1,0 +1,1 @@
+"""The base layer: errors, safe files, progress, precision, processes, metrics and tables."""

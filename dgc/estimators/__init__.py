@@ -1,0 +1,1 @@
+"""scikit-learn and imbalanced-learn estimators over the library's model and trainer."""

@@ -1,0 +1,1 @@
+"""The named methods (`registry`) and the two families they belong to (`family`)."""

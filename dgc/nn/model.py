@@ -1,0 +1,361 @@
+"""The DGC model (METHOD §1): encoder q(z|x,y), image decoder p(x|z) and label head p(y|z).
+
+    p(x, y, z) = N(z; 0, I) · p(x | z) · p(y | z)
+
+or, with a learned mixture prior (DGCMM, METHOD §9), p(z) = Σ_c π_c N(z; m_c, s_c²).
+
+The encoder's convolutional trunk sees the image alone; the label enters after the flatten, as
+`Linear(concat(flat, onehot(y)))`, written here as `Linear(flat) + Embedding(y)` (the same map),
+so the trunk runs once per image however many classes are scored. Convolutions use TensorFlow's
+SAME padding, which gives the paper's 28 → 14 → 7 → 4 → 2 trunk.
+
+Feature vectors (an input shape `(d,)` instead of `(H, W, C)`) get the same model with MLPs in
+place of the convolutions: the trunk is one ReLU layer, and the decoder's output is linear, a
+unit-variance Gaussian p(x | z) on standardised features, so ½‖x − G_X(z)‖² is still its negative
+log-likelihood up to a constant and training and prediction need no change.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from dgc.config import ModelConfig, RunConfig
+from dgc.core.errors import DGCError
+
+BN_MOMENTUM = 0.1  # TensorFlow's decay 0.9
+BN_EPS = 1e-5
+LOGVAR_CLIP = 50.0
+
+
+def images_to_tensor(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 (N, H, W, C) in 0..255 → float32 (N, C, H, W) in [0, 1] on `device`, channels-last:
+    the one place that scales. Floats are taken as already scaled (`DGCClassifier`'s images, in
+    float64 where its model is)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
+    if not tensor.is_floating_point():
+        tensor = tensor.float().div_(255.0)
+    return tensor.contiguous(memory_format=torch.channels_last)
+
+
+def tensor_to_images(x: torch.Tensor) -> np.ndarray:
+    """`images_to_tensor`'s way back: float (N, C, H, W) in [0, 1] → uint8 (N, H, W, C)."""
+    return x.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def encoder_depth(size: int) -> int:
+    """Number of stride-2 SAME convolutions that bring `size` down to at most 2."""
+    depth = 0
+    while size > 2:
+        size = math.ceil(size / 2)
+        depth += 1
+    return max(depth, 1)
+
+
+def same_pad(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
+    """TensorFlow SAME padding: (output size, pad before, pad after)."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def conv_trunk(image_shape: tuple[int, ...], cfg: ModelConfig) -> tuple[nn.Sequential, int]:
+    """The encoder's convolutional trunk and its flattened output size.
+
+    Stride-2 SAME convolutions with `cfg.width · 2^i` filters, each followed by BatchNorm and
+    ReLU, down to at most 2×2, then a flatten. The baseline classifiers (`dgc.nn.classifier`) use
+    the same trunk, so a comparison with DGC is about the method rather than the network.
+    """
+    height, width, channels = image_shape
+    layers: list[nn.Module] = []
+    for i in range(encoder_depth(max(height, width))):
+        filters = cfg.width * 2**i
+        height, top, bottom = same_pad(height, cfg.kernel, 2)
+        width, left, right = same_pad(width, cfg.kernel, 2)
+        layers += [
+            nn.ZeroPad2d((left, right, top, bottom)),
+            nn.Conv2d(channels, filters, cfg.kernel, stride=2),
+            nn.BatchNorm2d(filters, momentum=BN_MOMENTUM, eps=BN_EPS),
+            nn.ReLU(inplace=True),
+        ]
+        channels = filters
+    return nn.Sequential(*layers, nn.Flatten()), height * width * channels
+
+
+def mlp_trunk(n_features: int, cfg: ModelConfig) -> tuple[nn.Sequential, int]:
+    """The feature-vector trunk, one ReLU layer of `cfg.width` units, and its output size."""
+    return nn.Sequential(nn.Linear(n_features, cfg.width), nn.ReLU(inplace=True)), cfg.width
+
+
+class Encoder(nn.Module):
+    """q(z | x, y) = N(μ, diag σ²): trunk on x, then the label, then heads for μ, log σ².
+
+    `image_shape` is (H, W, C) for images (conv trunk) or (d,) for feature vectors (MLP trunk).
+    """
+
+    def __init__(self, image_shape: tuple[int, ...], n_classes: int, cfg: ModelConfig):
+        super().__init__()
+        if len(image_shape) == 1:
+            self.trunk, flat = mlp_trunk(image_shape[0], cfg)
+        else:
+            self.trunk, flat = conv_trunk(image_shape, cfg)
+        self.hidden = nn.Linear(flat, cfg.hidden)
+        self.label = nn.Embedding(n_classes, cfg.hidden)
+        self.mu = nn.Linear(cfg.hidden, cfg.latent_dim)
+        self.logvar = nn.Linear(cfg.hidden, cfg.latent_dim)
+        self.label_in_mean = cfg.label_in_mean
+        self.activation = nn.ReLU() if cfg.encoder_relu else nn.Identity()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The label-free part: flattened trunk output followed by its linear map."""
+        return self.hidden(self.trunk(x))
+
+    def posterior(self, features: torch.Tensor, label_rows: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                  torch.Tensor]:
+        """(μ, log σ²) for features (..., hidden) and matching label embeddings (..., hidden).
+
+        With `label_in_mean` off, μ comes from the image alone and only σ sees the label.
+        """
+        with_label = self.activation(features + label_rows)
+        mu = self.mu(with_label if self.label_in_mean else self.activation(features))
+        logvar = self.logvar(with_label).clamp(-LOGVAR_CLIP, LOGVAR_CLIP)
+        return mu, logvar
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.posterior(self.features(x), self.label(y))
+
+    def all_classes(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, log σ²) of shape (N, C, k): every class for every image, trunk computed once."""
+        return self.posterior(features[:, None, :], self.label.weight[None, :, :])
+
+
+class Decoder(nn.Module):
+    """p(x | z) = G_X(z): linear to a small map, stride-2 transposed convolutions, sigmoid."""
+
+    def __init__(self, image_shape: tuple[int, ...], cfg: ModelConfig):
+        super().__init__()
+        height, width, channels = image_shape
+        ups = max(1, encoder_depth(max(height, width)) - 2)
+        self.start = (math.ceil(height / 2**ups), math.ceil(width / 2**ups))
+        self.out_size = (height, width)
+        filters = cfg.decoder_width * 8
+        if filters < 2**ups:  # each up-sampling halves the filters: none may reach zero
+            raise DGCError(f"images of {height}×{width} need {ups} up-sampling layers in the "
+                           f"decoder, which halve its {filters} filters to none; resize the "
+                           "images (e.g. to 32×32 or 64×64) or widen the decoder to "
+                           f"model.decoder_width={max(1, 2**ups // 8)} or more (DGCClassifier: "
+                           f"width={4 * max(1, 2**ups // 8)} or more)")
+        self.project = nn.Linear(cfg.latent_dim, self.start[0] * self.start[1] * filters)
+        pad = math.ceil((cfg.kernel - 2) / 2)
+        layers: list[nn.Module] = []
+        for _ in range(ups):
+            layers += [
+                nn.ConvTranspose2d(filters, filters // 2, cfg.kernel, stride=2, padding=pad,
+                                   output_padding=2 * pad - cfg.kernel + 2),
+                nn.BatchNorm2d(filters // 2, momentum=BN_MOMENTUM, eps=BN_EPS),
+                nn.ReLU(inplace=True),
+            ]
+            filters //= 2
+        before = (cfg.kernel - 1) // 2
+        after = cfg.kernel - 1 - before
+        layers += [nn.ZeroPad2d((before, after, before, after)),
+                   nn.Conv2d(filters, channels, cfg.kernel)]
+        self.body = nn.Sequential(*layers)
+        self.filters = cfg.decoder_width * 8
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.project(z)).view(-1, self.filters, *self.start)
+        image = torch.sigmoid(self.body(h))
+        height, width = self.out_size
+        if image.shape[-2:] != (height, width):
+            top = (image.shape[-2] - height) // 2
+            left = (image.shape[-1] - width) // 2
+            image = image[..., top:top + height, left:left + width]
+        return image
+
+
+class MLPDecoder(nn.Module):
+    """p(x | z) for feature vectors: one ReLU layer of `decoder_width` units, linear output."""
+
+    def __init__(self, n_features: int, cfg: ModelConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(cfg.latent_dim, cfg.decoder_width),
+                                 nn.ReLU(inplace=True), nn.Linear(cfg.decoder_width, n_features))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class LabelHead(nn.Module):
+    """p(y | z) = G_Y(z): one linear layer, or an MLP (CelebA: 500-500)."""
+
+    def __init__(self, n_classes: int, cfg: ModelConfig):
+        super().__init__()
+        sizes = (cfg.latent_dim, *cfg.head_hidden)
+        layers: list[nn.Module] = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU(inplace=True)]
+        layers.append(nn.Linear(sizes[-1], n_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class MixturePrior(nn.Module):
+    """A learned p(z) = Σ_c π_c N(z; m_c, diag s_c²) with one component per class (DGCMM).
+
+    Untied ("mixture"), the components are free and q(z|x,y) is pulled towards them by the
+    VaDE regulariser, each in proportion to its responsibility for the code. Tied ("class"),
+    component c is class c's prior p(z | y = c): the regulariser is the KL to the label's own
+    component, and the Bayes rule scores a class's codes under that class's component, so the
+    latent geometry takes part in the decision. Densities omit the −(k/2)·log 2π they all share.
+    """
+
+    def __init__(self, n_classes: int, latent_dim: int, tied: bool):
+        super().__init__()
+        self.tied = tied
+        self.logits = nn.Parameter(torch.zeros(n_classes))
+        self.means = nn.Parameter(torch.randn(n_classes, latent_dim))
+        self.logvar = nn.Parameter(torch.zeros(n_classes, latent_dim))
+
+    def components(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z; m_c, s_c²) for every component: (..., k) → (..., C)."""
+        logvar = self.logvar.clamp(-LOGVAR_CLIP, LOGVAR_CLIP)
+        distance = (z[..., None, :] - self.means).pow(2) / logvar.exp()
+        return -0.5 * (distance + logvar).sum(-1)
+
+    def log_density(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log p(z | y) when tied, else the mixture's log p(z); `y` broadcasts against z[..., 0]."""
+        per_component = self.components(z)
+        if self.tied:
+            index = y.expand(per_component.shape[:-1])[..., None]
+            return per_component.gather(-1, index).squeeze(-1)
+        return torch.logsumexp(torch.log_softmax(self.logits, 0) + per_component, dim=-1)
+
+    def kl(self, mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor,
+           y: torch.Tensor) -> torch.Tensor:
+        """Batch mean of KL(q(z|x,y) ‖ prior): to the label's component when tied, else VaDE's
+        responsibility-weighted KL plus the KL of the responsibilities to π."""
+        prior_logvar = self.logvar.clamp(-LOGVAR_CLIP, LOGVAR_CLIP)
+        # (B, C): KL(N(μ, σ²) ‖ N(m_c, s_c²)) for every component
+        per_component = 0.5 * (prior_logvar - logvar[:, None, :]
+                               + (logvar.exp()[:, None, :] + (mu[:, None, :] - self.means).pow(2))
+                               / prior_logvar.exp() - 1.0).sum(-1)
+        if self.tied:
+            return per_component.gather(1, y[:, None]).mean()
+        log_pi = torch.log_softmax(self.logits, 0)
+        log_gamma = torch.log_softmax(log_pi + self.components(z), dim=1)
+        gamma = log_gamma.exp()
+        return (gamma * (per_component + log_gamma - log_pi)).sum(1).mean()
+
+
+class DGC(nn.Module):
+    """The whole generative classifier; `image_shape` is (H, W, C), or (d,) for feature vectors."""
+
+    def __init__(self, image_shape: tuple[int, ...], n_classes: int, cfg: ModelConfig):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.n_classes = n_classes
+        self.cfg = cfg
+        self.encoder = Encoder(self.image_shape, n_classes, cfg)
+        if len(self.image_shape) == 1:
+            self.decoder: nn.Module = MLPDecoder(self.image_shape[0], cfg)
+        else:
+            self.decoder = Decoder(self.image_shape, cfg)
+        self.head = LabelHead(n_classes, cfg)
+        self.prior = (MixturePrior(n_classes, cfg.latent_dim, tied=cfg.prior == "class")
+                      if cfg.prior != "normal" else None)
+        initialise(self, self.encoder.trunk, cfg.init)
+        # faster convolutions on the CPU (Module.to takes memory_format; its stub omits it)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) -> dict[str,
+                                                                                   torch.Tensor]:
+        """One reparameterised pass: z = μ + σ ⊙ ε with the given ε."""
+        mu, logvar = self.encoder(x, y)
+        z = reparameterise(mu, logvar, noise)
+        return {"mu": mu, "logvar": logvar, "z": z, "recon": self.decoder(z),
+                "logits": self.head(z)}
+
+
+def std_from_logvar(logvar: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(1e-8 + torch.exp(logvar))
+
+
+def reparameterise(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    return mu + std_from_logvar(logvar) * noise
+
+
+def initialise(model: nn.Module, trunk: nn.Module, init: str) -> None:
+    """`ModelConfig.init`: "paper" (`paper_init`), "released" (the same, but the convolutions of
+    the encoder trunk from N(0, 0.01²) truncated at two standard deviations, TensorFlow's
+    truncated normal in the authors' code) or "torch" (PyTorch's defaults, left as they are)."""
+    if init == "torch":
+        return
+    model.apply(paper_init)
+    if init == "released":
+        for module in trunk.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.trunc_normal_(module.weight, 0.0, 0.01, -0.02, 0.02)
+
+
+def paper_init(module: nn.Module) -> None:
+    """Weights from N(0, 0.01²), biases 0, BatchNorm scale 1 and shift 0 (METHOD §1)."""
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
+        nn.init.normal_(module.weight, 0.0, 0.01)
+        if isinstance(bias := getattr(module, "bias", None), torch.Tensor):
+            nn.init.zeros_(bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def activation_numel(image_shape: tuple[int, ...], cfg: ModelConfig) -> int:
+    """Values one image leaves in the encoder's trunk (the decoder mirrors it)."""
+    if len(image_shape) == 1:
+        return image_shape[0] + cfg.width + cfg.hidden
+    height, width, channels = image_shape
+    total = height * width * channels
+    for i in range(encoder_depth(max(height, width))):
+        height, width = math.ceil(height / 2), math.ceil(width / 2)
+        total += cfg.width * 2**i * height * width
+    return total + cfg.hidden
+
+
+def machine_memory(device: str) -> int:
+    """Bytes of memory of the device a model would train on."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(build: Callable[[], nn.Module], image_shape: tuple[int, ...],
+               cfg: RunConfig) -> None:
+    """Refuse, before allocating anything, a model and batch that cannot fit in the device's
+    memory: the conv nets grow with the image (a 2000×2000 input asks for tens of GB), so the
+    fix is to resize the images. `build` makes the model; it runs on torch's meta device.
+
+    The estimate: weights, gradients and Adam's two moments (4 × 4 bytes a parameter), plus
+    the batch's activations of encoder and decoder kept for the backward pass (about 8 float32
+    values per trunk value)."""
+    with torch.device("meta"):
+        params = count_parameters(build())
+    batch, device = max(cfg.train.batch_size, cfg.train.pretrain_batch), cfg.device
+    need = 16 * params + 32 * batch * activation_numel(image_shape, cfg.model)
+    have = machine_memory(device)
+    if need > have:
+        shape = "×".join(map(str, image_shape))
+        raise DGCError(f"inputs of shape {shape} need about {need / 2**30:.0f} GiB with this "
+                       f"architecture ({params:,} parameters, batch {batch}) but the {device} has "
+                       f"{have / 2**30:.0f} GiB; resize the images (e.g. to 32×32 or 64×64) or "
+                       "choose a smaller model.width / model.hidden")

@@ -1,0 +1,1 @@
+"""Figures and the Markdown report of a run."""

@@ -1,0 +1,1 @@
+"""Runs on disk: the run folder, training a run end to end, and using a finished one."""

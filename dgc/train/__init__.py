@@ -1,0 +1,1 @@
+"""Training: the epoch loop every method shares, DGC's steps and the baselines' steps."""

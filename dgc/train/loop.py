@@ -1,0 +1,263 @@
+"""The epoch loop every method shares (`EpochTrainer`): batches under the learning-rate
+schedule, augmentation, validation, the best checkpoint and resumable checkpoints. DGC's steps
+(`dgc.train.dgc`) and the baselines' (`dgc.train.classifier`) are its subclasses.
+
+Every random draw (data order, augmentation, reparameterisation noise, prior samples) comes from
+one `torch.Generator` seeded by the run's seed and saved in the checkpoint, so a run is
+deterministic on the CPU and a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from dgc.config import RunConfig
+from dgc.core import distributed, precision, progress
+from dgc.core.errors import DGCError
+from dgc.core.io import CheckpointFiles, save_checkpoint
+from dgc.core.metrics import compute_metrics
+from dgc.nn.losses import class_log_prior
+from dgc.train.augment import augment_batch
+
+
+@dataclass
+class TrainData:
+    """Training (and optional validation) tensors, float (N, C, H, W), and whole-set counts."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    train_counts: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    hflip: bool
+
+
+def learning_rate(cfg: RunConfig, epoch: float) -> float:
+    """The schedule at a (fractional) epoch.
+
+    `manual` and `manual_smooth` are the paper's: halved from epoch 30 and divided by 5 more
+    from epoch 50; 100× lower over the E epochs. The `_released` ones are what the authors'
+    code does: it recomputes the decay from 1 every epoch, so `manual` is halved in epoch 30
+    alone (epoch 50 never comes) and `manual_smooth` stays at one step of its decay throughout.
+    """
+    t = cfg.train
+    if t.schedule == "manual":
+        return t.lr * (0.5 if epoch >= 30 else 1.0) * (0.2 if epoch >= 50 else 1.0)
+    if t.schedule == "manual_released":
+        return t.lr * (0.5 if math.floor(epoch) == 30 else 1.0)
+    if t.schedule == "manual_smooth":
+        return t.lr * 100.0 ** (-math.floor(epoch) / t.epochs)
+    if t.schedule == "manual_smooth_released":
+        return t.lr * 100.0 ** (-1 / t.epochs)
+    if t.schedule == "cosine":
+        return t.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / t.epochs))
+    return t.lr
+
+
+class EpochTrainer:
+    """The part of training every method shares, DGC and the baseline classifiers alike.
+
+    Owns the model's Adam optimiser, the random generator and the history of one run; runs the
+    epochs (shuffled batches under the learning-rate schedule, augmentation when asked),
+    validates, keeps the weights of the best validation ACSA and checkpoints after every epoch,
+    so every method selects its checkpoint the same way. Subclasses supply `train_step` and
+    `validation_scores`, and may use the `prepare`, `describe` and `epoch_order` hooks.
+    """
+
+    shown: tuple[str, ...] = ("loss",)  # epoch-record keys shown on the progress bar
+    remedy = "a lower learning rate (--lr) or gradient clipping (--grad-clip)"
+
+    def __init__(self, model: nn.Module, cfg: RunConfig, data: TrainData,
+                 files: CheckpointFiles | None = None, progress: bool = False,
+                 log: Callable[[str], None] = print):
+        self.model, self.cfg, self.data = model, cfg, data
+        self.files, self.progress, self.log = files, progress, log
+        t = cfg.train
+        # fused: one kernel for every parameter, 4x faster than the loop on the CPU (RESULTS.md)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, 0.999),
+                                          fused=True)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.log_prior = class_log_prior(data.train_counts).to(data.x.device)
+        self.epoch = 0
+        self.step = 0
+        self.seconds = 0.0
+        self.best: dict[str, Any] = {"score": None, "epoch": None}
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.history: dict[str, Any] = {"epochs": []}
+
+    # -- checkpoint state -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "seconds": self.seconds,
+            "best": dict(self.best),
+            "best_model": self.best_weights,  # so that best.pt can never disagree with it
+            "history": self.history,
+            "config": self.cfg.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
+        self.best, self.history = dict(state["best"]), state["history"]
+        self.best_weights = state.get("best_model")  # older checkpoints lack it
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train up to `cfg.train.epochs`, checkpointing after every epoch."""
+        t = self.cfg.train
+        self.prepare()
+        epochs = range(self.epoch, t.epochs)
+        bar = progress.bar(epochs, self.progress, desc="train", unit="epoch",
+                           initial=self.epoch, total=t.epochs)
+        lines = self.progress and not progress.interactive()
+        for _ in bar:
+            started = time.perf_counter()
+            record = self.train_epoch()
+            record.update(self.describe())
+            if len(self.data.y_val) and ((self.epoch + 1) % t.eval_every == 0
+                                         or self.epoch + 1 == t.epochs):
+                record["val"] = self.validate()
+            self.epoch += 1
+            self.seconds += time.perf_counter() - started
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            self.history["epochs"].append(record)
+            self.keep_best(record)
+            self.save()
+            shown = ({k: f"{v:.3g}" for k, v in record.items() if k in self.shown}
+                     | ({"val_acsa": f"{record['val']['acsa']:.4f}"} if "val" in record else {}))
+            bar.set_postfix(shown)
+            if lines:  # a log file or pipe gets one line per epoch instead of the bar
+                self.log(f"dgc: epoch {self.epoch}/{t.epochs} "
+                         + " ".join(f"{k} {v}" for k, v in shown.items())
+                         + f" ({record['seconds']:.1f} s)")
+        return self.history
+
+    def prepare(self) -> None:
+        """Work done once before the first epoch (and skipped when resuming after it)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Extra entries for an epoch's history record."""
+        return {}
+
+    def epoch_order(self) -> torch.Tensor:
+        """The training rows of one epoch, in the order they are visited."""
+        return torch.randperm(len(self.data.y), generator=self.generator)
+
+    def shared_order(self) -> torch.Tensor:
+        """`epoch_order`, the same in every torchrun process, seeded by (seed, epoch); each
+        process then draws its own noise and augmentation, seeded by (seed, epoch, rank), so a
+        resumed run continues exactly."""
+        if distributed.world_size() == 1:
+            return self.epoch_order()
+        self.generator.manual_seed(distributed.derived_seed(self.cfg.seed, self.epoch))
+        order = self.epoch_order()
+        self.generator.manual_seed(distributed.derived_seed(self.cfg.seed, self.epoch,
+                                                            distributed.rank()))
+        return order
+
+    def train_epoch(self) -> dict[str, Any]:
+        t = self.cfg.train
+        world, rank = distributed.world_size(), distributed.rank()
+        order = self.shared_order()
+        size = t.batch_size * world  # under torchrun each process takes its share of a step
+        batches = [order[i:i + size] for i in range(0, len(order), size)]
+        batches = [b for b in batches if len(b) >= 2 * world]
+        sums: dict[str, float] = {}
+        for i, index in enumerate(batches):
+            lr = learning_rate(self.cfg, self.epoch + i / len(batches))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            for name, value in self.train_step(index[rank::world]).items():
+                sums[name] = sums.get(name, 0.0) + value
+            self.step += 1
+        distributed.average_buffers(self.model)
+        record = {name: value / len(batches) for name, value in sums.items()}
+        return {"epoch": self.epoch + 1, "lr": learning_rate(self.cfg, self.epoch), **record}
+
+    def train_step(self, index: torch.Tensor) -> dict[str, float]:
+        """One optimisation step on the training rows `index`; returns its loss values."""
+        raise NotImplementedError
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels of rows `index`, augmented when the recipe asks for it."""
+        t = self.cfg.train
+        x, y = self.data.x[index], self.data.y[index]
+        if t.augment:
+            x = augment_batch(x, t.crop_pad, self.data.hflip, self.generator)
+        return x, y
+
+    def mixed_precision(self) -> AbstractContextManager[Any]:
+        """bfloat16 autocast for a forward pass when `train.bf16` asks for it."""
+        return precision.autocast(self.cfg.train.bf16, self.data.x.device.type)
+
+    def finish_gradients(self, parameters: Any) -> None:
+        """Average the gradients over torchrun's processes (none without it), then clip them."""
+        parameters = list(parameters)
+        distributed.average_gradients(parameters)
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(parameters, self.cfg.train.grad_clip)
+
+    def check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        """Stop at the first non-finite loss term, before it reaches the weights or a file."""
+        for name, value in terms.items():
+            if not torch.isfinite(value):
+                kept = ("" if self.files is None else
+                        f"; {self.files.latest} keeps epoch {self.epoch}" if self.epoch
+                        else "; no epoch had finished, so no checkpoint was written")
+                raise DGCError(
+                    f"the {name} loss became {float(value.detach())} at epoch {self.epoch + 1}, "
+                    f"step {self.step + 1}{kept}. Try {self.remedy} in a new run"
+                )
+
+    # -- evaluation and checkpoints ---------------------------------------------------------
+    def validation_scores(self) -> torch.Tensor:
+        """Class scores (N_val, C) of the validation images; the argmax is the prediction."""
+        raise NotImplementedError
+
+    def validate(self) -> dict[str, float]:
+        """ACSA, F_macro and G_macro on the validation split."""
+        scores = self.validation_scores()
+        metrics = compute_metrics(self.data.y_val.cpu().numpy(), scores.argmax(1).cpu().numpy(),
+                                  self.data.train_counts.numpy())
+        return {k: metrics[k] for k in ("acsa", "f_macro", "g_macro")}
+
+    def keep_best(self, record: dict[str, Any]) -> None:
+        """Keep the weights of the best validation ACSA (the last epoch's without validation)."""
+        score = None
+        if len(self.data.y_val):
+            if "val" not in record:
+                return
+            score = record["val"]["acsa"]
+            if self.best["score"] is not None and score <= self.best["score"]:
+                return
+        self.best = {"score": score, "epoch": self.epoch}
+        self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.files is not None:
+            save_checkpoint(self.files.best, {"model": self.best_weights, **self.best})
+
+    def restore_best(self) -> nn.Module:
+        """The model with the weights `keep_best` kept loaded back into it."""
+        if self.best_weights is None:
+            raise DGCError("training has not finished an epoch, so it has no weights to "
+                           "evaluate; call fit() first")
+        self.model.load_state_dict(self.best_weights)
+        return self.model
+
+    def save(self) -> None:
+        if self.files is not None:
+            save_checkpoint(self.files.latest, self.state_dict(), previous=self.files.previous)
