@@ -105,7 +105,7 @@ def add_exact_and_bf16(parser: argparse.ArgumentParser, who: str) -> None:
                              "class, S = 10 unless --samples says otherwise")
     parser.add_argument("--bf16", action="store_true",
                         help="bfloat16 autocast of the forward passes (CUDA, or a CPU with "
-                             "native bfloat16: AVX-512 BF16, AMX; docs/RESULTS.md)")
+                             "native bfloat16: AVX-512 BF16, AMX; docs/results/training-speed.md)")
 
 
 def resolve_exp(args: argparse.Namespace) -> str:

@@ -46,7 +46,7 @@ OPTIONS = {"seed": "--seed", "threads": "--threads", "profile": "--profile",
            "predict.rule": "--rule", "predict.top_k": "--top-k",
            "image_size": "--image-size", "test_fraction": "--test-fraction"}
 # The least optimiser steps of a small dataset's cpu preset, measured on digits' validation
-# split (docs/RESULTS.md, "The quick default").
+# split (docs/results/digits-default.md).
 SMALL_DATA_STEPS = 2500
 
 
@@ -254,7 +254,7 @@ def cpu_preset(exp: str) -> tuple[ModelConfig, TrainConfig, PredictConfig]:
     (lr 1e-5 is too slow for a short schedule, 1e-3 is unstable: METHOD §9). Digits and class
     folders, which can be small, train at least `SMALL_DATA_STEPS` optimiser steps; digits' 8×8
     images get no crop (a one-pixel shift is an eighth of the image) and a network twice as wide
-    as its first one (docs/RESULTS.md, "The quick default").
+    as its first one (docs/results/digits-default.md).
     """
     model, train, predict = paper_preset(exp)
     if family(exp) == "digits":

@@ -4,9 +4,9 @@ Autocast runs convolutions and matrix products in bfloat16 and keeps reductions,
 weights in float32. Only forward passes run under it, as PyTorch recommends, and bfloat16 has
 float32's range, so no gradient scaling is needed. It pays on CUDA and on CPUs with native
 bfloat16 instructions (AVX-512 BF16, AMX) at one thread per run: a `cpu`-preset DGC training
-step ran 1.40x faster on a two-core AMD EPYC with them, 1.14x at two threads (docs/RESULTS.md,
-"Training speed"); on other CPUs it is slower (a paper-preset epoch took 1.8 times as long on a
-two-core Xeon without them), so it warns there, once per process.
+step ran 1.40x faster on a two-core AMD EPYC with them, 1.14x at two threads
+(docs/results/training-speed.md); on other CPUs it is slower (a paper-preset epoch took 1.8
+times as long on a two-core Xeon without them), so it warns there, once per process.
 """
 
 from __future__ import annotations
@@ -55,6 +55,6 @@ def warn_emulated_bf16() -> None:
     """Tell the user (process 0 of a torchrun group) that their bf16 setting costs time here."""
     if distributed.is_main():
         warnings.warn("bfloat16 autocast on a CPU without bfloat16 instructions (AVX-512 BF16, "
-                      "AMX) runs slower than float32 (docs/RESULTS.md, \"Training speed\"); "
+                      "AMX) runs slower than float32 (docs/results/training-speed.md); "
                       "train and predict without --bf16 (train.bf16, predict.bf16) on this CPU",
                       DGCWarning, stacklevel=3)

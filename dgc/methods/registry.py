@@ -3,7 +3,7 @@
 `dgc-faithful` is the paper's method (trained on the whole imbalanced set for a fixed number of
 epochs, exact S = 10 Bayes rule), following the authors' released code where it and the paper
 differ. `dgc` is the best configuration measured on the validation
-split of the training data (see docs/RESULTS.md for the numbers behind each change).
+split of the training data (docs/RESULTS.md has the numbers behind each change).
 
 The baselines of METHOD §8 (family "classifier") are DGC's encoder trunk plus a linear layer,
 trained by `dgc.train.classifier` with Adam (lr 1e-3, β = (0.9, 0.999), the preset's batch size and
@@ -48,7 +48,7 @@ RELEASED_SCHEDULES = {"manual": "manual_released", "manual_smooth": "manual_smoo
 
 def faithful(cfg: RunConfig) -> RunConfig:
     """The paper's method, read from the authors' released code where the paper and the code
-    differ (docs/RESULTS.md, "Which reading the faithful method follows"): the schedule's decay
+    differ (docs/results/faithful-paper-preset.md): the schedule's decay
     as the code computes it, a linear path from the encoder's trunk to μ and log σ², and the
     code's initialisation. The whole imbalanced training set trains, with no validation split.
     """
@@ -59,7 +59,8 @@ def faithful(cfg: RunConfig) -> RunConfig:
 
 
 def improved(cfg: RunConfig) -> RunConfig:
-    """Changes from the faithful method, each measured on the validation split (RESULTS.md).
+    """Changes from the faithful method, each measured on the validation split
+    (docs/results/first-measurements.md, ablation.md).
 
     - a 10 % stratified validation split selects the checkpoint (the paper kept the last one);
     - the label head is trained with a logit-adjusted cross-entropy (τ = 1), which corrects it
@@ -88,7 +89,8 @@ def mixture_prior(cfg: RunConfig) -> RunConfig:
     rule. `--set model.prior=class` ties component c to class c.
 
     The KL weighs 0.1: at 1 it pulls the codes towards the components so hard that the label
-    head loses 2 points of validation ACSA (seed 1: 0.850 at 1, 0.870 at 0.1; RESULTS.md).
+    head loses 2 points of validation ACSA (seed 1: 0.850 at 1, 0.870 at 0.1;
+    docs/results/dgcmm.md).
     """
     cfg = improved(cfg)
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, prior="mixture"),

@@ -81,7 +81,8 @@ class EpochTrainer:
         self.model, self.cfg, self.data = model, cfg, data
         self.files, self.progress, self.log = files, progress, log
         t = cfg.train
-        # fused: one kernel for every parameter, 4x faster than the loop on the CPU (RESULTS.md)
+        # fused: one kernel for every parameter, 4x faster than the loop on the CPU
+        # (docs/results/training-speed.md)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, 0.999),
                                           fused=True)
         self.generator = torch.Generator().manual_seed(cfg.seed)
