@@ -63,7 +63,6 @@ from dgc.run.folder import CONFIG, RunDir
 from dgc.run.predict import decompose_run, evaluate_run, predict_images
 from dgc.run.train import train_run
 
-COMMANDS = ("train", "evaluate", "predict", "report", "sweep", "sample", "bench")
 # What an interrupted command keeps: every finished epoch is checkpointed, every finished run kept.
 SERIES_HINT = ("; rerun the same command to continue: finished runs are kept and the unfinished "
                "one resumes from its last complete epoch")
@@ -333,6 +332,9 @@ def paper_comparison(metrics: dict, paper: dict) -> str:
 
 def command_evaluate(args: argparse.Namespace) -> None:
     path = Path(args.run_dir)
+    if args.ood_limit is not None and (not args.ood or args.ood_limit < 1):
+        raise DGCError(f"--ood-limit {args.ood_limit}: give a positive number of images, "
+                       "with --ood")
     if (path / "results.json").is_file() and not (path / CONFIG).is_file():
         tabulate_bench(args, path)
         return
@@ -345,9 +347,6 @@ def command_evaluate(args: argparse.Namespace) -> None:
     if capabilities and args.decompose:
         raise DGCError("--decompose re-scores the Bayes rule's terms on its own; run it apart "
                        "from --calibration, --prior-shift and --ood")
-    if args.ood_limit is not None and (not args.ood or args.ood_limit < 1):
-        raise DGCError(f"--ood-limit {args.ood_limit}: give a positive number of images, "
-                       "with --ood")
     if not capabilities and not run.family.rescores:
         raise DGCError(f"{args.run_dir} is a {run.cfg.method} baseline run: `evaluate` re-scores "
                        "DGC's Bayes rule, and the run's metrics.json already holds its test "
@@ -381,14 +380,11 @@ def tabulate_bench(args: argparse.Namespace, bench: Path) -> None:
     if unknown := [source for source in sources if source not in SOURCES]:
         raise DGCError(f"--ood {', '.join(unknown)}: a benchmark is scored on the built-in "
                        f"novel sets, {', '.join(SOURCES)}")
-    if args.ood_limit is not None and (not args.ood or args.ood_limit < 1):
-        raise DGCError(f"--ood-limit {args.ood_limit}: give a positive number of images, "
-                       "with --ood")
-    written = [*([calibration_tables(bench, args.recompute)] if args.calibration else []),
-               *([shift_tables(bench, args.recompute)] if args.prior_shift else []),
-               *([ood_tables(bench, sources, args.ood_limit, args.recompute)] if sources else []),
-               *([oversampling_table(bench, Path(args.oversampling))] if args.oversampling
-                 else [])]
+    tables = [(args.calibration, lambda: calibration_tables(bench, args.recompute)),
+              (args.prior_shift, lambda: shift_tables(bench, args.recompute)),
+              (sources, lambda: ood_tables(bench, sources, args.ood_limit, args.recompute)),
+              (args.oversampling, lambda: oversampling_table(bench, Path(args.oversampling)))]
+    written = [table() for asked, table in tables if asked]
     for path in written:
         print(path.read_text())
     print(f"written to {', '.join(map(str, written))} (and each run's own JSON)")
