@@ -1,14 +1,13 @@
 """The ablation from `dgc-faithful` to `dgc`, one change at a time (`dgc bench --ablation`).
 
-Each step adds one change to the step before it; the last step's settings are exactly `dgc`'s.
-The first and last rows are the benchmark's own `dgc-faithful` and `dgc` runs; the steps between
-train as part of the same series, into `BENCH/ablation/<k>-<step>/`, each seed's step starting
-from that seed's `dgc-faithful` configuration (so with every harness setting and `--set` of the
-benchmark) under `dgc`'s schedule. The extra encoder step (LVO) goes first because it doubles
-the cost of a training step: the steps after it train at `dgc`'s speed. `ablation.json` and
-`ablation.md` hold mean ± std over seeds and, against the step before, the mean change in ACSA
-with a paired t-test over the seeds both finished.
-"""
+Each step adds one change to the step before it; the last step's settings are exactly `dgc`'s. The
+first and last rows are the benchmark's own `dgc-faithful` and `dgc` runs; the steps between train
+as part of the same series, into `BENCH/ablation/<k>-<step>/`, each seed's step starting from that
+seed's `dgc-faithful` configuration (so with every harness setting and `--set` of the benchmark)
+under `dgc`'s schedule. The extra encoder step (LVO) goes first because it doubles the cost of a
+training step: the steps after it train at `dgc`'s speed. `ablation.json` and `ablation.md` hold
+mean ± std over seeds and, against the step before, the mean change in ACSA with a paired t-test
+over the seeds both finished."""
 
 from __future__ import annotations
 
@@ -43,8 +42,7 @@ def step_overrides(k: int) -> list[str]:
 
 
 def ablation_runs(configs: Sequence[RunConfig], out: Path) -> dict[tuple[int, int], RunConfig]:
-    """(seed, k) → the run of step k for every seed of the benchmark: its own `dgc-faithful` and
-    `dgc` runs at the ends, the steps between in OUT/ablation/<k>-<step>/, step by step."""
+    """(seed, k) → the run of step k for every seed of the benchmark (see the module docstring)."""
     found = {(cfg.seed, cfg.method): cfg for cfg in configs if cfg.method in ENDS}
     seeds = sorted({seed for seed, _ in found})
     if not seeds or any((seed, method) not in found for seed in seeds for method in ENDS):

@@ -1,8 +1,8 @@
 """Benchmarks over methods and seeds (`dgc bench`): resumable runs, tables and significance.
 
-Every (method, seed) pair is one `train_run` in `DIR/<method>-s<seed>/`. On top of each method's
-own configuration the harness sets what must be equal for a fair comparison, for every method
-alike (DGC and `dgc-faithful` included):
+Every (method, seed) pair is one run in `DIR/<method>-s<seed>/`, and the pairs are a series
+(`dgc.bench.series`). On top of each method's own configuration the harness sets what must be equal
+for a fair comparison, for every method alike (DGC and `dgc-faithful` included):
 
 * the same imbalanced training set per seed (METHOD §5) and the same stratified 10 % validation
   split of it, on which every method keeps its best-ACSA checkpoint;
@@ -10,12 +10,10 @@ alike (DGC and `dgc-faithful` included):
   horizontal flip where the dataset allows it, and a cosine learning-rate schedule over the
   preset's epochs; without it, no augmentation and each preset's own schedule.
 
-The pairs are a series (`dgc.bench.series`): an interrupted benchmark resumes, and a pair that fails
-leaves the others to finish. `results.json` holds every finished run and the paired t-tests of
-`dgc` against each other method; `table.md` shows the paper's Tables 2 and 3 as mean ± sample
-standard deviation (ddof = 1) over seeds, with ECE and cost. With one seed there is no standard
-deviation and no test: the table says "n/a" and the JSON holds null.
-"""
+`results.json` holds every finished run and the paired t-tests of `dgc` against each other
+method; `table.md` shows the paper's Tables 2 and 3 as mean ± sample standard deviation
+(ddof = 1) over seeds, with ECE and cost. With one seed there is no standard deviation and no
+test: the table says "n/a" and the JSON holds null."""
 
 from __future__ import annotations
 
@@ -50,6 +48,7 @@ from dgc.run.folder import RunDir
 
 VAL_FRACTION = 0.1
 REFERENCE = "dgc"
+SUMMARISED = [key for key, _ in TESTED] + ["seconds_train", "seconds_predict"]
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -112,10 +111,9 @@ def plan(exp: str, methods: Sequence[str], seeds: Sequence[int], out_dir: str | 
 def run_bench(configs: Sequence[RunConfig], out_dir: str | Path, exp: str, recipe: bool,
               paper: bool = False, progress: bool = True,
               log: Callable[[str], None] = tqdm.write, ablation: bool = False) -> dict[str, Any]:
-    """Run every unfinished pair as a series (`run_series`: a failed pair is reported and the
-    others still run), then write `results.json`, `table.md` and `table2.png` (the bar chart of
-    Table 2, its numbers in `table2.json`) into `out_dir` from the finished ones; with
-    `ablation`, the steps from `dgc-faithful` to `dgc` too (`dgc.bench.ablation`)."""
+    """Run every unfinished pair as a series, then write `results.json`, `table.md` and
+    `table2.png` (the bar chart of Table 2, its numbers in `table2.json`) into `out_dir` from the
+    finished ones; with `ablation`, the steps from `dgc-faithful` to `dgc` too."""
     out_dir = Path(out_dir)
     steps = plan_steps(configs, out_dir) if ablation else []
 
@@ -175,8 +173,8 @@ def collect(configs: Sequence[RunConfig], exp: str, recipe: bool) -> dict[str, A
     }
 
 
-def summarise(runs: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
-    keys = [key for key, _ in TESTED] + ["seconds_train", "seconds_predict"]
+def summarise(runs: Sequence[dict[str, Any]], methods: Sequence[str],
+              keys: Sequence[str] = SUMMARISED) -> dict[str, Any]:
     return {method: {key: mean_std(list(values(runs, method, key).values())) for key in keys}
             for method in methods}
 
@@ -189,8 +187,6 @@ def paired_tests(runs: Sequence[dict[str, Any]], methods: Sequence[str],
     return {key: {method: paired_p_value(*paired(runs, reference, method, key))
                   for method in methods if method != reference} for key, _ in TESTED}
 
-
-# -- table.md ---------------------------------------------------------------------------------
 
 def published_rows(exp: str, columns: Sequence[tuple[str, str]]) -> list[list[str]]:
     rows = []
@@ -255,12 +251,10 @@ def render_table(results: dict[str, Any], paper: bool = False) -> str:
     else:
         lines += ["Two-sided p-values of scipy.stats.ttest_rel over the seeds both finished "
                   "(n/a with fewer than two, or when every difference is zero).", ""]
-        others = [m for m in methods if m != REFERENCE]
         lines += markdown(["method", *(label for _, label in TESTED)],
                           [[f"`{m}`", *(number(tests[key][m], ".3g") for key, _ in TESTED)]
-                           for m in others])
-    failed = results.get("failed") or []
-    if failed:
+                           for m in methods if m != REFERENCE])
+    if failed := results.get("failed"):
         lines += ["", "Failed, left out: " + ", ".join(f"`{f['method']}` seed {f['seed']}"
                                                        for f in failed)]
     return "\n".join(lines) + "\n"

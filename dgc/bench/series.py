@@ -1,7 +1,6 @@
-"""A series of runs (`dgc bench`, `dgc sweep`), each an ordinary run directory: one resumable
-loop with one failure policy (a failed run leaves the others to finish, the files are written
-from the finished ones, and one error then names the failures).
-"""
+"""A series of runs (`dgc bench`, `dgc sweep`), each an ordinary run directory: one resumable loop
+with one failure policy (a failed run leaves the others to finish, the files are written from the
+finished ones, and one error then names the failures)."""
 
 from __future__ import annotations
 
@@ -22,23 +21,18 @@ T = TypeVar("T")
 Failure = tuple[RunConfig, str]  # a run that failed, and its error
 
 
-def check_finished(cfg: RunConfig) -> None:
-    """Refuse to count a finished run whose settings differ from the series'."""
-    if differences := RunDir(cfg.out_dir).differences(cfg):
-        raise DGCError(f"{cfg.out_dir} was run with other settings ({'; '.join(differences)}); "
-                       "use another --out, or delete that run to redo it")
-
-
 def run_series(out: Path, configs: Sequence[RunConfig], write: Callable[[list[Failure]], T],
                desc: str, progress: bool = True,
                log: Callable[[str], None] = tqdm.write) -> T:
-    """Train or reuse every run of `configs` (each in a folder of `out`), then return what
-    `write(failures)` returns, which writes the series' files from the finished runs; raise
-    after it when a run failed."""
+    """Train or reuse every run of `configs`, then return `write(failures)`, which writes the
+    series' files from the finished runs; raise after it when a run failed."""
     make_folder(out, fix="; choose another --out")
-    for cfg in configs:  # every finished run is checked before anything trains
-        if RunDir(cfg.out_dir).finished():
-            check_finished(cfg)
+    for cfg in configs:  # a finished run with other settings is refused before anything trains
+        folder = RunDir(cfg.out_dir)
+        if folder.finished() and (differences := folder.differences(cfg)):
+            raise DGCError(f"{cfg.out_dir} was run with other settings "
+                           f"({'; '.join(differences)}); use another --out, or delete that run "
+                           "to redo it")
     failed: list[Failure] = []
     bar = progress_bar(configs, progress, desc=desc, unit="run")
     for cfg in bar:

@@ -1,12 +1,9 @@
 """Sweeps of one setting over values and seeds (`dgc sweep`), e.g. the paper's Figure 7.
 
 Each (value, seed) pair is one run directory under the sweep's folder, and the pairs are a series
-(`dgc.bench.series`): a second call reuses the finished pairs and resumes an interrupted one. A pair
-that fails leaves the others to run; the files leave it out and list it, and the sweep ends with
-an error naming it. The sweep writes `sweep.json` (every finished run and each value's mean ±
-sample std, null with one seed), `sweep.png` (ACSA / F_macro / G_macro against the value) and
-`sweep.md`.
-"""
+(`dgc.bench.series`: resumed, and a failed pair left out and listed). The sweep writes `sweep.json`
+(every finished run and each value's mean ± sample std, null with one seed), `sweep.png` (ACSA /
+F_macro / G_macro against the value) and `sweep.md`."""
 
 from __future__ import annotations
 
@@ -92,12 +89,8 @@ def run_sweep(base: RunConfig, param: str, values: Sequence[float], seeds: Seque
               out: str | Path, progress: bool = True,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or reuse) one run per (value, seed) as a series and write sweep.json, sweep.png
-    and sweep.md from the finished ones.
-
-    `base` is the configuration every run starts from (dataset, preset, method, epochs, ...);
-    each run changes only its seed, the swept setting and its directory. Returns the record
-    saved as sweep.json.
-    """
+    and sweep.md from the finished ones; returns the record saved as sweep.json. Each run is
+    `base` with only its seed, the swept setting and its directory changed."""
     setting = setting_of(param)
     if not values or not seeds:
         raise DGCError("a sweep needs at least one value and one seed")

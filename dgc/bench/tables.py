@@ -1,11 +1,10 @@
-"""What a benchmark's methods offer beyond their decision, over every run of a `dgc bench`
-folder: `dgc evaluate BENCH --calibration | --prior-shift | --ood SOURCES | --oversampling OTHER`.
+"""What a benchmark's methods offer beyond their decision, over every run of a `dgc bench` folder:
+`dgc evaluate BENCH --calibration | --prior-shift | --ood SOURCES | --oversampling OTHER`.
 
-Each run is evaluated as `dgc evaluate RUN` would, or its JSON reused when newer than its
-weights; the tables (mean ± sample std over seeds, paired t-tests of `dgc` against each method)
-go into the benchmark folder as NAME.json and NAME.md, NAME being that of the runs' own files
-(`calibration`, `prior-shift`, `ood-<sources>[-n<N>]`), so that no table replaces another.
-"""
+Each run is evaluated as `dgc evaluate RUN` would, or its JSON reused when newer than its weights;
+the tables (mean ± sample std over seeds, paired t-tests of `dgc` against each method) go into the
+benchmark folder as NAME.json and NAME.md, NAME being that of the runs' own files (`calibration`,
+`prior-shift`, `ood-<sources>[-n<N>]`), so that no table replaces another."""
 
 from __future__ import annotations
 
@@ -16,10 +15,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from dgc.bench.benchmark import REFERENCE
+from dgc.bench.benchmark import REFERENCE, summarise
 from dgc.config import flatten
 from dgc.core.io import read_json, write_json, write_text
-from dgc.core.tables import TESTED, markdown, mean_std, number, paired, paired_p_value, values
+from dgc.core.tables import TESTED, markdown, number, paired, paired_p_value, values
 from dgc.core.tables import summary_rows as rows_of
 from dgc.evaluation.calibration import CALIBRATIONS
 from dgc.evaluation.capabilities import (
@@ -81,8 +80,7 @@ def write_tables(out: Path, name: str, title: str, intro: str,
              "a paired t-test (n/a below two pairs).", ""]
     for section in sections:
         columns, labels = section["columns"], [label for _, label in section["columns"]]
-        summary = {row: {key: mean_std(list(values(runs, row, key).values()))
-                         for key, _ in columns} for row in section["rows"]}
+        summary = summarise(runs, section["rows"], [key for key, _ in columns])
         tests: dict[str, Any] = {}
         cells = []
         for a, b in section.get("pairs", []):

@@ -1,18 +1,15 @@
 """Training in several processes under torchrun: `torchrun --nproc_per_node=N -m dgc train …`.
+torchrun starts N copies of the command with WORLD_SIZE, RANK and LOCAL_RANK set; `session` joins
+them into one process group (NCCL with one GPU per process on CUDA, gloo on the CPU).
 
-torchrun starts N copies of the command with WORLD_SIZE, RANK and LOCAL_RANK set; `session`
-joins them into one process group (NCCL with one GPU per process on CUDA, gloo on the CPU).
-Every process holds the whole training split and the same model. Each step takes the next
-N × batch_size rows of an epoch order that all processes draw alike, and each process trains
-on its own strided share of them (batch_size rows, so every per-batch quantity of METHOD §2–§3
-keeps its single-process meaning, and latent oversampling still uses the whole set's class
-counts). Gradients are averaged before every optimiser step and BatchNorm statistics after
-every epoch, so the processes keep identical weights; `check_replicas` verifies that at the
-end. Process 0 alone validates, checkpoints, logs and writes the run's files.
-
-Without torchrun every function here is the single-process identity, so one code path serves
-both and a single-process run is unchanged.
-"""
+Every process holds the whole training split and the same model. Each step takes the next N ×
+batch_size rows of an epoch order that all processes draw alike, and each process trains on its own
+strided share of them (batch_size rows, so every per-batch quantity of METHOD §2–§3 keeps its
+single-process meaning, and latent oversampling still uses the whole set's class counts). Gradients
+are averaged before every optimiser step and BatchNorm statistics after every epoch, so the
+processes keep identical weights; `check_replicas` verifies that at the end. Process 0 alone
+validates, checkpoints, logs and writes the run's files. Without torchrun every function here is the
+single-process identity, so one code path serves both."""
 
 from __future__ import annotations
 
@@ -125,12 +122,14 @@ def mean(value: torch.Tensor) -> torch.Tensor:
     return total / world_size()
 
 
-def fingerprint(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of a state dict's names and values: equal only for identical weights."""
+def fingerprint(state: dict[str, torch.Tensor], *extra: bytes) -> str:
+    """SHA-256 of a state dict's names and values (bfloat16 too), then of the `extra` bytes."""
     digest = hashlib.sha256()
     for name, tensor in state.items():
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    for data in extra:
+        digest.update(data)
     return digest.hexdigest()
 
 

@@ -1,8 +1,7 @@
 """Safe files: atomic writes of JSON, text and checkpoints, and checked checkpoint loading.
 
-A checkpoint can keep its previous generation beside it, so a damaged newest file still leaves
-one to resume from.
-"""
+A checkpoint can keep its previous generation beside it, so a damaged newest file still leaves one
+to resume from."""
 
 from __future__ import annotations
 
@@ -25,11 +24,9 @@ if TYPE_CHECKING:
 
 def atomic_write(path: str | Path, write: Any, mode: str = "wb",
                  previous: str | Path | None = None) -> None:
-    """Write through `write(file)` into a temporary file beside `path`, flush, then rename.
-
-    A crash, Ctrl-C or a full disk leaves either the old file or the new one, never half of
-    one, and no temporary file. With `previous`, the old `path` is renamed to it first.
-    """
+    """Write through `write(file)` into a temporary file beside `path`, flush, then rename: a
+    crash, Ctrl-C or a full disk leaves either the old file or the new one, never half of one,
+    and no temporary file. With `previous`, the old `path` is renamed to it first."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -81,8 +78,7 @@ def write_error(path: Path, error: OSError) -> DGCError:
 
 def write_json(path: str | Path, data: Any) -> Path:
     """Write `data` as indented JSON; returns the path, which the commands report."""
-    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"), mode="w")
-    return Path(path)
+    return write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -101,8 +97,7 @@ def read_json(path: str | Path) -> Any:
 
 @dataclass(frozen=True)
 class CheckpointFiles:
-    """Where a trainer saves: the resumable checkpoint, its previous generation, and the best
-    weights (a run folder names them, `dgc.run.folder.RunDir.files`)."""
+    """A trainer's files: the resumable checkpoint, its previous generation and the best weights."""
 
     latest: Path
     previous: Path
@@ -120,10 +115,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any],
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load with `weights_only=True`; a missing, truncated, corrupted or foreign file is a DGCError.
-
     torch does not check its archive's CRC-32s, so a flipped bit in the weights would load
-    silently: the archive is tested first.
-    """
+    silently: the archive is tested first."""
     import torch
 
     path = Path(path)
@@ -182,11 +175,9 @@ def damaged(path: Path, reason: str) -> DGCError:
 
 def load_newest_checkpoint(path: Path, previous: Path,
                            log: Callable[[str], None]) -> dict[str, Any] | None:
-    """`path`, or `previous` when `path` is missing or damaged; None when neither exists.
-
-    A damaged `path` is renamed to `<name>.damaged`, so that the next save does not rotate it
-    over the good previous generation.
-    """
+    """`path`, or `previous` when `path` is missing or damaged; None when neither exists. A
+    damaged `path` is renamed to `<name>.damaged`, so that the next save does not rotate it over
+    the good previous generation."""
     if not path.exists() and not previous.exists():
         return None
     try:

@@ -1,8 +1,8 @@
 """Evaluation metrics for class-imbalanced classification (METHOD §6).
 
-Every metric comes from the one-vs-rest counts of each class c in the confusion matrix: TP_c,
-FP_c (predicted c, truly another class), FN_c (truly c, predicted another) and TN_c. Plain
-accuracy hides the minority classes, so the headline metrics (``HEADLINE``) are class-balanced:
+Every metric comes from the one-vs-rest counts of each class c in the confusion matrix: TP_c, FP_c
+(predicted c, truly another class), FN_c (truly c, predicted another) and TN_c. Plain accuracy hides
+the minority classes, so the headline metrics (``HEADLINE``) are class-balanced:
 
 * ACSA = mean_c recall_c; F_macro = mean_c F1_c; G_macro = mean_c sqrt(recall_c · specificity_c);
 * R_MI = recall of the class with the smallest training count, P_MA = precision of the class with
@@ -23,8 +23,7 @@ means differ only where a class is absent from the test set, which it averages i
 * the micro rates follow the same rule.
 
 imbalanced-learn's ``geometric_mean_score(average="macro")`` is sqrt(mean recall · mean
-specificity), which is *not* G_macro; the mean of its ``average=None`` output equals G_macro.
-"""
+specificity), which is *not* G_macro; the mean of its ``average=None`` output equals G_macro."""
 
 from collections.abc import Mapping, Sequence
 
@@ -34,27 +33,12 @@ from dgc.core.errors import DGCError
 
 HEADLINE = ("acsa", "f_macro", "g_macro", "r_mi", "p_ma")
 
-_SUMMARY = (
-    ("acsa", "ACSA"),
-    ("f_macro", "F_macro"),
-    ("g_macro", "G_macro"),
-    ("r_mi", "R_MI"),
-    ("p_ma", "P_MA"),
-    ("accuracy", "accuracy"),
-    ("f_micro", "F_micro"),
-    ("g_micro", "G_micro"),
-    ("ece", "ECE"),
-)
-_PER_CLASS = (
-    ("class", "class"),
-    ("train_count", "train count"),
-    ("support", "test support"),
-    ("precision", "precision"),
-    ("recall", "recall"),
-    ("specificity", "specificity"),
-    ("f1", "F1"),
-    ("g", "G"),
-)
+_SUMMARY = (("acsa", "ACSA"), ("f_macro", "F_macro"), ("g_macro", "G_macro"), ("r_mi", "R_MI"),
+            ("p_ma", "P_MA"), ("accuracy", "accuracy"), ("f_micro", "F_micro"),
+            ("g_micro", "G_micro"), ("ece", "ECE"))
+_PER_CLASS = (("class", "class"), ("train_count", "train count"), ("support", "test support"),
+              ("precision", "precision"), ("recall", "recall"), ("specificity", "specificity"),
+              ("f1", "F1"), ("g", "G"))
 
 
 def _labels(values, name: str, n_classes: int, bound: str) -> np.ndarray:
@@ -71,10 +55,8 @@ def _labels(values, name: str, n_classes: int, bound: str) -> np.ndarray:
     out = arr.astype(np.int64)
     bad = (out < 0) | (out >= n_classes)
     if bad.any():
-        raise DGCError(
-            f"{name} holds label {out[bad][0]}, outside 0..{n_classes - 1} "
-            f"({bound} = {n_classes})"
-        )
+        raise DGCError(f"{name} holds label {out[bad][0]}, outside 0..{n_classes - 1} "
+                       f"({bound} = {n_classes})")
     return out
 
 
@@ -136,12 +118,10 @@ def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
 
 
 def expected_calibration_error(y_true, y_prob, n_bins: int = 15) -> float:
-    """Expected calibration error of the top-class probability.
-
-    Samples are grouped into ``n_bins`` equal-width bins (lo, hi] of their maximum probability
-    (the first bin also takes 0); ECE = Σ_b |B_b|/N · |acc(B_b) − conf(B_b)|, where a sample is
-    correct when the argmax of its row (lowest index on ties) equals its label.
-    """
+    """Expected calibration error of the top-class probability. Samples are grouped into ``n_bins``
+    equal-width bins (lo, hi] of their maximum probability (the first bin also takes 0);
+    ECE = Σ_b |B_b|/N · |acc(B_b) − conf(B_b)|, where a sample is correct when the argmax of its
+    row (lowest index on ties) equals its label."""
     if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 1:
         raise DGCError(f"n_bins must be a positive integer, got {n_bins!r}")
     y, prob = _checked(y_true, y_prob)
@@ -174,21 +154,14 @@ def acsa(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]))
 
 
-def compute_metrics(
-    y_true,
-    y_pred,
-    train_counts: Sequence[int] | np.ndarray,
-    class_names: Sequence[str] | None = None,
-    y_prob=None,
-) -> dict:
-    """Compute every METHOD §6 metric; the number of classes C is ``len(train_counts)``.
-
-    Returns a JSON-serialisable dict: the metric values are Python floats, ``per_class`` is a list
-    of one dict per class (``class`` name, int ``train_count`` and ``support``, ``precision``,
-    ``recall``, ``specificity``, ``f1``, ``g``), and ``ece`` is present only when ``y_prob``
-    (N×C probabilities) is given; ECE judges the argmax of ``y_prob``, which normally is
-    ``y_pred``. See the module docstring for the 0/0 conventions.
-    """
+def compute_metrics(y_true, y_pred, train_counts: Sequence[int] | np.ndarray,
+                    class_names: Sequence[str] | None = None, y_prob=None) -> dict:
+    """Compute every METHOD §6 metric; the number of classes C is ``len(train_counts)``. Returns a
+    JSON-serialisable dict: the metric values are Python floats, ``per_class`` is a list of one dict
+    per class (``class`` name, int ``train_count`` and ``support``, ``precision``, ``recall``,
+    ``specificity``, ``f1``, ``g``), and ``ece`` is present only when ``y_prob`` (N×C probabilities)
+    is given; ECE judges the argmax of ``y_prob``, which normally is ``y_pred``. See the module
+    docstring for the 0/0 conventions."""
     counts = _train_counts(train_counts)
     n_classes = counts.size
     if class_names is None:
@@ -211,6 +184,7 @@ def compute_metrics(
     specificity = _ratio(tn, tn + fp)
     f1 = _ratio(2 * tp, 2 * tp + fp + fn)
     g = np.sqrt(recall * specificity)
+    rates = {"precision": precision, "recall": recall, "specificity": specificity, "f1": f1, "g": g}
 
     s_tp, s_fp, s_fn, s_tn = tp.sum(), fp.sum(), fn.sum(), tn.sum()
     f_micro = _ratio(2 * s_tp, 2 * s_tp + s_fp + s_fn)
@@ -230,19 +204,9 @@ def compute_metrics(
         "specificity_macro": float(specificity[present].mean()),
         "f_micro": float(f_micro),
         "g_micro": float(g_micro),
-        "per_class": [
-            {
-                "class": names[c],
-                "train_count": int(counts[c]),
-                "support": int(tp[c] + fn[c]),
-                "precision": float(precision[c]),
-                "recall": float(recall[c]),
-                "specificity": float(specificity[c]),
-                "f1": float(f1[c]),
-                "g": float(g[c]),
-            }
-            for c in range(n_classes)
-        ],
+        "per_class": [{"class": names[c], "train_count": int(counts[c]),
+                       "support": int(tp[c] + fn[c]), **{k: float(v[c]) for k, v in rates.items()}}
+                      for c in range(n_classes)],
     }
     if not present.all():
         result["absent_classes"] = [names[c] for c in np.flatnonzero(~present)]

@@ -2,12 +2,11 @@
 
 Autocast runs convolutions and matrix products in bfloat16 and keeps reductions, losses and the
 weights in float32. Only forward passes run under it, as PyTorch recommends, and bfloat16 has
-float32's range, so no gradient scaling is needed. It pays on CUDA and on CPUs with native
-bfloat16 instructions (AVX-512 BF16, AMX) at one thread per run: a `cpu`-preset DGC training
-step ran 1.40x faster on a two-core AMD EPYC with them, 1.14x at two threads
-(docs/results/training-speed.md); on other CPUs it is slower (a paper-preset epoch took 1.8
-times as long on a two-core Xeon without them), so it warns there, once per process.
-"""
+float32's range, so no gradient scaling is needed. It pays on CUDA and on CPUs with native bfloat16
+instructions (AVX-512 BF16, AMX) at one thread per run: a `cpu`-preset DGC training step ran 1.40x
+faster on a two-core AMD EPYC with them, 1.14x at two threads (docs/results/training-speed.md); on
+other CPUs it is slower (a paper-preset epoch took 1.8 times as long on a two-core Xeon without
+them), so it warns there, once per process."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """Progress for long work: tqdm bars on a terminal, plain lines everywhere else.
 
 A bar's carriage returns and cursor moves garble a log file or a pipe, so when stderr is not a
-terminal the bars are off and the work prints a line now and then instead.
-"""
+terminal the bars are off and the work prints a line now and then instead."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """The one way tables are made: Markdown, mean ± sample std over seeds, and paired t-tests.
 
 A row of measurements is a dict with "method", "seed" and "metrics" (a run of a benchmark, or a
-report flattened to one); `values` and `paired` read such rows.
-"""
+report flattened to one); `values` and `paired` read such rows."""
 
 from __future__ import annotations
 
@@ -27,8 +26,7 @@ def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def number(value: float | None, spec: str = ".4f") -> str:
-    """A number as the tables show it (a mean or a standard deviation by default, or a p-value,
-    seconds): "n/a" where there is none."""
+    """A number as the tables show it (a mean or standard deviation by default): "n/a" for None."""
     return "n/a" if value is None else f"{value:{spec}}"
 
 

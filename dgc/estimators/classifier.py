@@ -1,9 +1,8 @@
 """`DGCClassifier`: the Deep Generative Classifier as a scikit-learn estimator.
 
-It wraps the library's own pieces, so a fitted estimator is the same model, objective and
-prediction as a `dgc train` run: `DGC` (a conv backbone for images, MLPs for feature tables),
-`Trainer` (in memory, no run directory), the Bayes rule `class_scores`, the stratified
-`split_validation` and the checkpoint format of `dgc.core.io`.
+It wraps the library's own `DGC` (a conv backbone for images, MLPs for feature tables), `Trainer`
+(in memory, no run directory), Bayes rule, stratified validation split and checkpoint format, so a
+fitted estimator is the same model, objective and prediction as a `dgc train` run.
 
 What it accepts, and how it scales it (the statistics come from the training set and are saved):
 
@@ -12,8 +11,7 @@ What it accepts, and how it scales it (the statistics come from the training set
 - images `(n, H, W)` or `(n, H, W, C)`: uint8 is divided by 255; any other dtype is used as it is
   when the training images lie in [0, 1] and is otherwise mapped by the training set's minimum
   and maximum onto [0, 1]; at prediction time values are clipped to [0, 1], the range of the
-  image decoder's sigmoid.
-"""
+  image decoder's sigmoid."""
 
 from __future__ import annotations
 
@@ -146,12 +144,9 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.three_d_array = True  # (n, H, W) images
         return tags
 
-    # -- fitting ----------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> DGCClassifier:
-        """Train on images (n, H, W[, C]) or a table (n, d) with any hashable class labels.
-
-        `model_` is set last, so an estimator whose fit failed half-way counts as unfitted.
-        """
+        """Train on images (n, H, W[, C]) or a table (n, d) with any hashable class labels. `model_`
+        is set last, so an estimator whose fit failed half-way counts as unfitted."""
         if hasattr(self, "model_"):
             del self.model_
         self._check_params()
@@ -166,8 +161,7 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         self.input_shape_ = tuple(int(s) for s in X.shape[1:])
         self.n_features_in_ = int(np.prod(self.input_shape_))
         self.offset_, self.scale_ = _input_statistics(X)
-        seed = _seed(self.random_state)
-        self.random_seed_ = seed
+        self.random_seed_ = seed = _seed(self.random_state)
         self.class_counts_ = np.bincount(y_index, minlength=len(classes))
 
         cfg = self._run_config(seed)
@@ -177,7 +171,9 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         data = TrainData(x=self._tensor(x), y=torch.from_numpy(y_train),
                          train_counts=torch.from_numpy(self.class_counts_.astype(np.int64)),
                          x_val=self._tensor(x_val), y_val=torch.from_numpy(y_val), hflip=False)
-        model = self._new_model(seed)
+        with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG untouched
+            torch.manual_seed(seed)
+            model = DGC(self.input_shape_, len(classes), cfg.model).to(self.device)
         trainer = Trainer(model, cfg, data, progress=self.verbose > 0)
         self.history_ = trainer.fit()
         trainer.restore_best()
@@ -228,24 +224,16 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
     def _predict_config(self) -> PredictConfig:
         return PredictConfig(samples=self.samples, rule="bayes")
 
-    def _new_model(self, seed: int) -> DGC:
-        """A freshly initialised model, seeded in a forked RNG: the caller's stays untouched."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = DGC(self.input_shape_, len(self.classes_), self._model_config())
-        return model.to(self.device)
-
-    # -- prediction -------------------------------------------------------------------------
     def predict_proba(self, X: Any, test_prior: Any = None) -> np.ndarray:
-        """p(y = c | x) by Bayes' rule (METHOD §4), columns in the order of `classes_`.
-
-        `test_prior` re-weighs the posteriors to the class prior of the data being predicted
-        (label shift, `dgc.nn.priors`): one probability per class, or "em" to estimate it from
-        the rows of X themselves (Saerens et al. 2002; give X as one batch from that data). The
-        posteriors are taken to be for π^(1 − τ), π the training frequencies and τ the
-        `logit_adjust_tau` they were trained with.
-        """
-        proba = torch.softmax(self._scores(X).double(), dim=1).cpu().numpy()
+        """p(y = c | x) by Bayes' rule (METHOD §4), columns in the order of `classes_`. `test_prior`
+        re-weighs the posteriors to the class prior of the data being predicted (label shift,
+        `dgc.nn.priors`): one probability per class, or "em" to estimate it from the rows of X
+        themselves (Saerens et al. 2002; give X as one batch from that data). The posteriors are
+        taken to be for π^(1 − τ), π the training frequencies and τ the `logit_adjust_tau` they were
+        trained with."""
+        model, x = self._prepared(X)
+        scores = class_scores(model, x, self._predict_config(), seed=self.random_seed_)
+        proba = torch.softmax(scores.double(), dim=1).cpu().numpy()
         if test_prior is None:
             return proba
         source = trained_prior(self.class_counts_, self.logit_adjust_tau)
@@ -254,9 +242,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         return adjust_posteriors(proba, source, check_prior(test_prior, len(self.classes_)))
 
     def predict(self, X: Any, test_prior: Any = None) -> np.ndarray:
-        """The class of highest posterior probability, as a label from `classes_`
-        (`test_prior` as for `predict_proba`)."""
-        proba = self.predict_proba(X, test_prior)
+        """The label of highest posterior probability (`test_prior` as for `predict_proba`)."""
+        proba = self.predict_proba(X, test_prior)  # first: it refuses an unfitted estimator
         return self.classes_[np.argmax(proba, axis=1)]
 
     def score_ood(self, X: Any) -> dict[str, np.ndarray]:
@@ -276,11 +263,6 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
             return copy.deepcopy(self.model_).double(), self._tensor(self._scaled(X, np.float64))
         return self.model_, self._tensor(self._scaled(X))
 
-    def _scores(self, X: Any) -> torch.Tensor:
-        """The unnormalised Bayes-rule scores log p(y = c | x) + const, shape (n, n_classes)."""
-        model, x = self._prepared(X)
-        return class_scores(model, x, self._predict_config(), seed=self.random_seed_)
-
     def _check_predict_input(self, X: Any) -> np.ndarray:
         if self._is_table():
             return _sklearn_checked(validate_data, self, X, reset=False, dtype="numeric")
@@ -290,7 +272,6 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
                            f"on images of shape {self.input_shape_}; resize them")
         return X
 
-    # -- inputs -----------------------------------------------------------------------------
     def _is_table(self) -> bool:
         return len(self.input_shape_) == 1
 
@@ -307,7 +288,6 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
             return torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
         return images_to_tensor(x, self.device)
 
-    # -- files ------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write the fitted estimator to one checkpoint (atomic; loads with weights_only=True)."""
         check_is_fitted(self, "model_")
@@ -388,7 +368,7 @@ def _as_examples(X: np.ndarray) -> np.ndarray:
     return X
 
 
-def _input_statistics(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _input_statistics(X: np.ndarray) -> tuple[np.ndarray | np.float64, np.ndarray | np.float64]:
     """(offset, scale) with scaled = (X − offset) / scale; see the module docstring."""
     if X.ndim == 2:
         mean = X.mean(axis=0, dtype=np.float64)

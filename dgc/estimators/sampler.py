@@ -1,8 +1,5 @@
-"""DGC as an oversampler in imbalanced-learn's style: `DGCSampler.fit_resample` fits a
-`DGCClassifier` and grows every class to the largest one's count with images it generates
-(`dgc.nn.generation.oversample`: codes drawn from a class's posteriors, decoded), so it can stand
-in an `imblearn.pipeline.Pipeline` before any classifier.
-"""
+"""DGC as an oversampler in imbalanced-learn's style, from codes drawn from a class's posteriors
+and decoded (`dgc.nn.generation.oversample`)."""
 
 from __future__ import annotations
 
@@ -17,13 +14,11 @@ from dgc.nn.generation import oversample
 
 
 class DGCSampler(BaseEstimator):
-    """Oversample every class to the largest one's count with examples a DGC generates.
-
-    `estimator` is the `DGCClassifier` to fit (a clone of it; default `DGCClassifier` with
-    `random_state`). `fit_resample(X, y)` returns the originals followed by the generated
-    examples, in X's own scale and dtype (uint8 images stay uint8), so it works in an
-    `imblearn.pipeline.Pipeline`. The fitted classifier is `estimator_`.
-    """
+    """Oversample every class to the largest one's count with examples a DGC generates. `estimator`
+    is the `DGCClassifier` to fit (a clone of it; default `DGCClassifier` with `random_state`).
+    `fit_resample(X, y)` returns the originals followed by the generated examples, in X's own scale
+    and dtype (uint8 images stay uint8), so it works in an `imblearn.pipeline.Pipeline`. The fitted
+    classifier is `estimator_`."""
 
     def __init__(self, estimator: DGCClassifier | None = None,
                  random_state: int | None = None):

@@ -1,16 +1,14 @@
 """Probabilities to trust: calibration metrics, and temperature scaling fitted on validation.
 
-A posterior is only as useful as its calibration: the prior-shift EM of `dgc.evaluation.shift`
-and any threshold a user sets read the probabilities, not just their argmax. Every method is judged
-and recalibrated the same way, on the log-posteriors of `dgc.evaluation.scoring`:
+A posterior is only as useful as its calibration: the prior-shift EM of `dgc.evaluation.shift` and
+any threshold a user sets read the probabilities, not just their argmax. Every method is judged and
+recalibrated the same way, on the log-posteriors of `dgc.evaluation.scoring`:
 
 * ECE of the top-class probability (`dgc.core.metrics.expected_calibration_error`), the
-  classwise ECE (Kull et al. 2019: the mean over classes of the ECE of p_c against 1[y = c]),
-  the Brier score (mean over images of Σ_c (p_c − 1[y = c])²) and the negative log-likelihood;
+  classwise ECE (Kull et al. 2019), the Brier score and the negative log-likelihood;
 * temperature scaling (Guo et al. 2017), softmax(s / T), and its bias-corrected form (BCTS,
   Alexandari et al. 2020), softmax(s / T + b), both fitted by minimising the NLL on the
-  validation split, the one part of the data a run may learn such choices from.
-"""
+  validation split, the one part of the data a run may learn such choices from."""
 
 from __future__ import annotations
 
@@ -29,8 +27,7 @@ CALIBRATIONS = ("none", "temperature", "bcts")
 def brier_score(y_true, y_prob) -> float:
     """Mean over images of Σ_c (p_c − 1[y = c])²: 0 is perfect, 2 the worst."""
     y, prob = _checked(y_true, y_prob)
-    onehot = np.eye(prob.shape[1])[y]
-    return float(((prob - onehot) ** 2).sum(axis=1).mean())
+    return float(((prob - np.eye(prob.shape[1])[y]) ** 2).sum(axis=1).mean())
 
 
 def reliability_bins(y_true, y_prob, n_bins: int = N_BINS) -> dict[str, list]:
@@ -91,13 +88,10 @@ class Temperature:
 
 
 def fit_temperature(log_scores: np.ndarray, y: np.ndarray, bias: bool = False) -> Temperature:
-    """T (and with `bias` a per-class b) minimising the NLL of softmax(s / T + b) on (s, y).
-
-    L-BFGS in float64 on log T and b, each with a standard normal prior (the penalty
-    (log² T + ‖b‖²) / 2N): negligible on a validation split of hundreds of images, it keeps
-    one of a few dozen, which the biases can separate, from driving T to 0 (test NLL of 60
-    on digits without it).
-    """
+    """T (and with `bias` a per-class b) minimising the NLL of softmax(s / T + b) on (s, y). L-BFGS
+    in float64 on log T and b, each with a standard normal prior (the penalty (log² T + ‖b‖²) / 2N):
+    negligible on a validation split of hundreds of images, it keeps one of a few dozen, which the
+    biases can separate, from driving T to 0 (test NLL of 60 on digits without it)."""
     scores = np.asarray(log_scores, dtype=np.float64)
     if len(scores) == 0:
         raise DGCError("temperature scaling needs a validation split; train with "

@@ -1,9 +1,7 @@
 """What a run offers beyond its decision, one run at a time: `dgc evaluate RUN --calibration |
 --prior-shift | --ood SOURCES` writes one JSON each into the run directory (`calibration.json`,
 `prior-shift.json`, `ood-<sources>.json`; a DGC run asked to predict otherwise than its
-configuration adds the settings, e.g. `calibration-bayes-s10.json`) and a Markdown summary of
-it. `dgc.bench.tables` tabulates them over every run of a benchmark.
-"""
+configuration adds the settings, e.g. `calibration-bayes-s10.json`) and a Markdown summary of it."""
 
 from __future__ import annotations
 
@@ -93,8 +91,6 @@ def parse_sources(text: str) -> list[str]:
                        ", or .npy/.npz files or image folders")
     return list(dict.fromkeys(names))
 
-
-# -- one run's summaries ----------------------------------------------------------------------
 
 def calibration_markdown(report: dict[str, Any]) -> str:
     rows = [[name, f"{report[name]['temperature']:.3g}",

@@ -1,15 +1,12 @@
-"""Out-of-distribution flags: how well a run's novelty scores (`dgc.nn.novelty`) detect
-novel images.
+"""Out-of-distribution flags: how well a run's novelty scores (`dgc.nn.novelty`; a DGC run's under
+the exact Bayes rule, every class and the run's S) detect novel images, the novel ones as positives:
+AUROC, AUPR and the share of in-distribution test images flagged when 95 % of the novel ones are
+(FPR at 95 % TPR).
 
-`score_ood` returns scores where higher means more novel: every method gets `msp` and `energy`
-from the probabilities it predicts with; a DGC run is scored with the exact Bayes rule (every
-class, the run's S) and adds `evidence`, `recon` and `latent`. Detection is scored with the
-novel images as positives: AUROC, AUPR and the share of in-distribution test images flagged when
-95 % of the novel ones are (FPR at 95 % TPR). Built-in novel sets need no download
-(`ood_images`): `heldout` (the test images of classes the run held out, `train.held_out`),
-`digits` (scikit-learn's digits scaled to the run's image size), and the run's own test images
-`inverted`, as uniform `noise`, or `blur`red. Deep generative likelihoods can rank some novel
-sets as *more* likely (Nalisnick et al. 2019): measure before trusting a score.
+Built-in novel sets need no download (`ood_images`): `heldout` (the test images of classes the run
+held out, `train.held_out`), `digits` (scikit-learn's digits scaled to the run's image size), and
+the run's own test images `inverted`, as uniform `noise`, or `blur`red. Deep generative likelihoods
+can rank some novel sets as *more* likely (Nalisnick et al. 2019): measure before trusting a score.
 """
 
 from __future__ import annotations
@@ -69,7 +66,6 @@ def ood_images(source: str, run: Run, data: ImbalancedData) -> np.ndarray:
     """A built-in novel set (`SOURCES`) for a run whose test data (held-out classes removed)
     is `data`, as uint8 images in the run's shape."""
     cfg = run.cfg
-    shape = run.image_shape
     if source == "heldout":
         if not len(cfg.train.held_out):
             raise DGCError("--ood heldout: this run held out no classes; train one with "
@@ -81,7 +77,7 @@ def ood_images(source: str, run: Run, data: ImbalancedData) -> np.ndarray:
         from sklearn.datasets import load_digits
 
         pixels = np.rint(load_digits().images * (255.0 / 16.0)).astype(np.uint8)
-        return resize(pixels, shape)
+        return resize(pixels, run.image_shape)
     if source == "inverted":
         return 255 - data.x_test
     if source == "noise":

@@ -1,19 +1,17 @@
-"""Label shift at deployment: test sets drawn to other class priors, and the prior re-estimated
-by EM (`dgc.nn.priors`).
+"""Label shift at deployment: test sets drawn to other class priors, and the prior re-estimated by
+EM (`dgc.nn.priors`). π_s is the prior a method's posteriors are for.
 
-π_s is the prior a method's posteriors are for. Uncalibrated, that is the one its training
-assumes (`Family.prior`): the prior of the rows it trained on (π, the training frequencies, or
-uniform when they were drawn or weighted class-balanced), divided by π^τ for a τ-logit-adjusted
-loss (whose logits alone are meant for a balanced prior when τ = 1 on rows drawn with π).
-Temperature scaling changes how confident the posteriors are, not which classes they favour, so
-it keeps that prior; bias-corrected temperature scaling fits a bias per class on the
-validation split, which is drawn with π, and so makes it π.
+Uncalibrated, that is the one its training assumes (`Family.prior`): the prior of the rows it
+trained on (π, the training frequencies, or uniform when they were drawn or weighted class-
+balanced), divided by π^τ for a τ-logit-adjusted loss (whose logits alone are meant for a balanced
+prior when τ = 1 on rows drawn with π). Temperature scaling changes how confident the posteriors
+are, not which classes they favour, so it keeps that prior; bias-corrected temperature scaling fits
+a bias per class on the validation split, which is drawn with π, and so makes it π.
 
-`shift_report` resamples the test set to each target prior of `target_priors` and measures,
-for every calibration of `dgc.evaluation.calibration`, the posteriors as they are, adjusted by
-the EM estimate, and adjusted by the true prior (the oracle), with the EM estimate's error.
-ACSA is prior-free (mean recall), so a shift shows in accuracy, ECE and the prior estimate.
-"""
+`shift_report` resamples the test set to each target prior of `target_priors` and measures, for
+every calibration of `dgc.evaluation.calibration`, the posteriors as they are, adjusted by the EM
+estimate, and adjusted by the true prior (the oracle), with the EM estimate's error. ACSA is
+prior-free (mean recall), so a shift shows in accuracy, ECE and the prior estimate."""
 
 from __future__ import annotations
 
@@ -76,7 +74,6 @@ def shift_report(scores: SplitScores, cfg: RunConfig,
     """Per target prior and calibration: outcomes as they are, after EM and with the true
     prior, and the L1 error of the EM estimate (and of the source prior) to the true prior.
     `dirichlet` is the mean over the Dirichlet draws."""
-    n_classes = len(train_counts)
     fitted = calibrators(scores.val, scores.y_val)
     trained = family_of(cfg).prior(cfg, train_counts)
     rng = np.random.default_rng(cfg.seed)
@@ -84,7 +81,7 @@ def shift_report(scores: SplitScores, cfg: RunConfig,
     for name, prior in target_priors(train_counts, cfg.seed).items():
         index = resample_to_prior(scores.y_test, prior, rng)
         y = scores.y_test[index]
-        true = np.bincount(y, minlength=n_classes) / len(y)
+        true = np.bincount(y, minlength=len(train_counts)) / len(y)
         report[name] = {"size": len(y), "prior": true.tolist()}
         for calibration, calibrate in fitted.items():
             source = frequencies(train_counts) if calibration == "bcts" else trained

@@ -1,11 +1,10 @@
 """The two method families, and everything that differs between them, in one place.
 
-Every method (`dgc.methods.registry`) belongs to a family: `dgc` (the generative classifier:
-an encoder, a decoder and a label head, predicting by the Bayes rule) or `classifier` (the
-baselines' discriminative network, predicting by the softmax of its logits). A `Family` builds
-the model and its trainer, turns images into class probabilities, log-posteriors and novelty
-scores, says which class prior its posteriors stand for, and hands out its generator where it
-has one. No code outside this module tells the two apart.
+`dgc` is the generative classifier (encoder, decoder and label head; the Bayes rule), and
+`classifier` the baselines' discriminative network (the softmax of its logits). A `Family` builds
+the model and its trainer, turns images into probabilities, log-posteriors and novelty scores,
+names the class prior its posteriors stand for, and hands out its generator where it has one: no
+code outside this module tells the two apart.
 """
 
 from __future__ import annotations
@@ -60,13 +59,11 @@ class Family(ABC):
     @abstractmethod
     def log_posteriors(self, model: Any, x: torch.Tensor, cfg: RunConfig,
                        predict: PredictConfig) -> np.ndarray:
-        """log p(y | x) (N, C) in float64 of a float batch, every class scored (calibration and
-        label shift judge every method from these)."""
+        """log p(y | x) (N, C) in float64 of a float batch, every class scored (for calibration)."""
 
     @abstractmethod
     def novelty(self, model: Any, x: torch.Tensor, cfg: RunConfig) -> dict[str, torch.Tensor]:
-        """Novelty scores of a float batch under the run's prediction settings
-        (`dgc.nn.novelty`)."""
+        """Novelty scores of a float batch under the run's prediction settings."""
 
     @abstractmethod
     def prior(self, cfg: RunConfig, train_counts: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -109,8 +106,7 @@ class GenerativeFamily(Family):
 
     def log_posteriors(self, model: DGC, x: torch.Tensor, cfg: RunConfig,
                        predict: PredictConfig) -> np.ndarray:
-        every = dataclasses.replace(predict, top_k=None)
-        scores = class_scores(model, x, every, seed=cfg.seed)
+        scores = class_scores(model, x, dataclasses.replace(predict, top_k=None), seed=cfg.seed)
         return torch.log_softmax(scores.double(), dim=1).cpu().numpy()
 
     def novelty(self, model: DGC, x: torch.Tensor, cfg: RunConfig) -> dict[str, torch.Tensor]:
@@ -139,8 +135,7 @@ class GenerativeFamily(Family):
 
 
 class ClassifierFamily(Family):
-    """The baselines of METHOD §8: `ClassifierTrainer` and the softmax of the logits, whatever
-    the prediction settings."""
+    """The baselines of METHOD §8: `ClassifierTrainer`, and the softmax whatever the settings."""
 
     rescores = False
 

@@ -1,15 +1,9 @@
 """One registry of named methods: each turns a preset's configuration into that method's.
 
-`dgc-faithful` is the paper's method (trained on the whole imbalanced set for a fixed number of
-epochs, exact S = 10 Bayes rule), following the authors' released code where it and the paper
-differ. `dgc` is the best configuration measured on the validation
-split of the training data (docs/RESULTS.md has the numbers behind each change).
-
-The baselines of METHOD §8 (family "classifier") are DGC's encoder trunk plus a linear layer,
-trained by `dgc.train.classifier` with Adam (lr 1e-3, β = (0.9, 0.999), the preset's batch size and
-epochs) and the same 10 % validation split and best-validation-ACSA checkpoint as `dgc`; each
-differs only in the `baseline` settings its entry below gives (defaults: `BaselineConfig`).
-"""
+`dgc-faithful` is the paper's (exact S = 10 Bayes rule; the released code's where it and the paper
+differ), `dgc` the configuration that measured best on the validation split (docs/RESULTS.md has the
+numbers behind each change), and the baselines of METHOD §8 differ only in their `baseline` settings
+(defaults: `BaselineConfig`)."""
 
 from __future__ import annotations
 
@@ -28,9 +22,6 @@ from dgc.config import (
 )
 from dgc.core.errors import DGCError
 
-CLASSIFIER_LR = 1e-3
-CLASSIFIER_BETA1 = 0.9
-
 
 @dataclass(frozen=True)
 class Method:
@@ -48,10 +39,9 @@ RELEASED_SCHEDULES = {"manual": "manual_released", "manual_smooth": "manual_smoo
 
 def faithful(cfg: RunConfig) -> RunConfig:
     """The paper's method, read from the authors' released code where the paper and the code
-    differ (docs/results/faithful-paper-preset.md): the schedule's decay
-    as the code computes it, a linear path from the encoder's trunk to μ and log σ², and the
-    code's initialisation. The whole imbalanced training set trains, with no validation split.
-    """
+    differ (docs/results/faithful-paper-preset.md): the schedule's decay as the code computes
+    it, a linear path from the encoder's trunk to μ and log σ², and the code's initialisation.
+    The whole imbalanced training set trains, with no validation split."""
     schedule = RELEASED_SCHEDULES.get(cfg.train.schedule, cfg.train.schedule)
     model = dataclasses.replace(cfg.model, encoder_relu=False, init="released")
     train = dataclasses.replace(cfg.train, val_fraction=0.0, schedule=schedule)
@@ -74,8 +64,7 @@ def improved(cfg: RunConfig) -> RunConfig:
     - no extra encoder (LVO) step: it doubles the cost of a step;
     - prediction applies the Bayes rule to the label term's two best classes with S = 1: on the
       validation splits of seeds 1-3 it is within 0.0005 ACSA of the exact S = 10 rule and 38×
-      faster (`--exact` restores METHOD §4).
-    """
+      faster (`--exact` restores METHOD §4)."""
     train = dataclasses.replace(cfg.train, val_fraction=0.1, logit_adjust_tau=1.0, lvo=False,
                                 lr=1e-3, schedule="cosine", grad_clip=5.0, augment=True)
     model = dataclasses.replace(cfg.model, label_in_mean=False)
@@ -85,13 +74,10 @@ def improved(cfg: RunConfig) -> RunConfig:
 
 def mixture_prior(cfg: RunConfig) -> RunConfig:
     """DGCMM (METHOD §9): `dgc` with a learned Gaussian mixture prior, one component per class,
-    whose VaDE regulariser replaces the MMD to N(0, I) and whose log-density joins the Bayes
-    rule. `--set model.prior=class` ties component c to class c.
-
-    The KL weighs 0.1: at 1 it pulls the codes towards the components so hard that the label
-    head loses 2 points of validation ACSA (seed 1: 0.850 at 1, 0.870 at 0.1;
-    docs/results/dgcmm.md).
-    """
+    whose VaDE regulariser replaces the MMD to N(0, I) and whose log-density joins the Bayes rule.
+    `--set model.prior=class` ties component c to class c. The KL weighs 0.1: at 1 it pulls the
+    codes towards the components so hard that the label head loses 2 points of validation ACSA
+    (seed 1: 0.850 at 1, 0.870 at 0.1; docs/results/dgcmm.md)."""
     cfg = improved(cfg)
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, prior="mixture"),
                                train=dataclasses.replace(cfg.train, mmd_weight=0.0,
@@ -99,12 +85,13 @@ def mixture_prior(cfg: RunConfig) -> RunConfig:
 
 
 def classifier(name: str, summary: str, tau: float = 0.0, **baseline: Any) -> Method:
-    """A baseline: Adam at lr 1e-3 with PyTorch's default β = (0.9, 0.999), a 10 % validation
-    split as `dgc`, logit adjustment `tau` and the given `baseline` settings."""
+    """A baseline (`dgc.train.classifier`): Adam at lr 1e-3 with PyTorch's default β = (0.9, 0.999),
+    the preset's batch size and epochs, the same 10 % validation split and best-validation-ACSA
+    checkpoint as `dgc`, logit adjustment `tau` and the given `baseline` settings."""
 
     def configure(cfg: RunConfig) -> RunConfig:
-        train = dataclasses.replace(cfg.train, lr=CLASSIFIER_LR, beta1=CLASSIFIER_BETA1,
-                                    val_fraction=0.1, logit_adjust_tau=tau)
+        train = dataclasses.replace(cfg.train, lr=1e-3, beta1=0.9, val_fraction=0.1,
+                                    logit_adjust_tau=tau)
         return dataclasses.replace(cfg, train=train,
                                    baseline=dataclasses.replace(cfg.baseline, **baseline))
 

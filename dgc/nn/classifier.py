@@ -1,8 +1,8 @@
 """The baselines' network: the convolutional trunk of DGC's encoder (`dgc.nn.model.conv_trunk`)
-followed by one linear layer, so that a comparison with DGC is about the method, not the
-network; LDAM's scale assumes a normalised (cosine) last layer instead. A classifier predicts
-with the softmax of its logits.
-"""
+followed by one linear layer, so that a comparison with DGC is about the method, not the network;
+LDAM's scale assumes a normalised (cosine) last layer instead.
+
+A classifier predicts with the softmax of its logits."""
 
 from __future__ import annotations
 
@@ -19,10 +19,8 @@ PREDICT_BATCH = 1024
 
 
 class CosineLinear(nn.Module):
-    """s · cos(feature, w_c): the normalised last layer LDAM's scale s assumes (Cao et al.'s code).
-
-    Same number of weights as a linear layer, without the bias.
-    """
+    """s · cos(feature, w_c): the normalised last layer LDAM's scale s assumes (Cao et al.'s code);
+    as many weights as a linear layer, without the bias."""
 
     def __init__(self, n_in: int, n_out: int, scale: float):
         super().__init__()
@@ -41,9 +39,7 @@ class Classifier(nn.Module):
     def __init__(self, image_shape: tuple[int, ...], n_classes: int, cfg: ModelConfig,
                  cosine_scale: float | None = None):
         super().__init__()
-        self.image_shape = tuple(image_shape)
-        self.n_classes = n_classes
-        self.cfg = cfg
+        self.image_shape, self.n_classes, self.cfg = tuple(image_shape), n_classes, cfg
         self.trunk, flat = conv_trunk(self.image_shape, cfg)
         self.head: nn.Module = (nn.Linear(flat, n_classes) if cosine_scale is None
                                 else CosineLinear(flat, n_classes, cosine_scale))
@@ -63,21 +59,17 @@ def build_classifier(cfg: RunConfig, image_shape: tuple[int, ...],
 
 def classifier_logits(model: Classifier, x: torch.Tensor, batch: int = PREDICT_BATCH,
                       bf16: bool = False) -> torch.Tensor:
-    """Logits (N, C) of a float batch (N, C, H, W) in evaluation mode, in the batch's dtype
-    even under bfloat16 autocast."""
+    """Logits (N, C) of a float batch in evaluation mode, in its dtype even under bf16 autocast."""
     was_training = model.training
     model.eval()
     with torch.inference_mode(), autocast(bf16, x.device.type):
         logits = [model(x[i:i + batch]).to(x.dtype) for i in range(0, len(x), batch)]
     model.train(was_training)
-    if not logits:
-        return torch.empty(0, model.n_classes, device=x.device)
-    return torch.cat(logits)
+    return torch.cat(logits) if logits else torch.empty(0, model.n_classes, device=x.device)
 
 
 def classifier_proba(model: Classifier, images: np.ndarray, device: str = "cpu",
                      bf16: bool = False) -> np.ndarray:
     """Class probabilities (N, C), the softmax of the logits, for uint8 images (N, H, W, C)."""
     logits = classifier_logits(model, images_to_tensor(images, device), bf16=bf16)
-    probs = torch.softmax(logits.double(), dim=1)
-    return probs.cpu().numpy()
+    return torch.softmax(logits.double(), dim=1).cpu().numpy()

@@ -1,10 +1,8 @@
-"""New images from a trained DGC, the one place they are made: encode a real image x of class
-c by q(z | x, y = c), draw z = μ + σ·ε, decode it (paper Fig. 6).
+"""New images from a trained DGC, the one place they are made: encode a real image x of class c by
+q(z | x, y = c), draw z = μ + σ·ε, decode it (paper Fig. 6).
 
-The report draws them (`generate`, `decode` on uint8 images), `dgc sample` writes them, and
-`oversample` grows every class to the largest one's count with them, like SMOTE but in the
-learned latent space: for `DGCSampler` and for the baselines' `baseline.resample=dgc`.
-"""
+`oversample` grows every class to the largest one's count with them, like SMOTE but in the learned
+latent space."""
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """Every loss, as plain functions: DGC's objective of METHOD §2 and its pre-training loss, logit
-adjustment (the one place it is written, for every method), and the baselines' losses, class
-weights and margins of METHOD §8.
+adjustment (the one place it is written, for every method), and the baselines' losses, class weights
+and margins of METHOD §8.
 
-A weighted baseline loss is the plain weighted mean (1/N) Σ_i w_{y_i} ℓ_i, as Cui et al. define
-it (not PyTorch's Σ w ℓ / Σ w, which cancels the weights' overall scale batch by batch).
-"""
+A weighted baseline loss is the plain weighted mean (1/N) Σ_i w_{y_i} ℓ_i, as Cui et al. define it
+(not PyTorch's Σ w ℓ / Σ w, which cancels the weights' overall scale batch by batch)."""
 
 from __future__ import annotations
 
@@ -27,10 +26,8 @@ def reconstruction_loss(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
 
 def imq_mmd(z: torch.Tensor, z_prior: torch.Tensor) -> torch.Tensor:
     """MMD with inverse multiquadratic kernels C/(C + ‖a − b‖²), C = 2·k·s over the paper's scales.
-
     Within-sample terms are U-statistics (diagonal excluded, divided by n² − n); the cross term
-    is 2/n² Σ k(z_i, z̃_j).
-    """
+    is 2/n² Σ k(z_i, z̃_j)."""
     n, k = z.shape
     m = z_prior.shape[0]
     d_zz = torch.cdist(z, z).pow(2)
@@ -66,18 +63,14 @@ def logit_adjusted(logits: torch.Tensor, log_prior: torch.Tensor | None,
                    tau: float) -> torch.Tensor:
     """logits + τ·log π (Menon et al. 2021): trained through this, the logits alone are meant
     for the prior π^(1−τ), balanced at τ = 1; unchanged at τ = 0 (`train.logit_adjust_tau`)."""
-    if not tau or log_prior is None:
-        return logits
-    return logits + tau * log_prior.to(logits.device)
+    return logits if not tau or log_prior is None else logits + tau * log_prior.to(logits.device)
 
 
 def classification_loss(logits: torch.Tensor, y: torch.Tensor, weight: float | None,
                         log_prior: torch.Tensor | None = None, tau: float = 0.0) -> torch.Tensor:
-    """DGC's cross-entropy, optionally logit-adjusted (`logit_adjusted`).
-
-    `weight=None` sums over the rows, as the official code does (its effective weight is the batch
-    size); a number multiplies the mean instead.
-    """
+    """DGC's cross-entropy, optionally logit-adjusted (`logit_adjusted`). `weight=None` sums over
+    the rows, as the official code does (its effective weight is the batch size); a number
+    multiplies the mean instead."""
     logits = logit_adjusted(logits, log_prior, tau)
     if weight is None:
         return F.cross_entropy(logits, y, reduction="sum")
@@ -85,12 +78,10 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, weight: float | N
 
 
 def oversampling_index(y: torch.Tensor, train_counts: torch.Tensor, rate: float) -> torch.Tensor:
-    """Row indices of a batch oversampled by class in latent space (METHOD §3).
-
-    With ρ_c = r·(n_max − n_c)/n_c from the whole training set, the m_c rows of class c are
-    repeated ⌈1 + ρ_c⌉ times (round-robin: every row once, then every row again, ...) and the
-    first ⌊m_c·(1 + ρ_c)⌋ are kept, so each instance contributes about 1 + ρ_c codes.
-    """
+    """Row indices of a batch oversampled by class in latent space (METHOD §3): with
+    ρ_c = r·(n_max − n_c)/n_c from the whole training set, the m_c rows of class c are repeated
+    ⌈1 + ρ_c⌉ times (round-robin: every row once, then every row again, ...) and the first
+    ⌊m_c·(1 + ρ_c)⌋ are kept, so each instance contributes about 1 + ρ_c codes."""
     counts = train_counts.to(torch.float64)
     rho = rate * (counts.max() - counts) / counts
     pieces = []
@@ -159,8 +150,7 @@ class Loss:
     tau: float
 
 
-# `baseline.loss` (one of dgc.config.BASELINE_LOSSES) → its `Loss`; a new loss is one function
-# and one entry here.
+# `baseline.loss` (one of dgc.config.BASELINE_LOSSES) → its `Loss`.
 LOSSES: dict[str, Loss] = {
     "ce": Loss(lambda _, logits, y, w: cross_entropy(logits, y, w), tau=0.0),
     "focal": Loss(lambda b, logits, y, w: focal_loss(logits, y, b.settings.focal_gamma, w),

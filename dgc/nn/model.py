@@ -7,13 +7,11 @@ or, with a learned mixture prior (DGCMM, METHOD §9), p(z) = Σ_c π_c N(z; m_c,
 The encoder's convolutional trunk sees the image alone; the label enters after the flatten, as
 `Linear(concat(flat, onehot(y)))`, written here as `Linear(flat) + Embedding(y)` (the same map),
 so the trunk runs once per image however many classes are scored. Convolutions use TensorFlow's
-SAME padding, which gives the paper's 28 → 14 → 7 → 4 → 2 trunk.
-
-Feature vectors (an input shape `(d,)` instead of `(H, W, C)`) get the same model with MLPs in
-place of the convolutions: the trunk is one ReLU layer, and the decoder's output is linear, a
-unit-variance Gaussian p(x | z) on standardised features, so ½‖x − G_X(z)‖² is still its negative
-log-likelihood up to a constant and training and prediction need no change.
-"""
+SAME padding, which gives the paper's 28 → 14 → 7 → 4 → 2 trunk. Feature vectors (an input shape
+`(d,)` instead of `(H, W, C)`) get the same model with MLPs in place of the convolutions: the
+trunk is one ReLU layer, and the decoder's output is linear, a unit-variance Gaussian p(x | z) on
+standardised features, so ½‖x − G_X(z)‖² is still its negative log-likelihood up to a constant and
+training and prediction need no change."""
 
 from __future__ import annotations
 
@@ -65,12 +63,9 @@ def same_pad(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
 
 
 def conv_trunk(image_shape: tuple[int, ...], cfg: ModelConfig) -> tuple[nn.Sequential, int]:
-    """The encoder's convolutional trunk and its flattened output size.
-
-    Stride-2 SAME convolutions with `cfg.width · 2^i` filters, each followed by BatchNorm and
-    ReLU, down to at most 2×2, then a flatten. The baseline classifiers (`dgc.nn.classifier`) use
-    the same trunk, so a comparison with DGC is about the method rather than the network.
-    """
+    """The encoder's convolutional trunk and its flattened output size: stride-2 SAME
+    convolutions of `cfg.width · 2^i` filters, each followed by BatchNorm and ReLU, down to at
+    most 2×2, then a flatten. The baselines' network (`dgc.nn.classifier`) is this trunk too."""
     height, width, channels = image_shape
     layers: list[nn.Module] = []
     for i in range(encoder_depth(max(height, width))):
@@ -87,21 +82,15 @@ def conv_trunk(image_shape: tuple[int, ...], cfg: ModelConfig) -> tuple[nn.Seque
     return nn.Sequential(*layers, nn.Flatten()), height * width * channels
 
 
-def mlp_trunk(n_features: int, cfg: ModelConfig) -> tuple[nn.Sequential, int]:
-    """The feature-vector trunk, one ReLU layer of `cfg.width` units, and its output size."""
-    return nn.Sequential(nn.Linear(n_features, cfg.width), nn.ReLU(inplace=True)), cfg.width
-
-
 class Encoder(nn.Module):
-    """q(z | x, y) = N(μ, diag σ²): trunk on x, then the label, then heads for μ, log σ².
-
-    `image_shape` is (H, W, C) for images (conv trunk) or (d,) for feature vectors (MLP trunk).
-    """
+    """q(z | x, y) = N(μ, diag σ²): trunk on x, then the label, then heads for μ, log σ²;
+    `image_shape` is (H, W, C) for images (conv trunk) or (d,) for feature vectors (MLP trunk)."""
 
     def __init__(self, image_shape: tuple[int, ...], n_classes: int, cfg: ModelConfig):
         super().__init__()
-        if len(image_shape) == 1:
-            self.trunk, flat = mlp_trunk(image_shape[0], cfg)
+        if len(image_shape) == 1:  # feature vectors: one ReLU layer
+            self.trunk = nn.Sequential(nn.Linear(image_shape[0], cfg.width), nn.ReLU(inplace=True))
+            flat = cfg.width
         else:
             self.trunk, flat = conv_trunk(image_shape, cfg)
         self.hidden = nn.Linear(flat, cfg.hidden)
@@ -117,10 +106,8 @@ class Encoder(nn.Module):
 
     def posterior(self, features: torch.Tensor, label_rows: torch.Tensor) -> tuple[torch.Tensor,
                                                                                   torch.Tensor]:
-        """(μ, log σ²) for features (..., hidden) and matching label embeddings (..., hidden).
-
-        With `label_in_mean` off, μ comes from the image alone and only σ sees the label.
-        """
+        """(μ, log σ²) for features (..., hidden) and matching label embeddings (..., hidden);
+        with `label_in_mean` off, μ comes from the image alone and only σ sees the label."""
         with_label = self.activation(features + label_rows)
         mu = self.mu(with_label if self.label_in_mean else self.activation(features))
         logvar = self.logvar(with_label).clamp(-LOGVAR_CLIP, LOGVAR_CLIP)
@@ -143,7 +130,7 @@ class Decoder(nn.Module):
         ups = max(1, encoder_depth(max(height, width)) - 2)
         self.start = (math.ceil(height / 2**ups), math.ceil(width / 2**ups))
         self.out_size = (height, width)
-        filters = cfg.decoder_width * 8
+        self.filters = filters = cfg.decoder_width * 8
         if filters < 2**ups:  # each up-sampling halves the filters: none may reach zero
             raise DGCError(f"images of {height}×{width} need {ups} up-sampling layers in the "
                            f"decoder, which halve its {filters} filters to none; resize the "
@@ -166,7 +153,6 @@ class Decoder(nn.Module):
         layers += [nn.ZeroPad2d((before, after, before, after)),
                    nn.Conv2d(filters, channels, cfg.kernel)]
         self.body = nn.Sequential(*layers)
-        self.filters = cfg.decoder_width * 8
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.project(z)).view(-1, self.filters, *self.start)
@@ -208,14 +194,12 @@ class LabelHead(nn.Module):
 
 
 class MixturePrior(nn.Module):
-    """A learned p(z) = Σ_c π_c N(z; m_c, diag s_c²) with one component per class (DGCMM).
-
-    Untied ("mixture"), the components are free and q(z|x,y) is pulled towards them by the
-    VaDE regulariser, each in proportion to its responsibility for the code. Tied ("class"),
-    component c is class c's prior p(z | y = c): the regulariser is the KL to the label's own
-    component, and the Bayes rule scores a class's codes under that class's component, so the
-    latent geometry takes part in the decision. Densities omit the −(k/2)·log 2π they all share.
-    """
+    """A learned p(z) = Σ_c π_c N(z; m_c, diag s_c²) with one component per class (DGCMM). Untied
+    ("mixture"), the components are free and q(z|x,y) is pulled towards them by the VaDE
+    regulariser, each in proportion to its responsibility for the code. Tied ("class"), component c
+    is class c's prior p(z | y = c): the regulariser is the KL to the label's own component, and the
+    Bayes rule scores a class's codes under that class's component, so the latent geometry takes
+    part in the decision. Densities omit the −(k/2)·log 2π they all share."""
 
     def __init__(self, n_classes: int, latent_dim: int, tied: bool):
         super().__init__()
@@ -251,8 +235,7 @@ class MixturePrior(nn.Module):
             return per_component.gather(1, y[:, None]).mean()
         log_pi = torch.log_softmax(self.logits, 0)
         log_gamma = torch.log_softmax(log_pi + self.components(z), dim=1)
-        gamma = log_gamma.exp()
-        return (gamma * (per_component + log_gamma - log_pi)).sum(1).mean()
+        return (log_gamma.exp() * (per_component + log_gamma - log_pi)).sum(1).mean()
 
 
 class DGC(nn.Module):
@@ -260,9 +243,7 @@ class DGC(nn.Module):
 
     def __init__(self, image_shape: tuple[int, ...], n_classes: int, cfg: ModelConfig):
         super().__init__()
-        self.image_shape = tuple(image_shape)
-        self.n_classes = n_classes
-        self.cfg = cfg
+        self.image_shape, self.n_classes, self.cfg = tuple(image_shape), n_classes, cfg
         self.encoder = Encoder(self.image_shape, n_classes, cfg)
         if len(self.image_shape) == 1:
             self.decoder: nn.Module = MLPDecoder(self.image_shape[0], cfg)
@@ -343,10 +324,9 @@ def check_fits(build: Callable[[], nn.Module], image_shape: tuple[int, ...],
                cfg: RunConfig) -> None:
     """Refuse, before allocating anything, a model and batch that cannot fit in the device's
     memory: the conv nets grow with the image (a 2000×2000 input asks for tens of GB), so the
-    fix is to resize the images. `build` makes the model; it runs on torch's meta device.
-
-    The estimate: weights, gradients and Adam's two moments (4 × 4 bytes a parameter), plus
-    the batch's activations of encoder and decoder kept for the backward pass (about 8 float32
+    fix is to resize the images. `build` makes the model; it runs on torch's meta device. The
+    estimate: weights, gradients and Adam's two moments (4 × 4 bytes a parameter), plus the
+    batch's activations of encoder and decoder kept for the backward pass (about 8 float32
     values per trunk value)."""
     with torch.device("meta"):
         params = count_parameters(build())

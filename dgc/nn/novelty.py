@@ -6,8 +6,7 @@ generative model has:
 * `evidence`: −log Σ_c exp score_c, the Bayes rule's evidence (DGC's energy);
 * `recon`: the reconstruction error ½‖x − G_X(z)‖² under the best class, −max_c log-mean-exp_s;
 * `latent`: −max_c log-mean-exp_s log p(z_c^s), the codes' density under the prior (N(0, I),
-  or the learned mixture / class-conditional prior of DGCMM).
-"""
+  or the learned mixture / class-conditional prior of DGCMM)."""
 
 from __future__ import annotations
 

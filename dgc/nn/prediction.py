@@ -6,13 +6,11 @@ For every image x and class c, S codes z_c^s ~ q(z | x, y = c) are scored by
     score_c   = log mean_s exp(log w_c^s),     p(y | x) = softmax_c(score_c)
 
 With a learned mixture prior (DGCMM) the rule also adds log p(z_c^s | y = c) (class-tied) or
-the mixture's log p(z_c^s) to log w_c^s: the `latent` term.
-
-The trunk runs once per image, every (class, sample) code of a batch of images goes through the
-decoder in one pass, and the noise ε^s is drawn once per call from a seeded generator and shared
-by all images and classes, so the same model gives the same answer for an image whatever else is
-in the batch. `rule="label"` keeps only the label term, `rule="recon"` only the reconstruction.
-"""
+the mixture's log p(z_c^s) to log w_c^s: the `latent` term. The trunk runs once per image, every
+(class, sample) code of a batch of images goes through the decoder in one pass, and the noise
+ε^s is drawn once per call from a seeded generator and shared by all images and classes, so the
+same model gives the same answer for an image whatever else is in the batch. `rule="label"`
+keeps only the label term, `rule="recon"` only the reconstruction."""
 
 from __future__ import annotations
 
@@ -36,15 +34,12 @@ RULE_TERMS = {"bayes": ("recon", "label"), "label": ("label",), "recon": ("recon
 def class_scores(model: DGC, x: torch.Tensor, cfg: PredictConfig, seed: int = 0,
                  terms: tuple[str, ...] | None = None, progress: bool = False) -> torch.Tensor:
     """Unnormalised log p(y = c | x) for a float batch (N, C, H, W); pruned classes get −inf.
-
-    `terms` overrides the ones `cfg.rule` and `cfg.importance` choose (see `sample_terms`).
-    """
+    `terms` overrides the ones `cfg.rule` and `cfg.importance` choose (see `sample_terms`)."""
     if terms is None:
         terms = rule_terms(model, cfg)
-    n_classes, k = model.n_classes, model.cfg.latent_dim
     generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(cfg.samples, k, generator=generator).to(x.device)
-    kept = n_classes if cfg.top_k is None else min(cfg.top_k, n_classes)
+    noise = torch.randn(cfg.samples, model.cfg.latent_dim, generator=generator).to(x.device)
+    kept = model.n_classes if cfg.top_k is None else min(cfg.top_k, model.n_classes)
     decoded = kept * cfg.samples if "recon" in terms else 0
     per_batch = max(1, cfg.decode_batch // decoded) if decoded else 4096
     if cfg.mmd_term:  # whole MMD chunks in every batch, so a chunk never depends on the batching
@@ -87,13 +82,11 @@ def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[
                  kept: int, latent_weight: float = 1.0) -> tuple[dict[str, torch.Tensor],
                                                                  torch.Tensor]:
     """Per-sample log-weight terms, each (B, C, S), and the codes (B, C, S, k).
-
     `label` = log softmax(G_Y(z))_c, `recon` = −½‖x − G_X(z)‖², `latent` = log p(z) under the
     model's prior (`latent_term`) times `latent_weight`, `prior` = log p(z) − log q(z|x,c) (the
     importance correction Eq. 9 leaves out), only − log q(z|x,c) beside `latent`, so that
     log p(z) is counted once. Classes outside the `kept` best by the cheap terms (label, and
-    latent when it is used) are −inf.
-    """
+    latent when it is used) are −inf."""
     mu, logvar = model.encoder.all_classes(model.encoder.features(x))
     std = std_from_logvar(logvar)
     codes = mu[:, :, None, :] + std[:, :, None, :] * noise
@@ -132,10 +125,8 @@ def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[
 
 def decompose(model: DGC, x: torch.Tensor, y: np.ndarray, cfg: PredictConfig,
               seed: int = 0) -> dict[str, dict[str, float]]:
-    """How much of the decision each term makes: its ACSA alone and its spread across classes.
-
-    The spread is the mean over images of max_c − min_c of the term's score, in nats.
-    """
+    """How much of the decision each term makes: its ACSA alone and its spread across classes,
+    the mean over images of max_c − min_c of the term's score, in nats."""
     exact = dataclasses.replace(cfg, top_k=None, mmd_term=False)
     report = {}
     combinations = [("label",), ("recon",), ("prior",), ("recon", "label"),
@@ -152,11 +143,9 @@ def decompose(model: DGC, x: torch.Tensor, y: np.ndarray, cfg: PredictConfig,
 def chunk_mmd(codes: torch.Tensor, images: int, generator: torch.Generator) -> torch.Tensor:
     """The released code's offset to the score, (B, C): for each chunk of `images` images and
     each class, + MMD between the chunk's codes of that class (images × S) and as many draws
-    of N(0, I), with λ = 1 as that code fixes it.
-
-    It is nearly constant across classes and depends on which images share the chunk, so it is
-    off by default (`PredictConfig.mmd_term`); a one-code chunk has no MMD and adds 0.
-    """
+    of N(0, I), with λ = 1 as that code fixes it. It is nearly constant across classes and
+    depends on which images share the chunk, so it is off by default
+    (`PredictConfig.mmd_term`); a one-code chunk has no MMD and adds 0."""
     batch, n_classes, samples, k = codes.shape
     offsets = []
     for start in range(0, batch, images):

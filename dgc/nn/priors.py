@@ -1,11 +1,10 @@
-"""Class priors and label shift: the prior a model's posteriors are for, posteriors moved to
-another prior, and EM re-estimation of an unknown test prior (Saerens et al. 2002).
+"""Class priors and label shift: the prior a model's posteriors are for, posteriors moved to another
+prior, and EM re-estimation of an unknown test prior (Saerens et al. 2002).
 
 A model trained on one class prior π_s meets another, π_t, at deployment. If p(x | y) stays the
-same, the posterior follows by p_t(y | x) ∝ p_s(y | x) · π_t(y) / π_s(y) (`adjust_posteriors`),
-and π_t itself can be estimated from unlabelled test images by EM (`em_prior`): alternate the
-adjusted posteriors and their mean.
-"""
+same, the posterior follows by p_t(y | x) ∝ p_s(y | x) · π_t(y) / π_s(y) (`adjust_posteriors`), and
+π_t itself can be estimated from unlabelled test images by EM (`em_prior`): alternate the adjusted
+posteriors and their mean."""
 
 from __future__ import annotations
 
@@ -56,10 +55,7 @@ def em_prior(probs: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndar
     those posteriors; EM from π_s until π_t moves less than `EM_TOLERANCE`."""
     prior = source
     for _ in range(EM_ITERATIONS):
-        adjusted = adjust_posteriors(probs, source, prior)
-        new = adjusted.mean(axis=0)
-        if np.abs(new - prior).max() < EM_TOLERANCE:
-            prior = new
+        prior, previous = adjust_posteriors(probs, source, prior).mean(axis=0), prior
+        if np.abs(prior - previous).max() < EM_TOLERANCE:
             break
-        prior = new
     return prior, adjust_posteriors(probs, source, prior)

@@ -1,12 +1,10 @@
-"""Figures of a run (the paper's Figures 4–7 and the diagnostics around them), drawn with
-matplotlib's non-interactive Agg canvas.
+"""Figures of a run (the paper's Figures 4–7 and the diagnostics around them) on matplotlib's Agg
+canvas.
 
-Every `plot_*` function writes a PNG of a fixed pixel size (`SIZES` × `DPI`) and, beside it, the
-plotted numbers as JSON (`data_path(png)`), so a figure can be checked and re-drawn without the
-model. They take plain arrays and dicts, never a model: computing what to plot is
-`dgc.reporting.report`'s job. Classes keep one colour everywhere (tab10 up to ten classes, tab20
-up to twenty).
-"""
+Every `plot_*` writes a PNG of a fixed pixel size (`SIZES` × `DPI`) and the plotted numbers beside
+it as JSON (`data_path`), so a figure can be checked and re-drawn without the model: they take plain
+arrays and dicts, never a model (`dgc.reporting.report` computes what to plot). A class keeps one
+colour in every figure."""
 
 from __future__ import annotations
 
@@ -219,11 +217,9 @@ def epoch_axis(ax: Axes) -> None:
 
 def plot_trace(history: dict[str, Any], point_classes: Sequence[str],
                path: str | Path) -> dict[str, Any]:
-    """μ and σ of the first latent coordinate of two training points over epochs (paper Fig. 4).
-
-    `history` is a run's history.json; its epochs' "trace" hold the values, "trace_points" the
-    two training-split indices, and `point_classes` names their classes.
-    """
+    """μ and σ of the first latent coordinate of two training points over epochs (paper Fig. 4):
+    `history` is a run's history.json, its epochs' "trace" the values and its "trace_points"
+    the two training-split indices, whose classes `point_classes` names."""
     records = [r for r in history["epochs"] if "trace" in r]
     if not records:
         raise DGCError("history.json holds no μ/σ trace; it was written by an older dgc")
@@ -245,12 +241,10 @@ def plot_trace(history: dict[str, Any], point_classes: Sequence[str],
         epoch_axis(ax)
     ax_mu.legend(fontsize=8)
     figure.suptitle("Posterior q(z | x, y) of two training points during training")
-    data = {"epoch": epochs,
-            "points": [{"train_index": index, "class": name, "mu": mu[:, j].tolist(),
-                        "sigma": sigma[:, j].tolist()}
-                       for j, (index, name) in enumerate(zip(points, point_classes,
-                                                             strict=True))]}
-    return save(figure, path, data)
+    return save(figure, path, {"epoch": epochs, "points": [
+        {"train_index": index, "class": name, "mu": mu[:, j].tolist(),
+         "sigma": sigma[:, j].tolist()}
+        for j, (index, name) in enumerate(zip(points, point_classes, strict=True))]})
 
 
 def loss_terms(history: dict[str, Any]) -> list[str]:
@@ -297,8 +291,7 @@ def plot_training_curves(history: dict[str, Any], path: str | Path) -> dict[str,
     for ax in axes[len(terms) + 1:]:
         ax.set_axis_off()
     figure.suptitle("Training: per-epoch means of every loss term, and validation metrics")
-    data = {"epoch": epochs, "terms": terms, "validation": validation}
-    return save(figure, path, data)
+    return save(figure, path, {"epoch": epochs, "terms": terms, "validation": validation})
 
 
 def plot_confusion(counts: np.ndarray, class_names: Sequence[str],
@@ -323,19 +316,16 @@ def plot_confusion(counts: np.ndarray, class_names: Sequence[str],
     ax.set_ylabel("true class")
     ax.set_title("Test confusion matrix, normalised by row (row = true class)")
     figure.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
-    data = {"class_names": list(class_names), "counts": counts.tolist(),
-            "normalised": normalised.tolist()}
-    return save(figure, path, data)
+    return save(figure, path, {"class_names": list(class_names), "counts": counts.tolist(),
+                               "normalised": normalised.tolist()})
 
 
 def plot_recall_vs_count(train_counts: Sequence[int] | np.ndarray,
                          recall: Sequence[float | None] | np.ndarray,
                          class_names: Sequence[str], path: str | Path) -> dict[str, Any]:
-    """Per-class test recall against the class's training count (log x), ACSA as a line.
-
-    A class without test images has no recall (None or NaN): it is not drawn and, as in
-    `dgc.core.metrics`, not part of ACSA; the legend names it.
-    """
+    """Per-class test recall against the class's training count (log x), ACSA as a line. A class
+    without test images has no recall (None or NaN): it is not drawn and, as in
+    `dgc.core.metrics`, not part of ACSA; the legend names it."""
     counts = np.asarray(train_counts, dtype=np.int64)
     recalls = np.asarray([np.nan if r is None else r for r in recall], dtype=float)
     if counts.shape != (len(class_names),) or recalls.shape != counts.shape:
@@ -370,9 +360,8 @@ def plot_recall_vs_count(train_counts: Sequence[int] | np.ndarray,
 
 
 def plot_reliability(report: dict[str, dict[str, Any]], path: str | Path) -> dict[str, Any]:
-    """Reliability diagrams, one panel per calibration of `calibration_report`
-    (`dgc.evaluation.calibration`): accuracy against mean confidence per confidence bin, the
-    diagonal being perfect."""
+    """Reliability diagrams, one panel per calibration of `calibration_report`: accuracy against
+    mean confidence per confidence bin, the diagonal being perfect."""
     figure = new_figure("reliability")
     axes = figure.subplots(1, len(report), squeeze=False)[0]
     for ax, (name, entry) in zip(axes, report.items(), strict=True):
@@ -401,11 +390,9 @@ def plot_reliability(report: dict[str, dict[str, Any]], path: str | Path) -> dic
 
 
 def plot_sweep(record: dict[str, Any], path: str | Path) -> dict[str, Any]:
-    """ACSA / F_macro / G_macro mean ± std against the swept value (paper Fig. 7).
-
-    `record` is the sweep's summary (see `dgc.bench.sweep`); it is saved whole as the figure's data.
-    A value without finished runs has no point, and one seed no error bar.
-    """
+    """ACSA / F_macro / G_macro mean ± std against the swept value (paper Fig. 7). `record`,
+    the sweep's summary (`dgc.bench.sweep`), is saved whole as the figure's data. A value
+    without finished runs has no point, and one seed no error bar."""
     rows = [row for row in record["summary"] if row["n"]]
     if not rows:
         raise DGCError("the sweep has no finished runs to plot")
@@ -430,9 +417,7 @@ def plot_bench(results: dict[str, Any], path: str | Path,
                published: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     """The benchmark's Table 2 as grouped bars: ACSA, F_macro and G_macro per method, mean ± std
     over seeds, with the paper's published values (no error bars) after the measured methods.
-
-    `results` is the benchmark's results.json; the plotted rows are saved as the figure's data.
-    """
+    `results` is the benchmark's results.json; the plotted rows are saved as the figure's data."""
     rows = [{"method": method, "published": False,
              **{key: stat[key]["mean"] for key in VALIDATION_METRICS},
              **{f"{key}_std": stat[key]["std"] for key in VALIDATION_METRICS},

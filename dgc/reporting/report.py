@@ -1,12 +1,9 @@
 """What a trained run shows: its figures, a Markdown report, and new images of one class.
 
-`write_report(run_dir)` rebuilds everything from the run's files (config.json, history.json,
-metrics.json, best.pt and, when present, predictions.npz) and the dataset, so a report can be
-regenerated without retraining. It writes `report.md` and `figures/*.png`, each PNG with its
-plotted numbers beside it as JSON (see `dgc.reporting.plots`). Every random choice (which
-training images, which codes, t-SNE) is seeded by the run's seed, so the same run gives the same
-report.
-"""
+`write_report(run_dir)` rebuilds `report.md` and `figures/` from the run's files (config.json,
+history.json, metrics.json, best.pt and, when present, predictions.npz) and the dataset, so a report
+can be regenerated without retraining. Every random choice (which training images, which codes,
+t-SNE) is seeded by the run's seed, so the same run gives the same report."""
 
 from __future__ import annotations
 
@@ -23,11 +20,7 @@ from dgc.core.io import load_checkpoint, read_json, write_text
 from dgc.core.metrics import compute_metrics, confusion_matrix, format_metrics
 from dgc.core.progress import bar as progress_bar
 from dgc.data import ImbalancedData
-from dgc.evaluation.capabilities import (
-    CALIBRATION_FILE,
-    calibration_markdown,
-    evaluate_calibration,
-)
+from dgc.evaluation.capabilities import CALIBRATION_FILE, calibration_markdown, evaluate_calibration
 from dgc.evaluation.scoring import score_splits
 from dgc.nn.generation import decode, generate, posterior
 from dgc.nn.model import DGC, tensor_to_images
@@ -77,12 +70,10 @@ def class_index(class_names: tuple[str, ...], name: str) -> int:
 
 def sample_class(run_dir: str | Path, class_name: str, n: int,
                  seed: int | None = None) -> tuple[np.ndarray, str, np.ndarray]:
-    """N new images of one class: codes from q(z | x, y = c) of its training images, decoded.
-
-    Returns uint8 images (N, H, W, C), the class's name and the training-split indices of the
-    images whose posteriors were sampled (drawn with replacement only when the class has fewer
-    than N). `seed` defaults to the run's.
-    """
+    """N new images of one class, uint8 (N, H, W, C), from codes of q(z | x, y = c) of its
+    training images; with the class's name and the training-split indices of the images whose
+    posteriors were sampled (with replacement only when the class has fewer than N). `seed`
+    defaults to the run's."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise DGCError(f"the number of images must be a positive integer, got {n!r}")
     run = load_generative_run(run_dir, "sample from a DGC run")
@@ -107,11 +98,9 @@ def stratified_subsample(labels: np.ndarray, n_classes: int,
 
 
 def tsne(points: np.ndarray, seed: int) -> np.ndarray:
-    """2-D t-SNE with PCA initialisation; perplexity 30, or less for very few points.
-
-    It runs on one OpenMP thread: that keeps it deterministic, and on cores busy with other
-    work (training runs) more threads made it over ten times slower.
-    """
+    """2-D t-SNE with PCA initialisation; perplexity 30, or less for very few points. It runs on one
+    OpenMP thread: that keeps it deterministic, and on cores busy with other work (training runs)
+    more threads made it over ten times slower."""
     from sklearn.manifold import TSNE  # imported here: it slows every `dgc` start
 
     perplexity = min(30.0, max(1.0, (len(points) - 1) / 3))
@@ -148,7 +137,7 @@ def evaluated_epoch(run_dir: Path) -> str:
 
 
 def figure_section(title: str, png: str, caption: str) -> list[str]:
-    data = Path(png).with_suffix(".json").as_posix()
+    data = plots.data_path(png).as_posix()
     return [f"## {title}", "", caption, "", f"![{title}]({png})", "",
             f"Plotted numbers: [{data}]({data})", ""]
 
@@ -235,8 +224,7 @@ def generative_sections(run: Run, model: DGC, split: TrainingSplit, history: dic
 
 def calibration_section(run_dir: Path, run: Run, data: ImbalancedData,
                         figures: Path) -> list[str]:
-    """Reliability diagrams from calibration.json, which `dgc evaluate --calibration` writes
-    (and this writes when it is missing)."""
+    """Reliability diagrams from calibration.json, written first when `dgc evaluate` has not."""
     path = run_dir / CALIBRATION_FILE
     report = (read_json(path) if path.is_file()
               else evaluate_calibration(run_dir, run, scores=score_splits(run, data))[0])
@@ -252,11 +240,9 @@ def calibration_section(run_dir: Path, run: Run, data: ImbalancedData,
 
 
 def write_report(run_dir: str | Path, progress: bool = False) -> Path:
-    """Write `report.md` and its figures into a run directory; returns the report's path.
-
-    A baseline classifier's run gets the figures that apply to it (test outcome and training
-    curves); a DGC run also gets its generated images, reconstructions, t-SNE and μ/σ trace.
-    """
+    """Write `report.md` and its figures into a run directory; returns the report's path. A
+    baseline classifier's run gets the figures that apply to it (test outcome and training
+    curves); a DGC run also its generated images, reconstructions, t-SNE and μ/σ trace."""
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     cfg = run.cfg

@@ -1,11 +1,5 @@
-"""A finished run as the commands that use it see it: its model, settings and data.
-
-`load_run` gives the evaluated weights (`best.pt`) with what is needed to use them;
-`recorded_data` the data the run names, refused when it is no longer what the run recorded;
-`validation_split` the rows it trained on and validated with, as its trainer saw them. None of
-this imports the training stack's orchestration, so a calibration or a report loads a run
-cheaply.
-"""
+"""A finished run as the commands that use it see it: its model, settings and data. None of this
+imports the training stack's orchestration, so a calibration or a report loads a run cheaply."""
 
 from __future__ import annotations
 
@@ -153,9 +147,8 @@ def generator_run(cfg: RunConfig) -> DGC:
     run = load_generative_run(path, "give a DGC run as baseline.generator")
     same = ("exp", "seed", "profile", "image_size", "test_fraction",
             *(("data_dir",) if DATASETS[cfg.exp].user_data else ()))
-    ours = [getattr(cfg, k) for k in same] + [cfg.train.val_fraction, list(cfg.train.held_out)]
-    theirs = [getattr(run.cfg, k) for k in same] + [run.cfg.train.val_fraction,
-                                                    list(run.cfg.train.held_out)]
+    ours, theirs = ([getattr(c, k) for k in same] + [c.train.val_fraction, list(c.train.held_out)]
+                    for c in (cfg, run.cfg))
     if ours != theirs:
         raise DGCError(f"baseline.generator {path} trained on another split ({', '.join(same)}, "
                        f"validation share, held-out classes: {theirs} vs {ours}); give the DGC "

@@ -1,11 +1,7 @@
-"""A run directory that protects itself: its files, whether it holds a run, the settings it
-recorded and how a request differs from them, a lock for the run's life, moving an old run
-aside, and the check that the data is still what it recorded.
-
-Nothing a user already has is lost or silently replaced: a folder holding a run is refused
-unless the command resumes it or asks to overwrite it (which moves the old run aside first), and
-two processes never write one run at once.
-"""
+"""A run directory that protects itself, so that nothing a user already has is lost or silently
+replaced: a folder holding a run is refused unless the command resumes it or asks to overwrite
+it (which moves the old run aside first), two processes never write one run at once (a lock for
+the run's life), and a run is not resumed or reused with settings or data other than it recorded."""
 
 from __future__ import annotations
 
@@ -55,8 +51,7 @@ def changes(old: dict[str, Any], new: dict[str, Any], free: Collection[str]) -> 
 
 
 def check_resume(old: dict[str, Any], new: dict[str, Any], whose: str) -> None:
-    """Refuse to resume a run whose recorded settings (`whose`) differ from the new ones in a
-    setting that would change its result."""
+    """Refuse to resume a run whose recorded settings (`whose`) differ in a result-changing one."""
     # these schedules' learning rate, and deferred re-weighting's first epoch, depend on the
     # total number of epochs
     settings = flatten(new)
@@ -126,8 +121,7 @@ class RunDir:
         return raw
 
     def settings(self, raw: dict[str, Any] | None = None) -> RunConfig:
-        """The settings in the run's config.json (`raw`, when already read), checked like the
-        command line's."""
+        """The settings in config.json (`raw`, if already read), checked like the command line's."""
         raw = raw if raw is not None else self.config()
         try:
             cfg = RunConfig.from_dict({k: v for k, v in raw.items() if k not in RUN_FACTS})
@@ -139,19 +133,17 @@ class RunDir:
         return cfg
 
     def fingerprints(self, raw: dict[str, Any] | None = None) -> dict[str, str | None]:
-        """What the run recorded of its data (runs older than a fingerprint lack it); `raw`:
-        its config.json, when already read."""
+        """What the run recorded of its data (old runs lack some); `raw`: config.json, if read."""
         raw = raw if raw is not None else self.config()
         return {key: raw.get(key) for key in FINGERPRINTS}
 
     def differences(self, cfg: RunConfig) -> list[str]:
         """'name: old -> new' for each setting the finished run differs in from `cfg`, as a
         series sees it (`SERIES_FREE`; the epochs `train.steps` derived are compared as asked)."""
-        if not DATASETS[cfg.exp].user_data:
-            return changes(as_asked(self.settings().to_dict()), as_asked(cfg.to_dict()),
-                           SERIES_FREE)
-        # the user's data is its folder or file, however the path is spelled
         old, new = (as_asked(c.to_dict()) for c in (self.settings(), cfg))
+        if not DATASETS[cfg.exp].user_data:
+            return changes(old, new, SERIES_FREE)
+        # the user's data is its folder or file, however the path is spelled
         for settings in (old, new):
             if settings.get("data_dir"):
                 settings["data_dir"] = str(Path(settings["data_dir"]).expanduser().resolve())

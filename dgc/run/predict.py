@@ -3,7 +3,6 @@ re-scoring a finished run under other prediction settings (`dgc evaluate`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -11,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from dgc.config import PredictConfig, RunConfig, latent_tag, predict_tag
+from dgc.core.distributed import fingerprint
 from dgc.core.io import atomic_write, write_json
 from dgc.core.metrics import compute_metrics
 from dgc.core.progress import steps
@@ -36,13 +35,11 @@ def predict_images(model: nn.Module, images: np.ndarray, cfg: RunConfig,
 
 def predict_test_set(model: nn.Module, images: np.ndarray, cfg: RunConfig, out: Path,
                      progress: bool, log: Any) -> tuple[np.ndarray, int]:
-    """The test set's class probabilities, and how many images an earlier process had done.
-
-    The exact rule of the `paper` preset takes hours on a CPU, so every `PREDICT_CHUNK` images
-    are saved to `PARTIAL_PREDICTIONS` and a resumed run starts at the chunk it stopped in;
-    chunks saved for other weights, settings or images are never reused. The released code's
-    MMD term depends on which images share a batch, so with it the test set is one chunk.
-    """
+    """The test set's class probabilities, and how many images an earlier process had done. The
+    exact rule of the `paper` preset takes hours on a CPU, so every `PREDICT_CHUNK` images are saved
+    to `PARTIAL_PREDICTIONS` and a resumed run starts at the chunk it stopped in; chunks saved for
+    other weights, settings or images are never reused. The released code's MMD term depends on
+    which images share a batch, so with it the test set is one chunk."""
     path, key = out / PARTIAL_PREDICTIONS, prediction_key(model, cfg, images)
     saved = read_cache(path, key, keys=("probs",))
     parts = [saved["probs"]] if saved else []
@@ -61,14 +58,9 @@ def predict_test_set(model: nn.Module, images: np.ndarray, cfg: RunConfig, out: 
 
 def prediction_key(model: nn.Module, cfg: RunConfig, images: np.ndarray) -> str:
     """SHA-256 of what a test prediction depends on: the weights, the images and the settings."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    digest.update(np.ascontiguousarray(images).tobytes())
-    digest.update(json.dumps({"predict": asdict(cfg.predict), "seed": cfg.seed,
-                              "device": cfg.device}, sort_keys=True).encode())
-    return digest.hexdigest()
+    settings = {"predict": asdict(cfg.predict), "seed": cfg.seed, "device": cfg.device}
+    return fingerprint(model.state_dict(), np.ascontiguousarray(images).tobytes(),
+                       json.dumps(settings, sort_keys=True).encode())
 
 
 def save_predictions(path: Path, y_true: np.ndarray, probs: np.ndarray) -> None:
@@ -80,8 +72,7 @@ def save_predictions(path: Path, y_true: np.ndarray, probs: np.ndarray) -> None:
 
 def evaluate_run(run_dir: str | Path, predict: PredictConfig, run: Run | None = None,
                  progress: bool = False) -> tuple[dict[str, Any], Path]:
-    """Re-score a run's model (`run`, if already loaded) on the test set into a new
-    `eval-*.json` (never metrics.json)."""
+    """Re-score the run (`run`, if loaded) on the test set into eval-*.json (never metrics.json)."""
     run = run or load_run(run_dir)
     data = recorded_data(run)
     started = time.perf_counter()

@@ -1,10 +1,6 @@
-"""One training run end to end: settings → run folder (checked, locked) → data (checked: two
-classes at least, the recorded fingerprints on resume, the model's expected memory) → split →
-model → trainer → best weights → test metrics → files.
-
-The run folder's files are `dgc.run.folder`'s; the method's family (`dgc.methods.family`)
-builds, trains and predicts; the finished run is `dgc.run.finished`'s.
-"""
+"""One training run end to end: settings → run folder (checked, locked) → data (checked: two classes
+at least, the recorded fingerprints on resume, the model's expected memory) → split → model →
+trainer → best weights → test metrics → files."""
 
 from __future__ import annotations
 
@@ -89,22 +85,17 @@ def environments(out: RunDir, resume: bool, now: dict[str, Any]) -> dict[str, An
 
 def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
               log: Any = print, overwrite: bool = False) -> dict[str, Any]:
-    """Train, evaluate on the test set, and write the run directory; returns the metrics.
-
-    A folder that already holds a run is refused unless `resume` continues it or `overwrite`
-    moves it aside (to `NAME.old-K`, once every setting and the data are checked); the folder
-    is locked while the run lives. Under torchrun (`dgc.core.distributed`) every process trains, and
-    process 0 alone validates, logs, writes the files and returns the metrics; the others
-    return {} after training.
-    """
+    """Train, evaluate on the test set, and write the run directory; returns the metrics. A folder
+    that already holds a run is refused unless `resume` continues it or `overwrite` moves it aside
+    (to `NAME.old-K`, once every setting and the data are checked); the folder is locked while the
+    run lives. Under torchrun every process trains, and process 0 alone validates, logs, writes
+    the files and returns the metrics; the others return {} after training."""
     validate(cfg)
-    main = distributed.is_main()
-    if not main:
-        progress, log = False, quiet
     out = RunDir(cfg.out_dir)
-    if not main:  # process 0 owns the folder and its lock
+    main = distributed.is_main()
+    if not main:  # process 0 owns the folder and its lock, and alone shows progress and logs
         distributed.share_refusal(None)
-        return train_locked(cfg, out, resume, progress, log, main)
+        return train_locked(cfg, out, resume, False, quiet, main)
     with contextlib.ExitStack() as locked:
         try:  # checked under the lock, so no other command can start a run between
             locked.enter_context(out.lock())
@@ -192,11 +183,10 @@ def finish_run(cfg: RunConfig, out: Path, trainer: EpochTrainer,
     model = trainer.restore_best()
     started = time.perf_counter()
     probs, resumed = predict_test_set(model, data.x_test, cfg, out, trainer.progress, trainer.log)
-    seconds_predict = time.perf_counter() - started
+    seconds_predict = round(time.perf_counter() - started, 2)
     metrics = compute_metrics(data.y_test, probs.argmax(1), data.train_counts, data.class_names,
                               y_prob=probs)
-    metrics.update(seconds_train=round(trainer.seconds, 2), seconds_predict=round(seconds_predict,
-                                                                                   2))
+    metrics.update(seconds_train=round(trainer.seconds, 2), seconds_predict=seconds_predict)
     if resumed:  # seconds_predict then counts only the images this process predicted
         metrics["predict_resumed_after"] = resumed
     save_predictions(out / PREDICTIONS, data.y_test, probs)
@@ -229,13 +219,11 @@ def resume_trainer(trainer: EpochTrainer, out: Path, cfg: RunConfig, log: Any) -
 
 
 def restore_best_file(trainer: EpochTrainer, path: Path, log: Any) -> None:
-    """Make `best.pt` hold the best epoch the checkpoint records.
-
-    A run stopped between its two saves of an epoch, or resumed from the previous checkpoint
-    generation, can find `best.pt` from another epoch; the checkpoint's own copy of the best
-    weights rewrites it. Checkpoints written before they carried that copy use `best.pt` when
-    its epoch agrees, and are refused when it does not.
-    """
+    """Make `best.pt` hold the best epoch the checkpoint records: a run stopped between its two
+    saves of an epoch, or resumed from the previous checkpoint generation, can find `best.pt`
+    from another epoch, which the checkpoint's own copy of the best weights rewrites.
+    Checkpoints written before they carried that copy use `best.pt` when its epoch agrees, and
+    are refused when it does not."""
     epoch = trainer.best["epoch"]
     try:
         found = load_checkpoint(path)

@@ -8,10 +8,8 @@ import torch.nn.functional as F
 
 def augment_batch(x: torch.Tensor, pad: int, hflip: bool,
                   generator: torch.Generator) -> torch.Tensor:
-    """Random `pad`-pixel translation (zero padding, then crop back) and optional mirror.
-
-    Vectorised over the batch: one gather, no per-image Python loop.
-    """
+    """Random `pad`-pixel translation (zero padding, then crop back) and optional mirror. Vectorised
+    over the batch: one gather, no per-image Python loop."""
     n, _, height, width = x.shape
     if pad > 0:
         padded = F.pad(x, (pad, pad, pad, pad))

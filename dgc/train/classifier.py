@@ -1,7 +1,7 @@
 """Training the baselines of METHOD §8 (`dgc.nn.classifier`) on DGC's own loop.
 
-Baselines differ only in their `BaselineConfig` (dgc.config) and the logit adjustment every
-method shares (`train.logit_adjust_tau`):
+They differ only in their `BaselineConfig` and the logit adjustment every method shares
+(`train.logit_adjust_tau`):
 
 * the loss (`dgc.nn.losses.LOSSES`): cross-entropy, focal loss (Lin et al. 2017) or LDAM (Cao et
   al. 2019), logit-adjusted when τ > 0 (Menon et al. 2021: the `logit-adjust` method);
@@ -12,11 +12,7 @@ method shares (`train.logit_adjust_tau`):
   An epoch of any of them still visits N rows, as many as the training split holds, now drawn
   with every class equally likely, so every method gets the same number of gradient steps
   (oversampling to C · n_max rows per epoch would give the resampling methods 4.4× the steps
-  of the others on Fashion-MNIST).
-
-Training goes through `EpochTrainer`, the loop DGC uses, so the batches, augmentation,
-learning-rate schedule, validation and best-checkpoint rule are the same code for every method.
-"""
+  of the others on Fashion-MNIST)."""
 
 from __future__ import annotations
 
@@ -35,14 +31,11 @@ from dgc.nn.losses import BaselineLoss
 from dgc.nn.model import DGC
 from dgc.train.loop import EpochTrainer, TrainData
 
-# -- resampling -------------------------------------------------------------------------------
 
 def balanced_order(y: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """`n` rows with the classes present in `y` equally often (±1), in a random order.
-
-    A class contributes whole random permutations of its rows before any row repeats, so a
-    small class is oversampled by repetition and a large one is covered across epochs.
-    """
+    """`n` rows with the classes present in `y` equally often (±1), in a random order. A class
+    contributes whole random permutations of its rows before any row repeats, so a small class is
+    oversampled by repetition and a large one is covered across epochs."""
     classes = torch.nonzero(torch.bincount(y)).flatten()
     quota = torch.full((len(classes),), n // len(classes), dtype=torch.long)
     quota[torch.randperm(len(classes), generator=generator)[:n % len(classes)]] += 1
@@ -69,11 +62,9 @@ def smote_k(y: np.ndarray, k: int) -> int:
 
 def smote(x: torch.Tensor, y: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor,
                                                                          torch.Tensor]:
-    """imbalanced-learn's SMOTE on the flattened images: every class up to the largest's count.
-
-    The originals come first, the synthetic images (convex combinations of a class's
-    neighbours, so still in [0, 1]) after them.
-    """
+    """imbalanced-learn's SMOTE on the flattened images: every class up to the largest's count. The
+    originals come first, the synthetic images (convex combinations of a class's neighbours, so
+    still in [0, 1]) after them."""
     from imblearn.over_sampling import SMOTE
 
     labels = y.cpu().numpy()
@@ -84,15 +75,10 @@ def smote(x: torch.Tensor, y: torch.Tensor, k: int, seed: int) -> tuple[torch.Te
     return images.to(x.device), torch.from_numpy(labels).long()
 
 
-# -- training and prediction ------------------------------------------------------------------
-
 class ClassifierTrainer(EpochTrainer):
-    """One gradient step per batch on the baseline's loss; everything else is `EpochTrainer`'s.
-
-    The whole-set training counts (`data.train_counts`) set the class weights, margins and
-    prior, as they set DGC's; SMOTE replaces the training rows once, before the first epoch,
-    and every epoch draws as many rows as the training split had before it.
-    """
+    """One gradient step per batch on the baseline's loss. The whole-set training counts
+    (`data.train_counts`) set the class weights, margins and prior, as they set DGC's; SMOTE or
+    the DGC generator grows the training rows once, before the first epoch."""
 
     model: Classifier
 
@@ -120,8 +106,7 @@ class ClassifierTrainer(EpochTrainer):
         of the (balanced) grown set for `smote` and `dgc`."""
         if self.cfg.baseline.resample == "ros":
             return balanced_order(self.data.y, self.rows_per_epoch, self.generator)
-        order = super().epoch_order()
-        return order[:self.rows_per_epoch]
+        return super().epoch_order()[:self.rows_per_epoch]
 
     def train_step(self, index: torch.Tensor) -> dict[str, float]:
         x, y = self.batch(index)

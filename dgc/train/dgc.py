@@ -29,8 +29,6 @@ TERM_NAMES = {"recon": "reconstruction", "mmd": "MMD", "prior_kl": "prior KL",
 
 
 class Trainer(EpochTrainer):
-    """DGC: encoder pre-training, the LVO step, the joint step and the oversampled head step."""
-
     model: DGC
     shown = ("recon", "mmd", "prior_kl", "cls")
     remedy = ("a lower learning rate (--lr), gradient clipping (--grad-clip) or a smaller "
@@ -63,10 +61,9 @@ class Trainer(EpochTrainer):
     def pretrain(self) -> dict[str, Any]:
         """Moment-match the encoder's codes to N(0, I), stopping once the loss is below tol."""
         t = self.cfg.train
-        n = len(self.data.y)
         steps = 0
         while True:
-            index = torch.randperm(n, generator=self.generator)[: t.pretrain_batch]
+            index = torch.randperm(len(self.data.y), generator=self.generator)[: t.pretrain_batch]
             with self.mixed_precision():
                 mu, logvar = self.model.encoder(self.data.x[index], self.data.y[index])
                 loss = moment_matching_loss(reparameterise(mu, logvar, self.noise(len(index))))

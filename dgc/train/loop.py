@@ -1,11 +1,9 @@
-"""The epoch loop every method shares (`EpochTrainer`): batches under the learning-rate
-schedule, augmentation, validation, the best checkpoint and resumable checkpoints. DGC's steps
-(`dgc.train.dgc`) and the baselines' (`dgc.train.classifier`) are its subclasses.
+"""The epoch loop every method shares (`EpochTrainer`), so that the batches, augmentation, learning-
+rate schedule, validation and best-checkpoint rule are the same code for every method.
 
-Every random draw (data order, augmentation, reparameterisation noise, prior samples) comes from
-one `torch.Generator` seeded by the run's seed and saved in the checkpoint, so a run is
-deterministic on the CPU and a resumed run continues exactly where it stopped.
-"""
+Every random draw (data order, augmentation, reparameterisation noise, prior samples) comes from one
+`torch.Generator` seeded by the run's seed and saved in the checkpoint, so a run is deterministic on
+the CPU and a resumed run continues exactly where it stopped."""
 
 from __future__ import annotations
 
@@ -41,13 +39,11 @@ class TrainData:
 
 
 def learning_rate(cfg: RunConfig, epoch: float) -> float:
-    """The schedule at a (fractional) epoch.
-
-    `manual` and `manual_smooth` are the paper's: halved from epoch 30 and divided by 5 more
-    from epoch 50; 100× lower over the E epochs. The `_released` ones are what the authors'
-    code does: it recomputes the decay from 1 every epoch, so `manual` is halved in epoch 30
-    alone (epoch 50 never comes) and `manual_smooth` stays at one step of its decay throughout.
-    """
+    """The schedule at a (fractional) epoch. `manual` and `manual_smooth` are the paper's: halved
+    from epoch 30 and divided by 5 more from epoch 50; 100× lower over the E epochs. The `_released`
+    ones are what the authors' code does: it recomputes the decay from 1 every epoch, so `manual` is
+    halved in epoch 30 alone (epoch 50 never comes) and `manual_smooth` stays at one step of its
+    decay throughout."""
     t = cfg.train
     if t.schedule == "manual":
         return t.lr * (0.5 if epoch >= 30 else 1.0) * (0.2 if epoch >= 50 else 1.0)
@@ -63,14 +59,11 @@ def learning_rate(cfg: RunConfig, epoch: float) -> float:
 
 
 class EpochTrainer:
-    """The part of training every method shares, DGC and the baseline classifiers alike.
-
-    Owns the model's Adam optimiser, the random generator and the history of one run; runs the
-    epochs (shuffled batches under the learning-rate schedule, augmentation when asked),
-    validates, keeps the weights of the best validation ACSA and checkpoints after every epoch,
-    so every method selects its checkpoint the same way. Subclasses supply `train_step` and
-    `validation_scores`, and may use the `prepare`, `describe` and `epoch_order` hooks.
-    """
+    """Owns the model's Adam optimiser, the random generator and the history of one run; runs the
+    epochs, validates, keeps the weights of the best validation ACSA and checkpoints after every
+    epoch. Subclasses (DGC's `dgc.train.dgc`, the baselines' `dgc.train.classifier`) supply
+    `train_step` and `validation_scores`, and may use the `prepare`, `describe` and `epoch_order`
+    hooks."""
 
     shown: tuple[str, ...] = ("loss",)  # epoch-record keys shown on the progress bar
     remedy = "a lower learning rate (--lr) or gradient clipping (--grad-clip)"
@@ -87,14 +80,11 @@ class EpochTrainer:
                                           fused=True)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.log_prior = class_log_prior(data.train_counts).to(data.x.device)
-        self.epoch = 0
-        self.step = 0
-        self.seconds = 0.0
+        self.epoch, self.step, self.seconds = 0, 0, 0.0
         self.best: dict[str, Any] = {"score": None, "epoch": None}
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.history: dict[str, Any] = {"epochs": []}
 
-    # -- checkpoint state -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
@@ -117,13 +107,11 @@ class EpochTrainer:
         self.best, self.history = dict(state["best"]), state["history"]
         self.best_weights = state.get("best_model")  # older checkpoints lack it
 
-    # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train up to `cfg.train.epochs`, checkpointing after every epoch."""
         t = self.cfg.train
         self.prepare()
-        epochs = range(self.epoch, t.epochs)
-        bar = progress.bar(epochs, self.progress, desc="train", unit="epoch",
+        bar = progress.bar(range(self.epoch, t.epochs), self.progress, desc="train", unit="epoch",
                            initial=self.epoch, total=t.epochs)
         lines = self.progress and not progress.interactive()
         for _ in bar:
@@ -220,12 +208,10 @@ class EpochTrainer:
                 kept = ("" if self.files is None else
                         f"; {self.files.latest} keeps epoch {self.epoch}" if self.epoch
                         else "; no epoch had finished, so no checkpoint was written")
-                raise DGCError(
-                    f"the {name} loss became {float(value.detach())} at epoch {self.epoch + 1}, "
-                    f"step {self.step + 1}{kept}. Try {self.remedy} in a new run"
-                )
+                raise DGCError(f"the {name} loss became {float(value.detach())} at epoch "
+                               f"{self.epoch + 1}, step {self.step + 1}{kept}. Try {self.remedy} "
+                               "in a new run")
 
-    # -- evaluation and checkpoints ---------------------------------------------------------
     def validation_scores(self) -> torch.Tensor:
         """Class scores (N_val, C) of the validation images; the argmax is the prediction."""
         raise NotImplementedError
