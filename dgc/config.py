@@ -33,6 +33,7 @@ CLASS_WEIGHTINGS = ("none", "inverse", "effective")
 RESAMPLERS = ("none", "ros", "smote", "dgc")
 SECTIONS = ("model", "train", "predict", "baseline")
 PRIORS = ("normal", "mixture", "class")
+BACKBONES = ("conv", "resnet", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 PAPER_SAMPLES = 10  # S of METHOD §4
 TRUE_WORDS = {"true", "yes", "on", "1"}
 FALSE_WORDS = {"false", "no", "off", "0"}
@@ -44,7 +45,8 @@ OPTIONS = {"seed": "--seed", "threads": "--threads", "profile": "--profile",
            "train.sampling_rate": "--sampling-rate", "train.val_fraction": "--val-fraction",
            "train.grad_clip": "--grad-clip", "predict.samples": "--samples",
            "predict.rule": "--rule", "predict.top_k": "--top-k",
-           "image_size": "--image-size", "test_fraction": "--test-fraction"}
+           "image_size": "--image-size", "test_fraction": "--test-fraction",
+           "model.backbone": "--backbone"}
 # The least optimiser steps of a small dataset's cpu preset, measured on digits' validation
 # split (docs/results/digits-default.md).
 SMALL_DATA_STEPS = 2500
@@ -59,6 +61,10 @@ class ModelConfig:
     released code, so the label adds a class offset to both. `init`: "paper" draws every weight
     from N(0, 0.01²); "released" as the released code, the encoder's convolutions from that
     normal truncated at two standard deviations; "torch" is PyTorch's default.
+
+    `backbone` is the image trunk of the encoder and of the baselines' network
+    (`dgc.nn.backbones`): "conv" (METHOD §1), "resnet" (from scratch) or an ImageNet-trained
+    "efficientnet-lite0|1|2"; DGC's decoder mirrors the residual one for all but "conv".
 
     `prior` is p(z): "normal" N(0, I) as METHOD §1; "mixture" a learned Gaussian mixture with one
     component per class (DGCMM, METHOD §9); "class" the same mixture with component c tied to
@@ -75,6 +81,7 @@ class ModelConfig:
     encoder_relu: bool = True
     init: str = "paper"
     prior: str = "normal"
+    backbone: str = "conv"
 
 
 @dataclass
@@ -91,6 +98,12 @@ class TrainConfig:
     whole epochs where its training split needs them to reach `steps` (`with_steps`), so a
     small dataset gets enough updates whatever its size; setting `epochs` (`--epochs`) clears
     it.
+    With `augment`, `dihedral`, `rotate` (degrees) and `jitter` (brightness and contrast) add
+    the transformations of `dgc.train.augment` for data whose classes they do not change.
+    The long-tail recipe (Alshammari et al. 2022; Zhang et al. 2018): `weight_decay` is AdamW's
+    decoupled decay, `max_norm` caps the norm of every class's weights in the last layer (the
+    label head's for DGC) after each step, and `mixup` is the Beta(α, α) of mixup, of the images
+    for the baselines and of the latent codes of DGC's oversampled head step.
     """
 
     epochs: int = 50
@@ -116,6 +129,12 @@ class TrainConfig:
     val_samples: int = 1
     bf16: bool = False
     held_out: tuple[int, ...] = ()
+    dihedral: bool = False
+    rotate: float = 0.0
+    jitter: float = 0.0
+    weight_decay: float = 0.0
+    max_norm: float | None = None
+    mixup: float = 0.0
 
 
 @dataclass
@@ -500,6 +519,7 @@ COUNTS = ("threads", "model.latent_dim", "model.width", "model.decoder_width", "
           "model.kernel", "train.epochs", "train.eval_every", "train.val_samples",
           "predict.samples", "predict.decode_batch", "predict.mmd_images", "baseline.smote_k")
 WEIGHTS = ("train.mmd_weight", "train.prior_weight", "train.logit_adjust_tau",
+           "train.weight_decay", "train.mixup",
            "train.sampling_rate", "train.pretrain_steps", "train.pretrain_tol", "train.crop_pad",
            "predict.latent_weight", "baseline.focal_gamma", "baseline.ldam_max_margin")
 # Every setting with a range; None (where the type allows it) is always fine.
@@ -520,11 +540,15 @@ RANGES: dict[str, Range] = {
     "model.head_hidden": ((lambda v: all(n >= 1 for n in v)), "positive layer sizes"),
     "model.init": one_of(INITS),
     "model.prior": one_of(PRIORS),
+    "model.backbone": one_of(BACKBONES),
     "train.batch_size": (at_least(2)[0], "an integer >= 2 (the MMD needs pairs)"),
     "train.pretrain_batch": at_least(2),
     "train.schedule": one_of(SCHEDULES),
     "train.cls_weight": (POSITIVE[0], "positive (or null: summed cross-entropy)"),
     "train.grad_clip": (POSITIVE[0], "positive (or null: no clipping)"),
+    "train.max_norm": (POSITIVE[0], "positive (or null: no cap)"),
+    "train.rotate": ((lambda v: 0 <= v <= 180), "degrees in [0, 180]"),
+    "train.jitter": ((lambda v: 0 <= v < 1), "in [0, 1)"),
     "predict.rule": one_of(RULES),
     "predict.top_k": (at_least(1)[0], "at least 1 (or null: every class)"),
     "baseline.loss": one_of(BASELINE_LOSSES),

@@ -13,15 +13,8 @@ from torch import nn
 
 from dgc.config import ModelConfig
 from dgc.core.errors import DGCError
-from dgc.nn.model import (
-    DGC,
-    Encoder,
-    MixturePrior,
-    encoder_depth,
-    images_to_tensor,
-    same_pad,
-    tensor_to_images,
-)
+from dgc.nn.backbones import encoder_depth, same_pad
+from dgc.nn.model import DGC, Encoder, MixturePrior, images_to_tensor, tensor_to_images
 
 SMALL = ModelConfig(latent_dim=8, width=4, decoder_width=2, hidden=32)
 

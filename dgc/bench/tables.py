@@ -121,8 +121,8 @@ def method_tables(bench: Path, evaluate: Callable[[Path, Run], dict[str, Any]], 
 
 
 def calibration_tables(bench: Path, recompute: bool = False) -> Path:
-    """ECE, classwise ECE, Brier and NLL of every method, as predicted and after (bias-
-    corrected) temperature scaling fitted on each run's validation split."""
+    """ECE, classwise ECE, Brier and NLL of every method, as predicted and after temperature
+    scaling (plain and bias-corrected) fitted on each run's validation split."""
     return method_tables(
         bench, lambda d, run: evaluate_calibration(d, run)[0], CALIBRATION_FILE,
         "Calibration of the test set", "Lower is better in every column.", recompute,

@@ -31,6 +31,7 @@ from dgc.config import ModelConfig, PredictConfig, RunConfig, TrainConfig, setti
 from dgc.core.errors import DGCError
 from dgc.core.io import load_checkpoint, load_weights, save_checkpoint
 from dgc.data import split_validation
+from dgc.nn.backbones import with_pretrained
 from dgc.nn.model import DGC, check_fits, images_to_tensor
 from dgc.nn.novelty import dgc_scores
 from dgc.nn.prediction import class_scores
@@ -55,7 +56,9 @@ PARAMS = {"latent_dim": "model.latent_dim", "width": "model.width", "hidden": "m
           "learning_rate": "train.lr", "sampling_rate": "train.sampling_rate",
           "cls_weight": "train.cls_weight", "logit_adjust_tau": "train.logit_adjust_tau",
           "validation_fraction": "train.val_fraction", "samples": "predict.samples",
-          "prior": "model.prior"}
+          "prior": "model.prior", "backbone": "model.backbone",
+          "weight_decay": "train.weight_decay", "max_norm": "train.max_norm",
+          "mixup": "train.mixup"}
 
 
 class DGCClassifier(ClassifierMixin, BaseEstimator):
@@ -102,6 +105,11 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
     prior : p(z): "normal" (N(0, I) with the MMD, as the paper), "mixture" (DGCMM's learned
         mixture, one component per class, with its KL in place of the MMD) or "class" (the
         mixture with component c tied to class c).
+    backbone : the image trunk (`dgc.nn.backbones`): "conv" (METHOD §1), "resnet" or an
+        ImageNet-trained "efficientnet-lite0|1|2" (from its wheel); images only.
+    weight_decay, max_norm, mixup : the long-tail recipe (AdamW's decoupled weight decay, a cap
+        on every class's weight norm in the label head, mixup's α on the latent codes of the
+        head step); 0 or None turns each off.
     device : torch device for training and prediction.
     random_state : seed of the initialisation, data order, noise and validation split.
     verbose : >0 shows a progress bar over the epochs.
@@ -121,7 +129,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
                  epochs: int = 100, batch_size: int = 64, learning_rate: float = 1e-3,
                  sampling_rate: float = 0.6, samples: int = 10, cls_weight: float | None = 1.0,
                  logit_adjust_tau: float = 1.0, validation_fraction: float = 0.0,
-                 prior: str = "normal", device: str = "cpu",
+                 prior: str = "normal", backbone: str = "conv", weight_decay: float = 0.0,
+                 max_norm: float | None = None, mixup: float = 0.0, device: str = "cpu",
                  random_state: int | np.random.RandomState | None = None, verbose: int = 0):
         self.latent_dim = latent_dim
         self.width = width
@@ -135,6 +144,10 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         self.logit_adjust_tau = logit_adjust_tau
         self.validation_fraction = validation_fraction
         self.prior = prior
+        self.backbone = backbone
+        self.weight_decay = weight_decay
+        self.max_norm = max_norm
+        self.mixup = mixup
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -157,6 +170,9 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
             raise DGCError(f"DGCClassifier needs at least two classes to learn, but y holds one "
                            f"class only ({classes[0]}); add examples of another class")
         X = _as_examples(X)
+        if X.ndim == 2 and self.backbone != "conv":
+            raise DGCError(f"backbone={self.backbone!r} is an image network, but X is a table; "
+                           "leave backbone at 'conv' (tables get MLPs)")
         self.classes_ = classes
         self.input_shape_ = tuple(int(s) for s in X.shape[1:])
         self.n_features_in_ = int(np.prod(self.input_shape_))
@@ -173,7 +189,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
                          x_val=self._tensor(x_val), y_val=torch.from_numpy(y_val), hflip=False)
         with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG untouched
             torch.manual_seed(seed)
-            model = DGC(self.input_shape_, len(classes), cfg.model).to(self.device)
+            model = with_pretrained(DGC(self.input_shape_, len(classes), cfg.model))
+        model = model.to(self.device)
         trainer = Trainer(model, cfg, data, progress=self.verbose > 0)
         self.history_ = trainer.fit()
         trainer.restore_best()
@@ -208,7 +225,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
             else float(self.cls_weight), logit_adjust_tau=float(self.logit_adjust_tau),
             lvo=False, sampling_rate=float(self.sampling_rate), augment=False,
             val_fraction=float(self.validation_fraction),
-            mmd_weight=1.0 if self.prior == "normal" else 0.0)
+            mmd_weight=1.0 if self.prior == "normal" else 0.0, weight_decay=self.weight_decay,
+            max_norm=self.max_norm, mixup=self.mixup)
         cfg = RunConfig(exp="sklearn", seed=seed, method="dgc", preset="estimator",
                         device=str(self.device), model=self._model_config(),
                         train=train, predict=self._predict_config())
@@ -219,7 +237,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         table = self._is_table()
         return ModelConfig(latent_dim=self.latent_dim, width=self.width, hidden=self.hidden,
                            decoder_width=self.width if table else max(1, self.width // 4),
-                           init="torch" if table else "paper", prior=self.prior)
+                           init="torch" if table else "paper", prior=self.prior,
+                           backbone=self.backbone)
 
     def _predict_config(self) -> PredictConfig:
         return PredictConfig(samples=self.samples, rule="bayes")

@@ -1,10 +1,10 @@
 """Log-posteriors of any run, DGC or baseline, on its validation split and its test set.
 
 Calibration (`dgc.evaluation.calibration`) and label shift (`dgc.evaluation.shift`) judge every
-method from the same numbers: the log of the probabilities the method predicts with, i.e. the log-
-softmax of a baseline's logits, or of DGC's Bayes-rule scores under the run's own prediction
-settings but over every class (a rule pruned to its top K classes gives the others no probability to
-calibrate or re-weigh). They are kept as logs so that temperature scaling sees the scores, not
+method from the same numbers: the log of the probabilities the method predicts with, i.e. the
+log-softmax of a baseline's logits, or of DGC's Bayes-rule scores under the run's own prediction
+settings but over every class (a rule pruned to its top K classes gives the others no probability
+to calibrate or re-weigh). They are kept as logs so that temperature scaling sees the scores, not
 probabilities rounded to 0."""
 
 from __future__ import annotations

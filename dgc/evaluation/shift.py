@@ -1,12 +1,13 @@
 """Label shift at deployment: test sets drawn to other class priors, and the prior re-estimated by
-EM (`dgc.nn.priors`). π_s is the prior a method's posteriors are for.
+EM (`dgc.nn.priors`).
 
-Uncalibrated, that is the one its training assumes (`Family.prior`): the prior of the rows it
-trained on (π, the training frequencies, or uniform when they were drawn or weighted class-
-balanced), divided by π^τ for a τ-logit-adjusted loss (whose logits alone are meant for a balanced
-prior when τ = 1 on rows drawn with π). Temperature scaling changes how confident the posteriors
-are, not which classes they favour, so it keeps that prior; bias-corrected temperature scaling fits
-a bias per class on the validation split, which is drawn with π, and so makes it π.
+π_s is the prior a method's posteriors are for. Uncalibrated, that is the one its training assumes
+(`Family.prior`): the prior of the rows it trained on (π, the training frequencies, or uniform when
+they were drawn or weighted class-balanced), divided by π^τ for a τ-logit-adjusted loss (whose
+logits alone are meant for a balanced prior when τ = 1 on rows drawn with π). Temperature scaling
+changes how confident the posteriors are, not which classes they favour, so it keeps that prior;
+bias-corrected temperature scaling fits a bias per class on the validation split, which is drawn
+with π, and so makes it π.
 
 `shift_report` resamples the test set to each target prior of `target_priors` and measures, for
 every calibration of `dgc.evaluation.calibration`, the posteriors as they are, adjusted by the EM

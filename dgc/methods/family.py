@@ -22,6 +22,7 @@ from torch import nn
 from dgc.config import PredictConfig, RunConfig, latent_tag, predict_tag
 from dgc.core.io import CheckpointFiles
 from dgc.methods.registry import get_method
+from dgc.nn.backbones import with_pretrained
 from dgc.nn.classifier import Classifier, build_classifier, classifier_logits, classifier_proba
 from dgc.nn.losses import LOSSES
 from dgc.nn.model import DGC
@@ -180,8 +181,9 @@ def family_of(cfg: RunConfig) -> Family:
 
 
 def build_model(cfg: RunConfig, image_shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    """A freshly initialised model of the run's method family, seeded, on the run's device."""
+    """A freshly initialised model of the run's method family, seeded, with the ImageNet weights
+    of a pretrained backbone, on the run's device."""
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    return family_of(cfg).build(cfg, image_shape, n_classes).to(cfg.device)
+    return with_pretrained(family_of(cfg).build(cfg, image_shape, n_classes)).to(cfg.device)

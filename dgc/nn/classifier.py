@@ -1,6 +1,6 @@
-"""The baselines' network: the convolutional trunk of DGC's encoder (`dgc.nn.model.conv_trunk`)
-followed by one linear layer, so that a comparison with DGC is about the method, not the network;
-LDAM's scale assumes a normalised (cosine) last layer instead.
+"""The baselines' network: the image trunk of DGC's encoder (`dgc.nn.backbones`, the same
+`model.backbone`) followed by one linear layer, so that a comparison with DGC is about the method,
+not the network; LDAM's scale assumes a normalised (cosine) last layer instead.
 
 A classifier predicts with the softmax of its logits."""
 
@@ -13,7 +13,8 @@ from torch import nn
 
 from dgc.config import ModelConfig, RunConfig
 from dgc.core.precision import autocast
-from dgc.nn.model import conv_trunk, images_to_tensor, initialise
+from dgc.nn.backbones import trunk
+from dgc.nn.model import images_to_tensor, initialise
 
 PREDICT_BATCH = 1024
 
@@ -40,10 +41,10 @@ class Classifier(nn.Module):
                  cosine_scale: float | None = None):
         super().__init__()
         self.image_shape, self.n_classes, self.cfg = tuple(image_shape), n_classes, cfg
-        self.trunk, flat = conv_trunk(self.image_shape, cfg)
+        self.trunk, flat = trunk(self.image_shape, cfg)
         self.head: nn.Module = (nn.Linear(flat, n_classes) if cosine_scale is None
                                 else CosineLinear(flat, n_classes, cosine_scale))
-        initialise(self, self.trunk, cfg.init)
+        initialise(self, self.trunk, cfg)
         self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # as DGC
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

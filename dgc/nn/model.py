@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -25,9 +26,8 @@ from torch import nn
 
 from dgc.config import ModelConfig, RunConfig
 from dgc.core.errors import DGCError
+from dgc.nn.backbones import BN_EPS, BN_MOMENTUM, ResidualDecoder, encoder_depth, trunk
 
-BN_MOMENTUM = 0.1  # TensorFlow's decay 0.9
-BN_EPS = 1e-5
 LOGVAR_CLIP = 50.0
 
 
@@ -46,53 +46,18 @@ def tensor_to_images(x: torch.Tensor) -> np.ndarray:
     return x.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def encoder_depth(size: int) -> int:
-    """Number of stride-2 SAME convolutions that bring `size` down to at most 2."""
-    depth = 0
-    while size > 2:
-        size = math.ceil(size / 2)
-        depth += 1
-    return max(depth, 1)
-
-
-def same_pad(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
-    """TensorFlow SAME padding: (output size, pad before, pad after)."""
-    out = math.ceil(size / stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return out, total // 2, total - total // 2
-
-
-def conv_trunk(image_shape: tuple[int, ...], cfg: ModelConfig) -> tuple[nn.Sequential, int]:
-    """The encoder's convolutional trunk and its flattened output size: stride-2 SAME
-    convolutions of `cfg.width · 2^i` filters, each followed by BatchNorm and ReLU, down to at
-    most 2×2, then a flatten. The baselines' network (`dgc.nn.classifier`) is this trunk too."""
-    height, width, channels = image_shape
-    layers: list[nn.Module] = []
-    for i in range(encoder_depth(max(height, width))):
-        filters = cfg.width * 2**i
-        height, top, bottom = same_pad(height, cfg.kernel, 2)
-        width, left, right = same_pad(width, cfg.kernel, 2)
-        layers += [
-            nn.ZeroPad2d((left, right, top, bottom)),
-            nn.Conv2d(channels, filters, cfg.kernel, stride=2),
-            nn.BatchNorm2d(filters, momentum=BN_MOMENTUM, eps=BN_EPS),
-            nn.ReLU(inplace=True),
-        ]
-        channels = filters
-    return nn.Sequential(*layers, nn.Flatten()), height * width * channels
-
-
 class Encoder(nn.Module):
     """q(z | x, y) = N(μ, diag σ²): trunk on x, then the label, then heads for μ, log σ²;
     `image_shape` is (H, W, C) for images (conv trunk) or (d,) for feature vectors (MLP trunk)."""
 
     def __init__(self, image_shape: tuple[int, ...], n_classes: int, cfg: ModelConfig):
         super().__init__()
+        self.trunk: nn.Module
         if len(image_shape) == 1:  # feature vectors: one ReLU layer
             self.trunk = nn.Sequential(nn.Linear(image_shape[0], cfg.width), nn.ReLU(inplace=True))
             flat = cfg.width
         else:
-            self.trunk, flat = conv_trunk(image_shape, cfg)
+            self.trunk, flat = trunk(image_shape, cfg)
         self.hidden = nn.Linear(flat, cfg.hidden)
         self.label = nn.Embedding(n_classes, cfg.hidden)
         self.mu = nn.Linear(cfg.hidden, cfg.latent_dim)
@@ -247,12 +212,14 @@ class DGC(nn.Module):
         self.encoder = Encoder(self.image_shape, n_classes, cfg)
         if len(self.image_shape) == 1:
             self.decoder: nn.Module = MLPDecoder(self.image_shape[0], cfg)
-        else:
+        elif cfg.backbone == "conv":
             self.decoder = Decoder(self.image_shape, cfg)
+        else:
+            self.decoder = ResidualDecoder(self.image_shape, cfg.latent_dim, cfg.decoder_width)
         self.head = LabelHead(n_classes, cfg)
         self.prior = (MixturePrior(n_classes, cfg.latent_dim, tied=cfg.prior == "class")
                       if cfg.prior != "normal" else None)
-        initialise(self, self.encoder.trunk, cfg.init)
+        initialise(self, self.encoder.trunk, cfg)
         # faster convolutions on the CPU (Module.to takes memory_format; its stub omits it)
         self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
@@ -273,16 +240,21 @@ def reparameterise(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) 
     return mu + std_from_logvar(logvar) * noise
 
 
-def initialise(model: nn.Module, trunk: nn.Module, init: str) -> None:
+def initialise(model: nn.Module, trunk: nn.Module, cfg: ModelConfig) -> None:
     """`ModelConfig.init`: "paper" (`paper_init`), "released" (the same, but the convolutions of
     the encoder trunk from N(0, 0.01²) truncated at two standard deviations, TensorFlow's
-    truncated normal in the authors' code) or "torch" (PyTorch's defaults, left as they are)."""
-    if init == "torch":
+    truncated normal in the authors' code) or "torch" (PyTorch's defaults, left as they are).
+    A residual or pretrained trunk keeps PyTorch's He-scaled defaults (or its ImageNet weights)
+    whatever `init` says: at N(0, 0.01²) a deep residual network's signal dies out."""
+    if cfg.init == "torch":
         return
-    model.apply(paper_init)
-    if init == "released":
+    kept = set() if cfg.backbone == "conv" else set(trunk.modules())
+    for module in model.modules():
+        if module not in kept:
+            paper_init(module)
+    if cfg.init == "released":
         for module in trunk.modules():
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, nn.Conv2d) and module not in kept:
                 nn.init.trunc_normal_(module.weight, 0.0, 0.01, -0.02, 0.02)
 
 
@@ -301,16 +273,24 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def activation_numel(image_shape: tuple[int, ...], cfg: ModelConfig) -> int:
-    """Values one image leaves in the encoder's trunk (the decoder mirrors it)."""
-    if len(image_shape) == 1:
-        return image_shape[0] + cfg.width + cfg.hidden
-    height, width, channels = image_shape
-    total = height * width * channels
-    for i in range(encoder_depth(max(height, width))):
-        height, width = math.ceil(height / 2), math.ceil(width / 2)
-        total += cfg.width * 2**i * height * width
-    return total + cfg.hidden
+def activation_numel(build: Callable[[], nn.Module], image_shape: tuple[int, ...]) -> int:
+    """Values one example leaves in the model's trunk (the decoder mirrors it), counted by a pass
+    on torch's meta device, whatever the backbone."""
+    total = [math.prod(image_shape)]
+
+    def count(_: nn.Module, __: object, out: torch.Tensor) -> None:
+        total[0] += out.numel()
+
+    with torch.device("meta"):
+        model = build()
+        trunk = cast(nn.Module, getattr(model, "encoder", model).trunk).eval()
+        handles = [m.register_forward_hook(count) for m in trunk.modules()
+                   if not list(m.children())]
+        shape = image_shape if len(image_shape) == 1 else (image_shape[2], *image_shape[:2])
+        trunk(torch.empty(1, *shape))
+    for handle in handles:
+        handle.remove()
+    return total[0]
 
 
 def machine_memory(device: str) -> int:
@@ -331,7 +311,7 @@ def check_fits(build: Callable[[], nn.Module], image_shape: tuple[int, ...],
     with torch.device("meta"):
         params = count_parameters(build())
     batch, device = max(cfg.train.batch_size, cfg.train.pretrain_batch), cfg.device
-    need = 16 * params + 32 * batch * activation_numel(image_shape, cfg.model)
+    need = 16 * params + 8 * batch * activation_numel(build, image_shape)
     have = machine_memory(device)
     if need > have:
         shape = "×".join(map(str, image_shape))

@@ -110,13 +110,21 @@ class ClassifierTrainer(EpochTrainer):
 
     def train_step(self, index: torch.Tensor) -> dict[str, float]:
         x, y = self.batch(index)
+        y = y.to(x.device)
+        mix, partner = self.mixing(len(y))
         with self.mixed_precision():
-            loss = self.loss(self.model(x), y.to(x.device), self.epoch)
+            if partner is None:
+                loss = self.loss(self.model(x), y, self.epoch)
+            else:  # mixup of the images (`train.mixup`)
+                logits = self.model(mix * x + (1 - mix) * x[partner])
+                loss = (mix * self.loss(logits, y, self.epoch)
+                        + (1 - mix) * self.loss(logits, y[partner], self.epoch))
         self.check_finite({f"{self.cfg.method} training": loss})
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.finish_gradients(self.model.parameters())
         self.optimizer.step()
+        self.cap_norms(self.model.head)
         return {"loss": float(loss.detach())}
 
     def validation_scores(self) -> torch.Tensor:

@@ -22,7 +22,7 @@ from dgc.nn.losses import (
 )
 from dgc.nn.model import DGC, reparameterise, std_from_logvar
 from dgc.nn.prediction import class_scores
-from dgc.train.loop import EpochTrainer, TrainData
+from dgc.train.loop import EpochTrainer, TrainData, optimizer
 
 TERM_NAMES = {"recon": "reconstruction", "mmd": "MMD", "prior_kl": "prior KL",
               "cls": "cross-entropy"}
@@ -39,8 +39,7 @@ class Trainer(EpochTrainer):
                  log: Callable[[str], None] = print):
         super().__init__(model, cfg, data, files, progress, log)
         t = cfg.train
-        self.encoder_optimizer = torch.optim.Adam(model.encoder.parameters(), lr=t.lr,
-                                                  betas=(t.beta1, 0.999), fused=True)
+        self.encoder_optimizer = optimizer(model.encoder.parameters(), t)
         self.history = {"pretrain": None, "epochs": [], "trace_points": trace_points(data.y)}
 
     def state_dict(self) -> dict[str, Any]:
@@ -99,15 +98,21 @@ class Trainer(EpochTrainer):
 
         rows = oversampling_index(y, self.data.train_counts, t.sampling_rate)
         mu, logvar = out["mu"].detach()[rows], out["logvar"].detach()[rows]
-        z = reparameterise(mu, logvar, self.noise(len(rows)))
+        z, labels = reparameterise(mu, logvar, self.noise(len(rows))), y[rows]
+        mix, partner = self.mixing(len(rows))
         with self.mixed_precision():
-            head_loss = classification_loss(self.model.head(z), y[rows], t.cls_weight,
-                                            self.log_prior, t.logit_adjust_tau)
+            logits = self.model.head(z if partner is None else mix * z + (1 - mix) * z[partner])
+            head_loss = mix * classification_loss(logits, labels, t.cls_weight, self.log_prior,
+                                                  t.logit_adjust_tau)
+            if partner is not None:  # mixup of the latent codes (`train.mixup`)
+                head_loss = head_loss + (1 - mix) * classification_loss(
+                    logits, labels[partner], t.cls_weight, self.log_prior, t.logit_adjust_tau)
         self.check_finite({"oversampled cross-entropy": head_loss})
         self.optimizer.zero_grad(set_to_none=True)
         head_loss.backward()
         self.finish_gradients(self.model.head.parameters())
         self.optimizer.step()
+        self.cap_norms(self.model.head.net[-1])
         values["head_cls"] = float(head_loss.detach())
         return values
 

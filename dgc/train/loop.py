@@ -1,5 +1,5 @@
-"""The epoch loop every method shares (`EpochTrainer`), so that the batches, augmentation, learning-
-rate schedule, validation and best-checkpoint rule are the same code for every method.
+"""The epoch loop every method shares (`EpochTrainer`), so that the batches, augmentation,
+learning-rate schedule, validation and best-checkpoint rule are the same code for every method.
 
 Every random draw (data order, augmentation, reparameterisation noise, prior samples) comes from one
 `torch.Generator` seeded by the run's seed and saved in the checkpoint, so a run is deterministic on
@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import nn
 
-from dgc.config import RunConfig
+from dgc.config import RunConfig, TrainConfig
 from dgc.core import distributed, precision, progress
 from dgc.core.errors import DGCError
 from dgc.core.io import CheckpointFiles, save_checkpoint
@@ -74,10 +75,7 @@ class EpochTrainer:
         self.model, self.cfg, self.data = model, cfg, data
         self.files, self.progress, self.log = files, progress, log
         t = cfg.train
-        # fused: one kernel for every parameter, 4x faster than the loop on the CPU
-        # (docs/results/training-speed.md)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, 0.999),
-                                          fused=True)
+        self.optimizer = optimizer(model.parameters(), t)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.log_prior = class_log_prior(data.train_counts).to(data.x.device)
         self.epoch, self.step, self.seconds = 0, 0, 0.0
@@ -187,12 +185,31 @@ class EpochTrainer:
         t = self.cfg.train
         x, y = self.data.x[index], self.data.y[index]
         if t.augment:
-            x = augment_batch(x, t.crop_pad, self.data.hflip, self.generator)
+            x = augment_batch(x, t, self.data.hflip, self.generator)
         return x, y
 
     def mixed_precision(self) -> AbstractContextManager[Any]:
         """bfloat16 autocast for a forward pass when `train.bf16` asks for it."""
         return precision.autocast(self.cfg.train.bf16, self.data.x.device.type)
+
+    def mixing(self, n: int) -> tuple[float, torch.Tensor | None]:
+        """Mixup's λ ~ Beta(α, α) and the partner of each of `n` rows (`train.mixup` = α; λ = 1
+        and no partners without it), drawn from the run's generator so that a resumed run
+        draws the same."""
+        alpha = self.cfg.train.mixup
+        if not alpha:
+            return 1.0, None
+        seed = int(torch.randint(2**31, (1,), generator=self.generator))
+        mix = float(np.random.default_rng(seed).beta(alpha, alpha))
+        return mix, torch.randperm(n, generator=self.generator)
+
+    def cap_norms(self, layer: nn.Module) -> None:
+        """MaxNorm (`train.max_norm`): every class's row of the last `layer`'s weight scaled
+        down to that norm where it is longer, after the step."""
+        if cap := self.cfg.train.max_norm:
+            weight = cast(torch.Tensor, layer.weight)
+            with torch.no_grad():
+                weight.mul_((cap / weight.norm(dim=1, keepdim=True)).clamp(max=1.0))
 
     def finish_gradients(self, parameters: Any) -> None:
         """Average the gradients over torchrun's processes (none without it), then clip them."""
@@ -248,3 +265,13 @@ class EpochTrainer:
     def save(self) -> None:
         if self.files is not None:
             save_checkpoint(self.files.latest, self.state_dict(), previous=self.files.previous)
+
+
+def optimizer(parameters: Any, t: TrainConfig) -> torch.optim.Optimizer:
+    """Adam with the run's β1, or AdamW with `train.weight_decay` (decoupled decay); fused: one
+    kernel for every parameter, 4x faster than the loop on the CPU
+    (docs/results/training-speed.md)."""
+    if t.weight_decay:
+        return torch.optim.AdamW(parameters, lr=t.lr, betas=(t.beta1, 0.999),
+                                 weight_decay=t.weight_decay, fused=True)
+    return torch.optim.Adam(parameters, lr=t.lr, betas=(t.beta1, 0.999), fused=True)
