@@ -412,7 +412,7 @@ def evaluate_capabilities(args: argparse.Namespace, run: Run, predict: PredictCo
     if args.ood:  # every novel set is read before anything is computed or written
         parts = parse_sources(args.ood)
         files = {part: read_images(Path(part), run.image_shape, run.cfg.letterbox)[0]
-                 for part in parts if Path(part).exists()}
+                 for part in parts if part not in SOURCES and Path(part).exists()}
         novel = {**builtin_sources(run, [part for part in parts if part not in files], data),
                  **files}
     scores = score_splits(run, data) if args.calibration or args.prior_shift else None
