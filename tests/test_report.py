@@ -250,7 +250,7 @@ def test_a_run_without_validation_reports_and_evaluates(tmp_path: Path) -> None:
                                     "--out", str(out)])
     assert code == 0, stderr
     text = (out / REPORT).read_text()
-    assert "as predicted only, as this run has no validation split to fit a calibration on" in text
+    assert "As predicted only: this run has no validation split to fit a calibration on" in text
     assert "evaluated weights: epoch 1 (the last; no validation split)" in text
     assert list(read(out / "calibration.json")) == ["none"]
     assert list(read(out / FIGURES / "reliability.json")) == ["none"]
@@ -259,7 +259,7 @@ def test_a_run_without_validation_reports_and_evaluates(tmp_path: Path) -> None:
     assert code == 0, stderr
     assert list(read(out / "calibration.json")) == ["none"]
     assert list(read(out / "prior-shift.json")["balanced"]) == ["size", "prior", "none"]
-    assert "| balanced | none |" in stdout
+    assert "| balanced | none |" in stdout and stdout.count("As predicted only: this run") == 2
     code, _, stderr = run_cli(["report", str(out), "--quiet"])
     assert code == 0, stderr
     assert (out / REPORT).read_text() == text

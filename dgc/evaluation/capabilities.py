@@ -31,6 +31,8 @@ CALIBRATION_METRICS = (("ece", "ECE"), ("classwise_ece", "classwise ECE"), ("bri
                        ("nll", "NLL"))
 SHIFTS = ("balanced", "train", "reversed", "dirichlet")
 DETECTION = (("auroc", "AUROC"), ("aupr", "AUPR"), ("fpr95", "FPR@95TPR"))
+NO_VALIDATION = ("As predicted only: this run has no validation split to fit a calibration on "
+                 "(train.val_fraction = 0).")
 
 
 def with_prediction(run: Run, predict: PredictConfig) -> tuple[Run, str]:
@@ -103,7 +105,13 @@ def calibration_markdown(report: dict[str, Any]) -> str:
              *(f"{report[name][key]:.4f}" for key, _ in CALIBRATION_METRICS)]
             for name in report]
     return "\n".join(markdown(["calibration (fitted on validation)", "T",
-                               *(label for _, label in CALIBRATION_METRICS)], rows))
+                               *(label for _, label in CALIBRATION_METRICS)], rows)) + unfitted(
+        report)
+
+
+def unfitted(report: dict[str, Any]) -> str:
+    """A note under a table of a run without a validation split, which has no calibration."""
+    return "" if "temperature" in report else f"\n\n{NO_VALIDATION}"
 
 
 def shift_markdown(report: dict[str, Any]) -> str:
@@ -117,7 +125,7 @@ def shift_markdown(report: dict[str, Any]) -> str:
                          f"{r['prior_error_em']:.3f}", f"{r['prior_error_source']:.3f}"])
     header = ["test prior", "calibration", "accuracy", "accuracy, EM", "accuracy, true prior",
               "ACSA, EM", "ECE, EM", "prior L1 error, EM", "prior L1 error, trained"]
-    return "\n".join(markdown(header, rows))
+    return "\n".join(markdown(header, rows)) + unfitted(report["balanced"])
 
 
 def ood_markdown(report: dict[str, Any]) -> str:

@@ -80,7 +80,8 @@ def sample_class(run_dir: str | Path, class_name: str, n: int,
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise DGCError(f"the number of images must be a positive integer, got {n!r}")
     run = load_generative_run(run_dir, "sample from a DGC run")
-    need, have = n * (int(np.prod(run.image_shape)) + 8), machine_memory("cpu")  # + its source
+    # each image, and the int64 index of the training image it was drawn from
+    need, have = n * (int(np.prod(run.image_shape)) + 8), machine_memory("cpu")
     if need > have:
         raise DGCError(f"{n:,} images of {'×'.join(map(str, run.image_shape))} take about "
                        f"{need / 2**30:.1f} GiB of memory, but this machine has "
@@ -245,8 +246,7 @@ def calibration_section(run_dir: Path, run: Run, data: ImbalancedData,
               else evaluate_calibration(stage, run, scores=score_splits(run, data))[0])
     plots.plot_reliability(report, stage / FIGURES / "reliability.png")
     fitted = (", after temperature scaling and after bias-corrected temperature scaling, both "
-              "fitted on the validation split" if len(report) > 1 else
-              " only, as this run has no validation split to fit a calibration on")
+              "fitted on the validation split" if len(report) > 1 else "")
     caption = ("Test-set accuracy against the top-class probability in 15 bins: as predicted"
                f"{fitted} (a Bayes rule pruned to its top classes is scored over every class "
                "here).")
