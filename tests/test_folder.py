@@ -254,9 +254,9 @@ def test_stretched_images_are_reported_and_letterbox_pads_them(
     write_image(root / "b" / "wide.png", 200, size=(12, 2))
     with caplog.at_level(logging.WARNING):
         stretched = load_folder(root)
-    assert ("2 images are over 2 times as long one way as the other, and stretching them to "
-            "squares distorts them: a/tall.png (2×12), b/wide.png (12×2); --letterbox pads them "
-            "instead") in caplog.text
+    assert ("stretching them to squares distorts 2 of them, over 2 times as long one way as the "
+            "other: a/tall.png (2×12), b/wide.png (12×2); --letterbox pads them instead"
+            ) in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         padded = load_folder(root, letterbox=True)

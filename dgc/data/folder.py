@@ -145,9 +145,9 @@ def _reading(root: Path, files: list[Path], modes: list[str], sizes: list[tuple[
     stretched = [f"{p.relative_to(root)} ({w}×{h})" for p, (w, h) in zip(files, sizes, strict=True)
                  if max(w, h) > MAX_ASPECT * min(w, h)]
     if stretched and not letterbox:
-        log.warning("dgc: %d images are over %g times as long one way as the other, and "
-                    "stretching them to squares distorts them: %s; --letterbox pads them instead",
-                    len(stretched), MAX_ASPECT, shortened(stretched))
+        log.warning("dgc: stretching them to squares distorts %d of them, over %g times as long "
+                    "one way as the other: %s; --letterbox pads them instead", len(stretched),
+                    MAX_ASPECT, shortened(stretched))
     return mode, size
 
 
