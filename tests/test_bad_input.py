@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import errno
 import gzip
+import io
 import json
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,9 +28,12 @@ import torch
 from scipy.io import savemat
 
 import dgc.core.io
+import dgc.run.folder
 import dgc.train.dgc
 from dgc.cli import main
+from dgc.core.errors import DGCError
 from dgc.data import IDX_FILES, SVHN_FILES
+from dgc.run.folder import RunDir
 
 TRAIN = ["train", "--seed", "1", "--samples", "1", "--quiet", "--no-report", "--threads", "1",
          "--set", "train.pretrain_batch=200", "--set", "train.schedule=constant"]
@@ -189,31 +195,66 @@ def test_output_directory_not_writable(run_dir: Path, monkeypatch: pytest.Monkey
     assert snapshot(run_dir) == before
 
 
-def fill_disk_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """Writes of `name` fail at fsync with ENOSPC, as on a full disk; other files are written."""
-    real_mkstemp, real_fsync = tempfile.mkstemp, dgc.core.io.os.fsync
+def fill_disk_at(monkeypatch: pytest.MonkeyPatch, name: str, at: str = "fsync") -> None:
+    """Writes of `name` fail with ENOSPC, as on a full disk, at its `fsync` or at a `write`
+    once its first kilobyte is written (inside torch.save for a checkpoint); other files are
+    written."""
+    real_mkstemp, real_fsync, real_fdopen = tempfile.mkstemp, os.fsync, os.fdopen
     temporary: dict[int, str] = {}
+    full = OSError(errno.ENOSPC, "No space left on device")
 
     def mkstemp(*args: object, **kwargs: object) -> tuple[int, str]:
         fd, path = real_mkstemp(*args, **kwargs)
         temporary[fd] = Path(path).name
         return fd, path
 
+    def hit(fd: int) -> bool:
+        return temporary.get(fd, "").startswith(f".{name}.")
+
     def fsync(fd: int) -> None:
-        if temporary.get(fd, "").startswith(f".{name}."):
-            raise OSError(errno.ENOSPC, "No space left on device")
+        if at == "fsync" and hit(fd):
+            raise full
         real_fsync(fd)
+
+    def fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
+        handle = real_fdopen(fd, *args, **kwargs)
+        if at != "write" or not hit(fd):
+            return handle
+
+        class Full:  # the file, on a disk that fills after its first kilobyte
+            written = 0
+
+            def __getattr__(self, attribute: str) -> Any:
+                return getattr(handle, attribute)
+
+            def __enter__(self) -> Full:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                handle.close()
+
+            def write(self, data: bytes) -> int:
+                self.written += len(data)
+                if self.written > 1024:
+                    raise full
+                return handle.write(data)
+
+        return Full()
 
     monkeypatch.setattr(dgc.core.io.tempfile, "mkstemp", mkstemp)
     monkeypatch.setattr(dgc.core.io.os, "fsync", fsync)
+    monkeypatch.setattr(dgc.core.io.os, "fdopen", fdopen)
 
 
-@pytest.mark.parametrize("name", ["checkpoint.pt", "metrics.json"])
-def test_disk_full_while_saving(name: str, run_dir: Path, monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(("name", "at"), [("checkpoint.pt", "fsync"), ("checkpoint.pt", "write"),
+                                          ("metrics.json", "fsync")])
+def test_disk_full_while_saving(name: str, at: str, run_dir: Path,
+                                monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
-    """Resuming the earlier run for one more epoch with a full disk while `name` is written."""
+    """Resuming the earlier run for one more epoch with a full disk while `name` is written. A
+    write failing inside torch.save was torch's RuntimeError, a traceback (issue 34)."""
     before = snapshot(run_dir)
-    fill_disk_at(monkeypatch, name)
+    fill_disk_at(monkeypatch, name, at)
     line = fails_with([*DIGITS, "--epochs", "3", "--resume", "--out", str(run_dir)],
                       f"{name}: No space left on device", capsys)
     assert "free some space" in line
@@ -222,6 +263,65 @@ def test_disk_full_while_saving(name: str, run_dir: Path, monkeypatch: pytest.Mo
     assert not [p for p in after if p.endswith(".tmp")]
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == (
         2 if name == "checkpoint.pt" else 3)
+
+
+def test_disk_full_while_reporting_changes_nothing(run_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A report that fails half-way (here at the t-SNE figure, then at report.md over an
+    earlier report) left some of its files in the finished run (issue 34): now none."""
+    for name in ("tsne.png", "report.md"):
+        before = snapshot(run_dir)
+        with monkeypatch.context() as patch:
+            fill_disk_at(patch, name, "write")
+            line = fails_with(["report", str(run_dir), "--quiet"],
+                              f"{name}: No space left on device", capsys)
+        assert line.startswith(f"dgc: error: no report written into {run_dir}, and none of its "
+                               "files changed: could not write ")
+        assert snapshot(run_dir) == before
+        assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == []
+        assert main(["report", str(run_dir), "--quiet"]) == 0  # with the disk freed
+
+
+def test_the_run_folder_deleted_while_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Deleting the folder of a running `dgc train` gave a FileNotFoundError traceback."""
+    out = tmp_path / "run"
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        if kwargs.get("prefix") == ".checkpoint.pt.":
+            shutil.rmtree(out)
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(dgc.core.io.tempfile, "mkstemp", mkstemp)
+    line = fails_with([*DIGITS, "--epochs", "2", "--out", str(out)],
+                      "checkpoint.pt: No such file or directory", capsys)
+    assert f"{out} is gone (deleted or moved while dgc ran?)" in line
+    assert not out.exists()
+
+
+def test_a_full_disk_while_taking_the_lock_leaves_no_lock(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock's few bytes not written: an empty lock file stayed and refused every later
+    command ("in use by process ? on ?")."""
+    real_fdopen = os.fdopen
+
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
+        real_fdopen(fd, *args, **kwargs).close()
+        return Full()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dgc.run.folder.os, "fdopen", fdopen)
+        with pytest.raises(DGCError, match=r"\.dgc\.lock: No space left on device"), \
+                RunDir(tmp_path / "run").lock():
+            pass
+    assert not (tmp_path / "run").exists()
+    with RunDir(tmp_path / "run").lock():
+        assert (tmp_path / "run" / ".dgc.lock").is_file()
 
 
 def test_non_finite_loss(run_dir: Path, monkeypatch: pytest.MonkeyPatch,

@@ -25,6 +25,7 @@ from dgc.core.errors import DGCError
 from dgc.core.metrics import acsa
 from dgc.data import ImbalancedData
 from dgc.data.heldout import hold_out
+from dgc.evaluation.capabilities import ood_file
 from dgc.evaluation.ood import SOURCES, detection_metrics, ood_images, resize, score_ood, subsample
 from dgc.nn.model import images_to_tensor
 from dgc.nn.prediction import class_scores
@@ -136,9 +137,29 @@ def test_evaluate_writes_calibration_shift_and_ood(bench: Path, tmp_path: Path) 
         shift = json.loads((run_dir / "prior-shift.json").read_text())
         assert shift["train"]["bcts"]["em"]["accuracy"] >= 0
         assert set(shift["dirichlet"]) == {"size", "none", "temperature", "bcts"}
-        ood = json.loads((run_dir / "ood-heldout-noise-blank.json").read_text())
+        ood = json.loads((run_dir / ood_file(["heldout", "noise", str(extra)])).read_text())
         assert list(ood["sources"]) == ["heldout", "noise", str(extra)]
         assert ood["sources"]["heldout"]["n_novel"] == 100 and ood["n_known"] == 400
+
+
+def test_a_file_source_never_takes_another_sources_file(bench: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--ood mine/noise.npy` wrote ood-noise.json over the built-in noise set's (issue 34)."""
+    assert ood_file(["noise"]) == "ood-noise.json"
+    assert ood_file(["heldout", "mine/noise.npy"]).startswith("ood-heldout-file-noise-")
+    assert len({ood_file([s]) for s in ("noise", "a/noise.npy", "b/noise.npy", "b/noise")}) == 4
+    monkeypatch.chdir(tmp_path)
+    assert ood_file(["a/noise.npy"]) == ood_file([str(tmp_path / "a" / "noise.npy")])
+    run_dir = bench / "ce-s2"
+    (tmp_path / "mine").mkdir()
+    np.save(tmp_path / "mine" / "noise.npy", np.zeros((5, 8, 8), np.uint8))
+    (tmp_path / "noise").mkdir()  # a folder named like a built-in set: `--ood noise` is the set
+    for sources in ("noise", "mine/noise.npy"):
+        code, _, stderr = run_cli(["evaluate", str(run_dir), "--ood", sources])
+        assert code == 0, stderr
+    builtin = json.loads((run_dir / "ood-noise.json").read_text())["sources"]["noise"]
+    mine = json.loads((run_dir / ood_file(["mine/noise.npy"])).read_text())
+    assert builtin["n_novel"] > 5 and mine["sources"]["mine/noise.npy"]["n_novel"] == 5
 
 
 def test_result_files_are_named_by_the_settings_they_use(bench: Path) -> None:

@@ -16,8 +16,10 @@ from PIL import Image
 from dgc import DGCClassifier
 from dgc.cli import main
 from dgc.config import apply_overrides, build_config, with_steps
-from dgc.core.errors import DGCError
+from dgc.core.errors import DGCError, DGCWarning
+from dgc.core.progress import quiet
 from dgc.data import folder, load_folder, load_imbalanced
+from dgc.data.files import ARRAYS, read_cache
 
 
 def write_image(path: Path, value: int, size: tuple[int, int] = (6, 6), mode: str = "L") -> None:
@@ -84,7 +86,7 @@ def test_mixed_modes_go_to_the_majority_and_are_reported(
     with caplog.at_level(logging.WARNING):
         raw = load_folder(root)
     assert raw.x_train.shape[-1] == 1
-    assert "8 images are grayscale and 1 colour; all are converted to grayscale" in caplog.text
+    assert "converted 1 of them to 8-bit grayscale: 1 from RGB" in caplog.text
     for name in ("c0", "c1", "c2"):
         write_image(root / "b" / f"{name}.png", 100, mode="RGB")
     write_image(root / "b" / "c3.png", 100, mode="RGB")  # now 8 grey against 5... still grey
@@ -172,6 +174,144 @@ def test_dgc_classifier_fits_the_arrays_of_class_folders(split_dir: Path) -> Non
     assert set(clf.predict(raw.x_test)) <= {"a", "b", "c"}
 
 
+def save(path: Path, image: Image.Image, **options: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **options)
+    return path
+
+
+def test_16_bit_and_other_deep_modes_are_scaled_not_clipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 16-bit PNG was clipped to 255 everywhere (issue 34): blank images, exit 0."""
+    root = tmp_path / "data"
+    for c, level in enumerate((10000, 50000)):
+        for i in range(3):
+            deep = Image.fromarray(np.full((6, 6), level + i, np.uint16))
+            save(root / f"c{c}" / f"{i}.png", deep)
+    save(root / "c0" / "int.tif", Image.fromarray(np.full((6, 6), 1000, np.int32)))
+    save(root / "c1" / "float.tif", Image.fromarray(np.full((6, 6), 0.5, np.float32)))
+    with caplog.at_level(logging.WARNING):
+        raw = load_folder(root)
+    levels = sorted(set(raw.x_train[:, 0, 0, 0].tolist()) | set(raw.x_test[:, 0, 0, 0].tolist()))
+    assert levels == [4, 39, 128, 195]  # 1000, 10000, 0.5, 50000 scaled; never all 255
+    assert ("converted 8 of them to 8-bit grayscale: 6 from I;16 (scaled from 0..65535), 1 from I "
+            "(scaled from 0..65535), 1 from F (scaled from 0..1)") in caplog.text
+    assert "dgc: 8 images read as 6×6 grayscale (the median longer side)" in caplog.text
+
+
+@pytest.mark.parametrize(("mode", "value", "options", "expected"), [
+    ("LA", (100, 255), {}, [100, 100, 100]),               # opaque alpha: dropped
+    ("RGBA", (100, 50, 20, 255), {}, [100, 50, 20]),
+    ("CMYK", (0, 0, 0, 0), {}, [255, 255, 255]),            # converted by Pillow, as documented
+    ("P", 1, {"transparency": 0}, [200, 100, 50]),          # the transparent index unused
+    ("1", 1, {}, [255, 255, 255]),
+])
+def test_modes_that_convert_faithfully(tmp_path: Path, mode: str, value: object,
+                                       options: dict, expected: list[int]) -> None:
+    image = Image.new(mode, (6, 6), value)  # type: ignore[arg-type]
+    if mode == "P":
+        image.putpalette([10, 20, 30, 200, 100, 50])
+    path = save(tmp_path / f"x.{'tif' if mode == 'CMYK' else 'png'}", image, **options)
+    assert folder.read_image(path, "RGB", (6, 6))[0, 0].tolist() == expected
+
+
+@pytest.mark.parametrize(("name", "make", "message"), [
+    ("i.tif", lambda: Image.fromarray(np.full((6, 6), 70000, np.int32)),
+     r"its I pixels run from 70000 to 70000, beyond 0\.\.65535"),
+    ("f.tif", lambda: Image.fromarray(np.full((6, 6), 2.0, np.float32)),
+     r"its F pixels run from 2 to 2, beyond 0\.\.1"),
+    ("nan.tif", lambda: Image.fromarray(np.full((6, 6), np.nan, np.float32)),
+     "its F pixels run from nan to nan"),
+    ("la.png", lambda: Image.new("LA", (6, 6), (100, 0)), r"it has transparent pixels \(mode LA\)"),
+    ("rgba.png", lambda: Image.new("RGBA", (6, 6), (1, 2, 3, 128)),
+     r"it has transparent pixels \(mode RGBA\)"),
+    ("p.png", lambda: Image.new("P", (6, 6), 0), r"it has transparent pixels \(mode P\)"),
+])
+def test_modes_that_cannot_convert_faithfully_are_refused(tmp_path: Path, name: str, make,
+                                                          message: str) -> None:
+    image = make()
+    options = {"transparency": 0} if image.mode == "P" else {}
+    path = save(tmp_path / name, image, **options)
+    with pytest.raises(DGCError, match=f"cannot read image {path}: {message}"):
+        folder.read_image(path, "L", (6, 6))
+
+
+def test_several_frames_are_refused(tmp_path: Path) -> None:
+    frames = [Image.new("L", (6, 6), 10), Image.new("L", (6, 6), 200)]
+    for name in ("anim.gif", "pages.tif"):
+        path = save(tmp_path / name, frames[0], save_all=True, append_images=frames[1:])
+        with pytest.raises(DGCError, match=f"{name}: it holds 2 frames"):
+            folder.read_image(path, "L", (6, 6))
+
+
+def test_stretched_images_are_reported_and_letterbox_pads_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "data"
+    write_classes(root, {"a": 3, "b": 3})
+    write_image(root / "a" / "tall.png", 200, size=(2, 12))
+    write_image(root / "b" / "wide.png", 200, size=(12, 2))
+    with caplog.at_level(logging.WARNING):
+        stretched = load_folder(root)
+    assert ("stretching them to squares distorts 2 of them, over 2 times as long one way as the "
+            "other: a/tall.png (2×12), b/wide.png (12×2); --letterbox pads them instead"
+            ) in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        padded = load_folder(root, letterbox=True)
+    assert "read as 6×6 grayscale (the median longer side), letterboxed" in caplog.text
+    assert "stretching" not in caplog.text
+    tall = [x for x in (*stretched.x_train, *stretched.x_test) if x.min() == 200]
+    assert len(tall) == 2  # stretched: every pixel is the image's
+    boxed = sorted((x[..., 0] == 200).sum() for x in (*padded.x_train, *padded.x_test)
+                   if x.max() == 200)
+    assert boxed == [6, 6]  # one row or column of 6 pixels, the rest black padding
+
+
+def test_a_class_folder_linked_to_another_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_classes(root, {"a": 3, "b": 3})
+    (root / "c").symlink_to(root / "a")
+    with pytest.raises(DGCError, match=r"data/a and .*data/c hold the same 3 images \(one is a "
+                                       "link to the other, or a copy of it\\)"):
+        load_folder(root)
+    split = tmp_path / "split"
+    write_classes(split / "train", {"a": 3, "b": 3})
+    write_classes(split / "test", {"a": 2})
+    (split / "test" / "b").symlink_to(split / "train" / "b")
+    with pytest.raises(DGCError, match="train/b and .*test/b hold the same 3 images"):
+        load_folder(split)
+
+
+def test_duplicate_images_are_warned_of_by_name(split_dir: Path) -> None:
+    """Byte-identical images in train and test inflate every metric; real data holds true
+    duplicates, so a warning names them rather than a refusal."""
+    (split_dir / "test" / "a" / "leak.png").write_bytes(
+        (split_dir / "train" / "a" / "000.png").read_bytes())
+    (split_dir / "train" / "c" / "link.png").symlink_to(split_dir / "train" / "b" / "001.png")
+    (split_dir / "train" / "b" / "again.png").symlink_to(split_dir / "train" / "b" / "002.png")
+    with pytest.warns(DGCWarning) as caught:
+        load_folder(split_dir)
+    assert str(caught[0].message) == (
+        "images with the same content as another: 1 in both the training and the test set, which "
+        "inflates every test metric (test/a/leak.png = train/a/000.png); 1 under two classes "
+        "(train/c/link.png = train/b/001.png); 1 twice in one class (train/b/again.png = "
+        "train/b/002.png); remove the copies if they are not meant (docs/USAGE.md)")
+
+
+def test_folders_named_train_or_test_are_classes_when_they_hold_images(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_classes(root, {"cat": 3, "dog": 3, "train": 3})
+    assert load_folder(root).class_names == ("cat", "dog", "train")
+    mixed = tmp_path / "mixed"
+    write_classes(mixed / "train", {"a": 3, "b": 3})
+    write_classes(mixed, {"cat": 3})
+    with pytest.raises(DGCError, match=r"mixes two layouts: train/ of class folders beside class "
+                                       r"folders of images \(cat\)"):
+        load_folder(mixed)
+
+
 # --------------------------------------------------------------------------------------------
 # The cache
 
@@ -223,6 +363,47 @@ def test_unwritable_cache_place_still_loads(split_dir: Path, tmp_path: Path,
     assert len(load_folder(split_dir).y_train) == 14
 
 
+def test_cache_is_keyed_by_content(split_dir: Path) -> None:
+    """Two images of one size swapped between classes, their times kept: a cache keyed by names,
+    sizes and times was reused (issue 34), and `evaluate` scored the old arrays."""
+    a, b = split_dir / "train" / "a" / "x.bmp", split_dir / "train" / "b" / "x.bmp"
+    write_image(a, 210)
+    write_image(b, 240)
+    first = load_folder(split_dir)
+    stats = [(p.stat().st_atime_ns, p.stat().st_mtime_ns) for p in (a, b)]
+    contents = a.read_bytes(), b.read_bytes()
+    assert len(contents[0]) == len(contents[1])
+    a.write_bytes(contents[1])
+    b.write_bytes(contents[0])
+    for path, times in zip((a, b), stats, strict=True):
+        os.utime(path, ns=times)
+    again = load_folder(split_dir)
+    before, after = ({int(x[0, 0, 0]) for x, y in zip(raw.x_train, raw.y_train, strict=True)
+                      if y == 0} for raw in (first, again))  # class a's levels
+    assert 210 in before and 240 in after and 210 not in after
+
+
+def test_any_damage_to_the_cache_means_decoding_again(split_dir: Path) -> None:
+    """Every one-bit flip of a cache: its arrays exactly, or None (decoded again), never an
+    error; numpy's zip reader raised RuntimeError or NotImplementedError for some (issue 34)."""
+    first = load_folder(split_dir)
+    cache = split_dir / folder.CACHE_NAME
+    good = cache.read_bytes()
+    with np.load(cache) as saved:
+        fingerprint = str(saved["fingerprint"])
+    damaged = cache.with_name("damaged.npz")
+    for position in range(len(good)):
+        flipped = bytearray(good)
+        flipped[position] ^= 1 << position % 8
+        damaged.write_bytes(bytes(flipped))
+        arrays = read_cache(damaged, fingerprint)
+        assert arrays is None or all(np.array_equal(arrays[k], getattr(first, k))
+                                     for k in ARRAYS), position
+    cache.write_bytes(good[:30] + bytes([good[30] ^ 1]) + good[31:])
+    np.testing.assert_array_equal(load_folder(split_dir).x_test, first.x_test)
+    assert cache.read_bytes() == good  # rebuilt
+
+
 # --------------------------------------------------------------------------------------------
 # Schedules in optimiser steps
 
@@ -247,9 +428,10 @@ def test_train_evaluate_predict_and_bench_on_class_folders(
 ) -> None:
     run = tmp_path / "run"
     assert main(["train", "--data-dir", str(split_dir), "--epochs", "2", "--samples", "1",
-                 "--image-size", "8", "--quiet", "--no-report", "--out", str(run)]) == 0
+                 "--image-size", "8", "--letterbox", "--quiet", "--no-report", "--out",
+                 str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["exp"] == "folder" and config["image_size"] == 8
+    assert config["exp"] == "folder" and config["image_size"] == 8 and config["letterbox"]
     assert config["data"]["class_names"] == ["a", "b", "c"]
     assert config["data"]["image_shape"] == [8, 8, 1]
     assert config["data"]["train_counts"] == [8, 4, 2]
@@ -316,3 +498,23 @@ def test_cli_folder_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["bench", "--exp", "digits", "--test-fraction", "0.3", "--methods", "ce",
                  "--seeds", "1", "--epochs", "1", "--quiet", "--out", str(bench)]) == 2
     assert "--test-fraction is a setting" in capsys.readouterr().err and not bench.exists()
+
+
+def test_reading_logs_one_line_per_stage_and_errors_stay_on_their_own_line(
+    split_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Off a terminal, the scan and decode bars wrote carriage returns into logs, and an error
+    line was glued to a bar, so `grep '^dgc: error'` missed it (issue 34)."""
+    load_folder(split_dir)
+    assert capsys.readouterr().err.splitlines() == ["dgc: scan images: 23 images",
+                                                    "dgc: decode images: 23 images"]
+    with quiet():
+        load_folder(split_dir)
+    assert capsys.readouterr().err == ""
+    (split_dir / "test" / "c" / "001.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    train = ["train", "--data-dir", str(split_dir), "--epochs", "1", "--out", str(tmp_path / "r")]
+    for quietly, before in (([], ["dgc: scan images: 23 images"]), (["--quiet"], [])):
+        assert main([*train, *quietly]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert lines[:-1] == before and lines[-1].startswith("dgc: error: cannot read image ")
+        assert "\r" not in "".join(lines)

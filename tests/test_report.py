@@ -157,7 +157,7 @@ def test_missing_predictions_are_made_again(run_dir: Path) -> None:
     with np.load(run_dir / PREDICTIONS) as saved:
         before = {k: saved[k] for k in saved.files}
     (run_dir / PREDICTIONS).unlink()
-    y_true, y_pred = load_test_predictions(run_dir, run, data)
+    y_true, y_pred = load_test_predictions(run_dir, run, data, run_dir)
     assert np.array_equal(y_true, data.y_test) and np.array_equal(y_pred, before["y_pred"])
     with np.load(run_dir / PREDICTIONS) as saved:
         assert all(np.array_equal(saved[k], before[k]) for k in before)
@@ -189,6 +189,11 @@ def test_sample_command(run_dir: Path, tmp_path: Path) -> None:
         assert grid.size == plots.pixel_size("grid")
     images, name, _ = sample_class(run_dir, "9", 7)
     assert name == "9" and np.array_equal(images, np.load(out)["x"])  # seeded by the run
+    with pytest.MonkeyPatch.context() as patch:  # generated a chunk at a time, deterministically
+        patch.setattr(dgc.reporting.report, "SAMPLE_CHUNK", 3)
+        chunked, _, chunked_sources = sample_class(run_dir, "9", 7)
+        assert np.array_equal(chunked, sample_class(run_dir, "9", 7)[0])
+    assert chunked.shape == images.shape and np.array_equal(chunked_sources, sources)
 
 
 def test_sample_refuses_bad_requests(run_dir: Path, tmp_path: Path) -> None:
@@ -234,3 +239,27 @@ def test_no_report_and_a_classifier_report(tmp_path: Path,
     code, _, stderr = run_cli(["sample", str(out), "--class", "1", "--n", "2",
                                "--out", str(tmp_path / "s.npz")])
     assert code == 2 and "classifier" in stderr
+
+
+def test_a_run_without_validation_reports_and_evaluates(tmp_path: Path) -> None:
+    """`--val-fraction 0` is allowed, yet the report after training, `evaluate --calibration
+    / --prior-shift` and `dgc report` crashed on the empty split (issue 34): calibration is
+    now as predicted only, said so, and the report has no fitted curves."""
+    out = tmp_path / "run"
+    code, stdout, stderr = run_cli(["train", *FAST, "--epochs", "1", "--val-fraction", "0",
+                                    "--out", str(out)])
+    assert code == 0, stderr
+    text = (out / REPORT).read_text()
+    assert "As predicted only: this run has no validation split to fit a calibration on" in text
+    assert "evaluated weights: epoch 1 (the last; no validation split)" in text
+    assert list(read(out / "calibration.json")) == ["none"]
+    assert list(read(out / FIGURES / "reliability.json")) == ["none"]
+    (out / "calibration.json").unlink()
+    code, stdout, stderr = run_cli(["evaluate", str(out), "--calibration", "--prior-shift"])
+    assert code == 0, stderr
+    assert list(read(out / "calibration.json")) == ["none"]
+    assert list(read(out / "prior-shift.json")["balanced"]) == ["size", "prior", "none"]
+    assert "| balanced | none |" in stdout and stdout.count("As predicted only: this run") == 2
+    code, _, stderr = run_cli(["report", str(out), "--quiet"])
+    assert code == 0, stderr
+    assert (out / REPORT).read_text() == text

@@ -197,6 +197,10 @@ def test_sample_and_evaluate_options_are_checked(run_dir: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     fails_with(["sample", str(run_dir), "--class", "0", "--n", "0", "--out",
                 str(tmp_path / "s.npz")], "--n must be at least 1", capsys)
+    # more than the machine's memory: before, a MemoryError traceback (issue 34)
+    fails_with(["sample", str(run_dir), "--class", "0", "--n", str(10**13), "--out",
+                str(tmp_path / "s.npz")], "10,000,000,000,000 images of 8×8×1 take about", capsys)
+    assert not list(tmp_path.glob("s.*"))
     fails_with(["evaluate", str(run_dir), "--samples", "0"], "--samples (predict.samples)",
                capsys)
     assert not list(run_dir.glob("eval-*"))

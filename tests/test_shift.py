@@ -3,12 +3,14 @@ test_prior."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
 from dgc import DGCClassifier
-from dgc.core.errors import DGCError
+from dgc.core.errors import DGCError, DGCWarning
 from dgc.evaluation.scoring import SplitScores
 from dgc.evaluation.shift import resample_to_prior, shift_report, target_priors
 from dgc.methods.family import family_of
@@ -37,6 +39,27 @@ def test_em_recovers_a_shifted_prior() -> None:
     assert np.allclose(adjusted.sum(1), 1.0)
     assert np.mean(adjusted.argmax(1) == y) > np.mean(prob.argmax(1) == y)
     assert np.allclose(adjust_posteriors(prob, source, source), prob)
+
+
+def test_em_from_too_few_images_warns() -> None:
+    """One image took EM to a near-certain prior without a word (issue 34)."""
+    source, prob = np.array([0.5, 0.3, 0.2]), np.array([[0.6, 0.3, 0.1]])
+    with pytest.warns(DGCWarning, match=r"from only 1 image, fewer than 10 per class \(30 here\)"):
+        estimate, _ = em_prior(prob, source)
+    assert estimate.max() > 0.99  # what the warning is for
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        em_prior(np.tile(prob, (30, 1)), source)
+    with pytest.raises(DGCError, match="give some"):
+        em_prior(prob[:0], source)
+    # evaluate --prior-shift on a small test set (and no validation split): one warning
+    y = np.repeat(np.arange(3), 4)
+    test = np.log(gaussian_posteriors(y, source, np.random.default_rng(0)))
+    with pytest.warns(DGCWarning) as caught:
+        report = shift_report(SplitScores(y[:0], test[:0], y, test),
+                              resolve_config("digits", "cpu", "ce"), [600, 300, 100])
+    assert [str(w.message)[:34] for w in caught] == ["EM re-estimated the test prior fro"]
+    assert list(report["train"]) == ["size", "prior", "none"]
 
 
 def test_resampling_hits_the_prior_and_draws_each_image_once() -> None:
@@ -101,6 +124,8 @@ def test_estimator_predicts_for_a_test_prior() -> None:
     assert estimate[0] > 0.6  # the batch's majority class is found
     with pytest.raises(DGCError, match="or 'em'"):
         clf.predict_proba(x[test], test_prior="uniform")
+    with pytest.warns(DGCWarning, match="from only 2 images, fewer than 10 per class"):
+        clf.predict(x[test[:2]], test_prior="em")
 
 
 def test_em_after_temperature_scaling_starts_from_the_prior_the_training_balanced() -> None:

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from dgc.bench.benchmark import REFERENCE, summarise
 from dgc.config import flatten
 from dgc.core.io import read_json, write_json, write_text
+from dgc.core.progress import steps
 from dgc.core.tables import TESTED, markdown, number, paired, paired_p_value, values
 from dgc.core.tables import summary_rows as rows_of
 from dgc.evaluation.calibration import CALIBRATIONS
@@ -57,7 +57,7 @@ def evaluate_bench(bench_dir: str | Path, evaluate: Callable[[Path, Run], dict[s
     `file` written after its `best.pt` is that report, read instead of recomputed (unless
     `recompute`): DGC's exact novelty scores take tens of minutes a run."""
     reports = []
-    for run in tqdm(read_json(Path(bench_dir) / "results.json")["runs"], desc=what, unit="run"):
+    for run in steps(read_json(Path(bench_dir) / "results.json")["runs"], what, "runs", True):
         run_dir = Path(bench_dir) / f"{run['method']}-s{run['seed']}"
         with RunDir(run_dir).lock():
             saved = run_dir / file

@@ -6,12 +6,15 @@ to resume from."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +52,34 @@ def atomic_write(path: str | Path, write: Any, mode: str = "wb",
         raise
 
 
+@contextmanager
+def staged(folder: Path) -> Iterator[Path]:
+    """A hidden temporary folder in `folder` for files that must appear together: once the body
+    has finished, what it wrote there replaces the files and folders of the same names in
+    `folder` (folders first, then files). A body that fails (a full disk, Ctrl-C) changes
+    nothing in `folder`, and the temporary folder goes either way."""
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=".staged.", suffix=".tmp", dir=folder))
+    except OSError as error:
+        raise write_error(folder / ".staged", error) from error
+    try:
+        yield stage
+        for entry in sorted(stage.iterdir(), key=lambda p: (p.is_file(), p.name)):
+            target, old = folder / entry.name, stage / f".{entry.name}.old"
+            if target.is_dir():  # a folder is not renamed over another: swap them
+                os.replace(target, old)
+            try:
+                os.replace(entry, target)
+            except OSError:
+                if old.exists():
+                    os.replace(old, target)
+                raise
+    except OSError as error:
+        raise write_error(folder, error) from error
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def make_folder(path: Path, what: str = "folder", fix: str = "") -> None:
     """Create `path` and its parents; a failure is one line naming the `what` and the `fix`."""
     try:
@@ -68,6 +99,9 @@ def write_error(path: Path, error: OSError) -> DGCError:
     """The one-line report of a failed write, with the likely fix."""
     if error.errno == errno.ENOSPC:
         fix = f"free some space on the disk holding {path.parent}"
+    elif error.errno == errno.ENOENT:
+        fix = (f"{path.parent} is gone (deleted or moved while dgc ran?); restore it or choose "
+               "another output location")
     elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         fix = f"make {path.parent} writable or choose another output location"
     else:
@@ -107,10 +141,14 @@ class CheckpointFiles:
 def save_checkpoint(path: str | Path, state: dict[str, Any],
                     previous: str | Path | None = None) -> None:
     """Atomically `torch.save` `state`; with `previous`, the old file becomes that one (torch
-    is imported here, so the modules that only read and write JSON stay light)."""
+    is imported here, so the modules that only read and write JSON stay light). It is saved in
+    memory first: torch reports a failed write to a file (a full disk) as a RuntimeError of
+    its own, which would escape as a traceback."""
     import torch
 
-    atomic_write(path, lambda f: torch.save(state, f), previous=previous)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()), previous=previous)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dgc.core.errors import DGCError
+from dgc.core.progress import stage
 from dgc.data.base import DatasetInfo, PathLike, RawData, published_table
 from dgc.data.files import candidate_dirs, read_cache, show_dirs, write_cache
 
@@ -110,13 +111,11 @@ def _load_celeba_image(path: Path, crop: bool = True) -> np.ndarray:
 
 
 def _build_celeba(directory: Path, released: bool) -> dict[str, np.ndarray]:
-    from tqdm import tqdm
-
     files, labels, partition = _parse_celeba_lists(directory, released)
     # Partition 1 (validation) is dropped: the paper uses the official train (0) / test (2) split.
     used = np.flatnonzero(partition != 1)
     images = np.empty((len(used), CELEBA_SIZE, CELEBA_SIZE, 3), dtype=np.uint8)
-    for out, i in enumerate(tqdm(used, desc="CelebA 64x64", unit="img")):
+    for out, i in enumerate(stage(used.tolist(), "CelebA 64x64", "images")):
         images[out] = _load_celeba_image(directory / CELEBA_IMAGE_DIR / files[i],
                                          crop=not released)
     train = partition[used] == 0

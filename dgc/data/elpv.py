@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from dgc.core.errors import DGCError
-from dgc.core.progress import bar
+from dgc.core.progress import stage
 from dgc.data.base import DatasetInfo, PathLike, RawData
 from dgc.data.files import candidate_dirs, find_dir, show_dirs
 from dgc.data.folder import read_image
@@ -128,7 +128,7 @@ def test_rows(cells: Cells) -> np.ndarray:
 def decoded(cells: Cells, size: int) -> np.ndarray:
     """Every image as uint8 (N, size, size, 1); about 5 s for all of them, so not cached."""
     return np.stack([read_image(file, "L", (size, size))
-                     for file in bar(cells.files, desc="decode images", unit="img", leave=False)])
+                     for file in stage(cells.files, "decode images", "images")])
 
 
 def load_elpv(data_dir: PathLike | None = None, image_size: int | None = None,

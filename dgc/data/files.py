@@ -126,11 +126,15 @@ ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 def read_cache(path: Path, fingerprint: str | None,
                keys: Sequence[str] = ARRAYS) -> dict[str, np.ndarray] | None:
     """The arrays `keys` of a cache `write_cache` saved for `fingerprint` (None: for any); None
-    when it is missing, unreadable or was saved for other sources, which means decoding again."""
+    when it is missing, damaged in any way or was saved for other sources, which means decoding
+    again (the zip's CRC-32s cover every array)."""
     try:
-        with np.load(path, allow_pickle=False) as cache:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # an .npy, not a cache
+            return None
+        with loaded as cache:
             if fingerprint is not None and str(cache["fingerprint"]) != fingerprint:
                 return None
             return {key: cache[key] for key in keys}
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+    except (KeyError, *_ARCHIVE_ERRORS):
         return None

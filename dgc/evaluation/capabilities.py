@@ -1,11 +1,13 @@
 """What a run offers beyond its decision, one run at a time: `dgc evaluate RUN --calibration |
 --prior-shift | --ood SOURCES` writes one JSON each into the run directory (`calibration.json`,
-`prior-shift.json`, `ood-<sources>.json`; a DGC run asked to predict otherwise than its
-configuration adds the settings, e.g. `calibration-bayes-s10.json`) and a Markdown summary of it."""
+`prior-shift.json`, `ood-<sources>.json` (`ood_file`); a DGC run asked to predict otherwise than
+its configuration adds the settings, e.g. `calibration-bayes-s10.json`) and a Markdown summary of
+it."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ CALIBRATION_METRICS = (("ece", "ECE"), ("classwise_ece", "classwise ECE"), ("bri
                        ("nll", "NLL"))
 SHIFTS = ("balanced", "train", "reversed", "dirichlet")
 DETECTION = (("auroc", "AUROC"), ("aupr", "AUPR"), ("fpr95", "FPR@95TPR"))
+NO_VALIDATION = ("As predicted only: this run has no validation split to fit a calibration on "
+                 "(train.val_fraction = 0).")
 
 
 def with_prediction(run: Run, predict: PredictConfig) -> tuple[Run, str]:
@@ -77,10 +81,14 @@ def evaluate_ood(run_dir: str | Path, novel: dict[str, np.ndarray], run: Run | N
 
 
 def ood_file(sources: Sequence[str], suffix: str = "", limit: int | None = None) -> str:
-    """The name of a run's report on these novel sets (files and folders by their stem), at
-    most `limit` images of each: ood-<names>[-n<limit>]<suffix>.json."""
+    """The name of a run's report on these novel sets, at most `limit` images of each:
+    ood-<names>[-n<limit>]<suffix>.json. A built-in set is named as such, a file or folder
+    `file-<stem>-<hash of its absolute path>`, so that it never takes the name of a built-in
+    set or of another file of the same stem."""
+    names = [name if name in SOURCES else "file-{}-{}".format(Path(name).stem, hashlib.sha256(
+        str(Path(name).resolve()).encode()).hexdigest()[:8]) for name in sources]
     cap = f"-n{limit}" if limit is not None else ""
-    return f"ood-{'-'.join(Path(name).stem for name in sources)}{cap}{suffix}.json"
+    return f"ood-{'-'.join(names)}{cap}{suffix}.json"
 
 
 def parse_sources(text: str) -> list[str]:
@@ -97,7 +105,13 @@ def calibration_markdown(report: dict[str, Any]) -> str:
              *(f"{report[name][key]:.4f}" for key, _ in CALIBRATION_METRICS)]
             for name in report]
     return "\n".join(markdown(["calibration (fitted on validation)", "T",
-                               *(label for _, label in CALIBRATION_METRICS)], rows))
+                               *(label for _, label in CALIBRATION_METRICS)], rows)) + unfitted(
+        report)
+
+
+def unfitted(report: dict[str, Any]) -> str:
+    """A note under a table of a run without a validation split, which has no calibration."""
+    return "" if "temperature" in report else f"\n\n{NO_VALIDATION}"
 
 
 def shift_markdown(report: dict[str, Any]) -> str:
@@ -111,7 +125,7 @@ def shift_markdown(report: dict[str, Any]) -> str:
                          f"{r['prior_error_em']:.3f}", f"{r['prior_error_source']:.3f}"])
     header = ["test prior", "calibration", "accuracy", "accuracy, EM", "accuracy, true prior",
               "ACSA, EM", "ECE, EM", "prior L1 error, EM", "prior L1 error, trained"]
-    return "\n".join(markdown(header, rows))
+    return "\n".join(markdown(header, rows)) + unfitted(report["balanced"])
 
 
 def ood_markdown(report: dict[str, Any]) -> str:

@@ -29,11 +29,13 @@ class SplitScores:
 
 
 def score_splits(run: Run, data: ImbalancedData | None = None) -> SplitScores:
-    """The run's validation split (as it trained) and test set, each scored once."""
+    """The run's validation split (as it trained; none for a run trained without one) and test
+    set, each scored once."""
     data = data or recorded_data(run)
     split = validation_split(run, data)
     family, cfg = run.family, run.cfg
-    test = images_to_tensor(data.x_test, cfg.device)
-    return SplitScores(split.y_val.cpu().numpy(),
-                       family.log_posteriors(run.model, split.x_val, cfg, cfg.predict),
-                       data.y_test, family.log_posteriors(run.model, test, cfg, cfg.predict))
+    test = family.log_posteriors(run.model, images_to_tensor(data.x_test, cfg.device), cfg,
+                                 cfg.predict)
+    val = (family.log_posteriors(run.model, split.x_val, cfg, cfg.predict) if len(split.y_val)
+           else test[:0])
+    return SplitScores(split.y_val.cpu().numpy(), val, data.y_test, test)

@@ -27,7 +27,7 @@ from dgc.core.metrics import acsa, expected_calibration_error
 from dgc.evaluation.calibration import calibrators
 from dgc.evaluation.scoring import SplitScores
 from dgc.methods.family import family_of
-from dgc.nn.priors import adjust_posteriors, em_prior, frequencies
+from dgc.nn.priors import adjust_posteriors, check_em_size, em_prior, frequencies
 
 DIRICHLET_DRAWS = 3
 DIRICHLET_ALPHA = 1.0
@@ -87,12 +87,13 @@ def shift_report(scores: SplitScores, cfg: RunConfig,
         for calibration, calibrate in fitted.items():
             source = frequencies(train_counts) if calibration == "bcts" else trained
             probs = calibrate(scores.test[index])
-            estimate, adjusted = em_prior(probs, source)
+            estimate, adjusted = em_prior(probs, source, warn=False)
             report[name][calibration] = {
                 "as_is": outcome(y, probs), "em": outcome(y, adjusted),
                 "oracle": outcome(y, adjust_posteriors(probs, source, true)),
                 "prior_error_em": float(np.abs(estimate - true).sum()),
                 "prior_error_source": float(np.abs(source - true).sum())}
+    check_em_size(min(r["size"] for r in report.values()), len(train_counts))  # once
     draws = [report[k] for k in report if k.startswith("dirichlet-")]
     report["dirichlet"] = mean_tree([{k: v for k, v in d.items() if k != "prior"}
                                      for d in draws])

@@ -8,15 +8,19 @@ posteriors and their mean."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from dgc.core.errors import DGCError
+from dgc.core.errors import DGCError, DGCWarning
 
 EM_TOLERANCE = 1e-8
 EM_ITERATIONS = 1000
+# Fewer images per class than this, and EM can drive the estimate towards a near-certain prior
+# (one image: all of it on that image's class).
+EM_MIN_PER_CLASS = 10
 
 
 def frequencies(counts: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -50,12 +54,28 @@ def adjust_posteriors(probs: np.ndarray, source: np.ndarray, target: np.ndarray)
     return weighted / weighted.sum(axis=1, keepdims=True)
 
 
-def em_prior(probs: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def em_prior(probs: np.ndarray, source: np.ndarray,
+             warn: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Saerens et al. 2002: the test prior π_t that the adjusted posteriors average to, and
-    those posteriors; EM from π_s until π_t moves less than `EM_TOLERANCE`."""
+    those posteriors; EM from π_s until π_t moves less than `EM_TOLERANCE`. With `warn`, a
+    DGCWarning when the images are too few to estimate it (`check_em_size`)."""
+    if len(probs) == 0:
+        raise DGCError("EM estimates the test prior from the images being predicted; give some")
+    if warn:
+        check_em_size(len(probs), probs.shape[1])
     prior = source
     for _ in range(EM_ITERATIONS):
         prior, previous = adjust_posteriors(probs, source, prior).mean(axis=0), prior
         if np.abs(prior - previous).max() < EM_TOLERANCE:
             break
     return prior, adjust_posteriors(probs, source, prior)
+
+
+def check_em_size(n_images: int, n_classes: int) -> None:
+    """Warn that an EM estimate rests on `n_images`, fewer than `EM_MIN_PER_CLASS` a class."""
+    if n_images < EM_MIN_PER_CLASS * n_classes:
+        warnings.warn(f"EM re-estimated the test prior from only {n_images} "
+                      f"image{'s' * (n_images != 1)}, fewer than "
+                      f"{EM_MIN_PER_CLASS} per class ({EM_MIN_PER_CLASS * n_classes} here): so few "
+                      "can drive it towards a near-certain prior; give more images at once, or "
+                      "the prior itself if it is known", DGCWarning, stacklevel=3)

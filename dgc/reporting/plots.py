@@ -382,7 +382,8 @@ def plot_reliability(report: dict[str, dict[str, Any]], path: str | Path) -> dic
         ax.legend(loc="upper left", fontsize=7)
     axes[0].set_ylabel("share correct")
     figure.suptitle("Reliability on the test set, before and after calibration fitted on "
-                    "validation")
+                    "validation" if len(report) > 1 else "Reliability on the test set, as "
+                    "predicted (no validation split to fit a calibration on)")
     data = {name: {key: entry[key] for key in ("ece", "classwise_ece", "brier", "nll",
                                                "temperature", "reliability")}
             for name, entry in report.items()}

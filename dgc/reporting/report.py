@@ -12,18 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from dgc.core.errors import DGCError
-from dgc.core.io import load_checkpoint, read_json, write_text
+from dgc.core.io import load_checkpoint, read_json, staged, write_text
 from dgc.core.metrics import compute_metrics, confusion_matrix, format_metrics
 from dgc.core.progress import bar as progress_bar
 from dgc.data import ImbalancedData
 from dgc.evaluation.capabilities import CALIBRATION_FILE, calibration_markdown, evaluate_calibration
 from dgc.evaluation.scoring import score_splits
-from dgc.nn.generation import decode, generate, posterior
-from dgc.nn.model import DGC, tensor_to_images
+from dgc.nn.generation import decode, generate, generated, posterior
+from dgc.nn.model import DGC, machine_memory, tensor_to_images
 from dgc.reporting import plots
 from dgc.run.finished import Run, load_generative_run, load_run, recorded_data, validation_split
 from dgc.run.folder import BEST, HISTORY, METRICS, PREDICTIONS
@@ -35,6 +36,7 @@ GENERATED_PER_CLASS = 10
 # The t-SNE subsample: at most this many images per class and in total, whatever the dataset.
 TSNE_PER_CLASS = 100
 TSNE_TOTAL = 1000
+SAMPLE_CHUNK = 10_000  # images `sample_class` generates at a time
 
 
 @dataclass
@@ -73,10 +75,17 @@ def sample_class(run_dir: str | Path, class_name: str, n: int,
     """N new images of one class, uint8 (N, H, W, C), from codes of q(z | x, y = c) of its
     training images; with the class's name and the training-split indices of the images whose
     posteriors were sampled (with replacement only when the class has fewer than N). `seed`
-    defaults to the run's."""
+    defaults to the run's. Generated a chunk at a time; N beyond the machine's memory is refused
+    before any work."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise DGCError(f"the number of images must be a positive integer, got {n!r}")
     run = load_generative_run(run_dir, "sample from a DGC run")
+    # each image, and the int64 index of the training image it was drawn from
+    need, have = n * (int(np.prod(run.image_shape)) + 8), machine_memory("cpu")
+    if need > have:
+        raise DGCError(f"{n:,} images of {'×'.join(map(str, run.image_shape))} take about "
+                       f"{need / 2**30:.1f} GiB of memory, but this machine has "
+                       f"{have / 2**30:.1f} GiB; ask for fewer at a time (another seed each)")
     c = class_index(run.class_names, class_name)
     seed = run.cfg.seed if seed is None else seed
     split = training_split(run, recorded_data(run))
@@ -85,7 +94,12 @@ def sample_class(run_dir: str | Path, class_name: str, n: int,
         raise DGCError(f"class {run.class_names[c]!r} has no training images in this run, so "
                        "there is no posterior to sample from")
     sources = pick(members, n, np.random.default_rng(seed))
-    images = generate(run.generator, split.x[sources], c, seed, run.cfg.device)
+    images = np.empty((n, *split.x.shape[1:]), dtype=np.uint8)
+    generator = torch.Generator().manual_seed(seed)
+    for start in range(0, n, SAMPLE_CHUNK):  # the working memory of one chunk at a time
+        part = sources[start:start + SAMPLE_CHUNK]
+        images[start:start + len(part)] = tensor_to_images(
+            generated(run.generator, split.x[part], c, generator, run.cfg.device))
     return images, run.class_names[c], sources
 
 
@@ -109,9 +123,10 @@ def tsne(points: np.ndarray, seed: int) -> np.ndarray:
                     random_state=seed).fit_transform(points.astype(np.float64))
 
 
-def load_test_predictions(run_dir: Path, run: Run, data: ImbalancedData) -> tuple[np.ndarray,
-                                                                               np.ndarray]:
-    """(y_true, y_pred) of the test set: predictions.npz, or a fresh prediction saved there."""
+def load_test_predictions(run_dir: Path, run: Run, data: ImbalancedData,
+                          stage: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(y_true, y_pred) of the test set: predictions.npz, or a fresh prediction saved into
+    `stage` (to join the run with the report)."""
     path = run_dir / PREDICTIONS
     if path.exists():
         try:
@@ -123,7 +138,7 @@ def load_test_predictions(run_dir: Path, run: Run, data: ImbalancedData) -> tupl
         if np.array_equal(y_true, data.y_test):
             return y_true, y_pred
     probs = predict_images(run.model, data.x_test, run.cfg, run.cfg.predict)
-    save_predictions(path, data.y_test, probs)
+    save_predictions(stage / PREDICTIONS, data.y_test, probs)
     return data.y_test, probs.argmax(1)
 
 
@@ -142,11 +157,11 @@ def figure_section(title: str, png: str, caption: str) -> list[str]:
             f"Plotted numbers: [{data}]({data})", ""]
 
 
-def outcome_sections(run_dir: Path, run: Run, data: ImbalancedData, figures: Path,
+def outcome_sections(run_dir: Path, run: Run, data: ImbalancedData, stage: Path,
                      steps: tqdm) -> list[str]:
     """Per-class recall against training count, and the confusion matrix, of the test set."""
-    names = run.class_names
-    y_true, y_pred = load_test_predictions(run_dir, run, data)
+    names, figures = run.class_names, stage / FIGURES
+    y_true, y_pred = load_test_predictions(run_dir, run, data, stage)
     recall = [row["recall"] if row["support"] else None  # no test images: no recall
               for row in compute_metrics(y_true, y_pred, run.train_counts, names)["per_class"]]
     plots.plot_recall_vs_count(run.train_counts, recall, names, figures / "recall_vs_count.png")
@@ -223,38 +238,52 @@ def generative_sections(run: Run, model: DGC, split: TrainingSplit, history: dic
 
 
 def calibration_section(run_dir: Path, run: Run, data: ImbalancedData,
-                        figures: Path) -> list[str]:
-    """Reliability diagrams from calibration.json, written first when `dgc evaluate` has not."""
+                        stage: Path) -> list[str]:
+    """Reliability diagrams from calibration.json, written first (into `stage`) when `dgc
+    evaluate` has not."""
     path = run_dir / CALIBRATION_FILE
     report = (read_json(path) if path.is_file()
-              else evaluate_calibration(run_dir, run, scores=score_splits(run, data))[0])
-    plots.plot_reliability(report, figures / "reliability.png")
-    caption = ("Test-set accuracy against the top-class probability in 15 bins: as predicted, "
-               "after temperature scaling and after bias-corrected temperature scaling, both "
-               "fitted on the validation split (a Bayes rule pruned to its top classes is "
-               "scored over every class here)")
-    if len(report) == 1:
-        caption += "; this run has no validation split, so only as predicted"
-    return [*figure_section("Calibration", f"{FIGURES}/reliability.png", caption + "."),
+              else evaluate_calibration(stage, run, scores=score_splits(run, data))[0])
+    plots.plot_reliability(report, stage / FIGURES / "reliability.png")
+    fitted = (", after temperature scaling and after bias-corrected temperature scaling, both "
+              "fitted on the validation split" if len(report) > 1 else "")
+    caption = ("Test-set accuracy against the top-class probability in 15 bins: as predicted"
+               f"{fitted} (a Bayes rule pruned to its top classes is scored over every class "
+               "here).")
+    return [*figure_section("Calibration", f"{FIGURES}/reliability.png", caption),
             calibration_markdown(report), ""]
 
 
 def write_report(run_dir: str | Path, progress: bool = False) -> Path:
     """Write `report.md` and its figures into a run directory; returns the report's path. A
     baseline classifier's run gets the figures that apply to it (test outcome and training
-    curves); a DGC run also its generated images, reconstructions, t-SNE and μ/σ trace."""
+    curves); a DGC run also its generated images, reconstructions, t-SNE and μ/σ trace. Every
+    file is written into a temporary folder first and moved into the run once all are there, so
+    a failure (a full disk) changes no file of the run."""
     run_dir = Path(run_dir)
     run = load_run(run_dir)
-    cfg = run.cfg
     history = read_json(run_dir / HISTORY)
     metrics = read_json(run_dir / METRICS)
-    figures = run_dir / FIGURES
+    data = recorded_data(run)
+    try:
+        with staged(run_dir) as stage:
+            text = report_text(run_dir, run, data, history, metrics, stage, progress)
+            write_text(stage / REPORT, text)
+    except DGCError as error:
+        raise DGCError(f"no report written into {run_dir}, and none of its files changed: "
+                       f"{error}") from error
+    return run_dir / REPORT
+
+
+def report_text(run_dir: Path, run: Run, data: ImbalancedData, history: dict[str, Any],
+                metrics: dict[str, Any], stage: Path, progress: bool) -> str:
+    """report.md, its figures drawn into `stage`."""
+    cfg, figures = run.cfg, stage / FIGURES
     generator = run.family.generator(run.model)
     steps = progress_bar(None, progress, total=4 if generator is None else 8, desc="report",
                          unit="figure")
-    data = recorded_data(run)
-    sections = outcome_sections(run_dir, run, data, figures, steps)
-    sections += calibration_section(run_dir, run, data, figures)
+    sections = outcome_sections(run_dir, run, data, stage, steps)
+    sections += calibration_section(run_dir, run, data, stage)
     steps.update()
     plots.plot_training_curves(history, figures / "curves.png")
     steps.update()
@@ -277,6 +306,4 @@ def write_report(run_dir: str | Path, progress: bool = False) -> Path:
     if "seconds_train" in metrics:
         head.append(f"- training {metrics['seconds_train']:.0f} s, test prediction "
                     f"{metrics.get('seconds_predict', 0):.0f} s")
-    text = "\n".join([*head, "", format_metrics(metrics, title="Test metrics"), "",
-                      *sections])
-    return write_text(run_dir / REPORT, text)
+    return "\n".join([*head, "", format_metrics(metrics, title="Test metrics"), "", *sections])

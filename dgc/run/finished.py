@@ -62,7 +62,8 @@ def full_data(cfg: RunConfig) -> ImbalancedData:
     """The imbalanced dataset a run's configuration names (its dataset, seed, folder, profile
     and folder reading settings), held-out classes included."""
     return load_imbalanced(cfg.exp, cfg.seed, cfg.data_dir, cfg.profile,
-                           image_size=cfg.image_size, test_fraction=cfg.test_fraction)
+                           image_size=cfg.image_size, test_fraction=cfg.test_fraction,
+                           letterbox=cfg.letterbox)
 
 
 def run_data(cfg: RunConfig) -> ImbalancedData:
@@ -145,7 +146,7 @@ def generator_run(cfg: RunConfig) -> DGC:
     """The DGC model of `baseline.generator`, refused unless it trained on this run's split."""
     path = Path(str(cfg.baseline.generator).format(seed=cfg.seed))
     run = load_generative_run(path, "give a DGC run as baseline.generator")
-    same = ("exp", "seed", "profile", "image_size", "test_fraction",
+    same = ("exp", "seed", "profile", "image_size", "test_fraction", "letterbox",
             *(("data_dir",) if DATASETS[cfg.exp].user_data else ()))
     ours, theirs = ([getattr(c, k) for k in same] + [c.train.val_fraction, list(c.train.held_out)]
                     for c in (cfg, run.cfg))

@@ -14,7 +14,7 @@ from typing import Any
 
 from dgc.config import RunConfig, as_asked, flatten, validate
 from dgc.core.errors import DGCError
-from dgc.core.io import CheckpointFiles, make_folder, read_json
+from dgc.core.io import CheckpointFiles, make_folder, read_json, write_error
 from dgc.data.registry import DATASETS
 
 LOCK = ".dgc.lock"
@@ -181,7 +181,7 @@ class RunDir:
         finally:
             if taken:
                 lock.unlink(missing_ok=True)
-            if created and not any(self.path.iterdir()):
+            if created and self.path.is_dir() and not any(self.path.iterdir()):
                 self.path.rmdir()
 
     def _take(self, lock: Path) -> None:
@@ -201,8 +201,12 @@ class RunDir:
             except OSError as error:
                 raise DGCError(f"cannot create the lock file {lock}: {error.strerror}; make "
                                f"{self.path} writable or choose another --out") from error
-            with os.fdopen(fd, "w") as handle:
-                handle.write(me)
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(me)
+            except OSError as error:  # a full disk: no empty lock left behind
+                lock.unlink(missing_ok=True)
+                raise write_error(lock, error) from error
             return
         raise DGCError(f"cannot take the lock file {lock}; delete it and rerun")
 
