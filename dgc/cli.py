@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true",
                        help="start again in an --out that holds a run, moving that run aside "
                             "to OUT.old-K first")
+    train.add_argument("--tensorboard", action="store_true",
+                       help="also write TensorBoard event files to OUT/tensorboard (needs the "
+                            "tensorboard package: the `tensorboard` extra)")
     train.add_argument("--no-report", action="store_true",
                        help="skip the figures and report.md written after training")
     add_predict_options(train)
@@ -310,7 +313,7 @@ def command_train(args: argparse.Namespace) -> None:
             print(f"dgc: preset {preset} ({'CUDA found' if cuda else 'no CUDA device'}), "
                   f"device {device}")
         metrics = train_run(cfg, resume=args.resume, progress=not args.quiet,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, tensorboard=args.tensorboard)
     if not reports:
         return
     print(format_metrics(metrics, title=f"{cfg.method} on {cfg.exp}, seed {cfg.seed} (test set)"))

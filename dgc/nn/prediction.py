@@ -28,6 +28,7 @@ from dgc.core.progress import steps
 from dgc.nn.losses import imq_mmd
 from dgc.nn.model import DGC, images_to_tensor, std_from_logvar
 
+DECODER_PASS = 256  # codes per decoder pass (`reconstruction`)
 RULE_TERMS = {"bayes": ("recon", "label"), "label": ("label",), "recon": ("recon",)}
 
 
@@ -112,15 +113,29 @@ def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[
             classes = ranking.topk(kept, dim=1).indices
         index = classes[:, :, None].expand(batch, kept, samples)
         chosen = codes.gather(1, classes[:, :, None, None].expand(batch, kept, samples, k))
-        recon = model.decoder(chosen.reshape(-1, k)).view(batch, kept, samples, *x.shape[1:])
-        error = -0.5 * (recon - x[:, None, None]).pow(2).flatten(3).sum(-1)
-        out["recon"] = torch.full_like(label, -math.inf).scatter(1, index, error)
+        out["recon"] = torch.full_like(label, -math.inf).scatter(1, index,
+                                                                 reconstruction(model, x, chosen))
     elif kept < n_classes:
         dropped = ranking.topk(n_classes - kept, dim=1, largest=False).indices
         for name in out:
             out[name] = out[name].scatter(1, dropped[:, :, None].expand(-1, -1, samples),
                                           -math.inf)
     return out, codes
+
+
+def reconstruction(model: DGC, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """−½‖x − G_X(z)‖² of codes (B, K, S, k) of images x (B, ...), (B, K, S): decoded a few
+    images at a time, about `DECODER_PASS` codes a pass, so that the decoder's activations stay
+    in the CPU's cache (1.3–1.8× faster than one pass of 4096 codes; docs/results/speed.md)."""
+    batch, kept, samples, k = codes.shape
+    per_pass = max(1, DECODER_PASS // (kept * samples))
+    errors = []
+    for start in range(0, batch, per_pass):
+        part = codes[start:start + per_pass]
+        recon = model.decoder(part.reshape(-1, k)).view(len(part), kept, samples, *x.shape[1:])
+        errors.append(-0.5 * (recon - x[start:start + per_pass, None, None]).pow(2)
+                      .flatten(3).sum(-1))
+    return torch.cat(errors)
 
 
 def decompose(model: DGC, x: torch.Tensor, y: np.ndarray, cfg: PredictConfig,

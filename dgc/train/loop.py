@@ -24,6 +24,7 @@ from dgc.core.io import CheckpointFiles, save_checkpoint
 from dgc.core.metrics import compute_metrics
 from dgc.nn.losses import class_log_prior
 from dgc.train.augment import augment_batch
+from dgc.train.logs import EpochLog
 
 
 @dataclass
@@ -109,8 +110,21 @@ class EpochTrainer:
 
     def fit(self) -> dict[str, Any]:
         """Train up to `cfg.train.epochs`, checkpointing after every epoch."""
-        t = self.cfg.train
         self.prepare()
+        logs = (EpochLog(self.files.epochs, self.files.tensorboard)
+                if self.files is not None and self.files.epochs is not None else None)
+        try:
+            if logs is not None:
+                logs.start(self.history["epochs"], self.step)
+            self.run_epochs(logs)
+        finally:
+            if logs is not None:
+                logs.close()
+        return self.history
+
+    def run_epochs(self, logs: EpochLog | None) -> None:
+        """`fit`'s epochs, each logged (`logs`) before its checkpoint is written."""
+        t = self.cfg.train
         bar = progress.bar(range(self.epoch, t.epochs), self.progress, desc="train", unit="epoch",
                            initial=self.epoch, total=t.epochs)
         lines = self.progress and not progress.interactive()
@@ -124,7 +138,10 @@ class EpochTrainer:
             self.epoch += 1
             self.seconds += time.perf_counter() - started
             record["seconds"] = round(time.perf_counter() - started, 3)
+            record["step"] = self.step
             self.history["epochs"].append(record)
+            if logs is not None:  # first, so that a resume never finds a row missing
+                logs.write(record)
             self.keep_best(record)
             self.save()
             shown = ({k: f"{v:.3g}" for k, v in record.items() if k in self.shown}
@@ -134,7 +151,6 @@ class EpochTrainer:
                 self.log(f"dgc: epoch {self.epoch}/{t.epochs} "
                          + " ".join(f"{k} {v}" for k, v in shown.items())
                          + f" ({record['seconds']:.1f} s)")
-        return self.history
 
     def prepare(self) -> None:
         """Work done once before the first epoch (and skipped when resuming after it)."""
