@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -172,16 +173,18 @@ class Decoder(nn.Module):
         channels, which the CPU's convolution runs slowly) as one matrix product over its k × k
         taps followed by k² shifted sums. Equal to `body` to float32 rounding (~1e-6)."""
         layers = list(self.body)
-        for convolution, norm in zip(layers[0:-2:3], layers[1:-2:3], strict=True):
-            scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-            shift = norm.bias - norm.running_mean * scale
+        for up, batch_norm in zip(layers[0:-2:3], layers[1:-2:3], strict=True):
+            convolution, norm = cast(nn.ConvTranspose2d, up), cast(nn.BatchNorm2d, batch_norm)
+            mean, var = cast(torch.Tensor, norm.running_mean), cast(torch.Tensor, norm.running_var)
+            scale = norm.weight * torch.rsqrt(var + norm.eps)
+            shift = norm.bias - mean * scale
             if convolution.bias is not None:
                 shift = shift + convolution.bias * scale
             h = F.conv_transpose2d(
                 h, (convolution.weight * scale.view(1, -1, 1, 1)).contiguous(
                     memory_format=torch.channels_last), shift, convolution.stride,
-                convolution.padding, convolution.output_padding).relu_()
-        pad, last = layers[-2], layers[-1]
+                cast(tuple[int, int], convolution.padding), convolution.output_padding).relu_()
+        pad, last = cast(nn.ZeroPad2d, layers[-2]), cast(nn.Conv2d, layers[-1])
         before = pad.padding[0]
         n, channels, height, width = h.shape
         kernel, out_channels = last.kernel_size[0], last.out_channels
@@ -189,7 +192,8 @@ class Decoder(nn.Module):
         taps = (last.weight.permute(2, 3, 0, 1).reshape(-1, channels)
                 @ h.permute(1, 0, 2, 3).reshape(channels, -1))
         taps = taps.view(kernel, kernel, out_channels, n, height, width)
-        out = last.bias.view(-1, 1, 1, 1).expand(out_channels, n, height, width).clone()
+        bias = cast(torch.Tensor, last.bias)
+        out = bias.view(-1, 1, 1, 1).expand(out_channels, n, height, width).clone()
         for ty in range(kernel):
             for tx in range(kernel):
                 dy, dx = ty - before, tx - before

@@ -51,15 +51,23 @@ def class_scores(model: DGC, x: torch.Tensor, cfg: PredictConfig, seed: int = 0,
     with torch.inference_mode(), autocast(cfg.bf16, x.device.type):
         starts = range(0, len(x), per_batch)
         for start in steps(starts, "predict", "batch", progress and len(starts) > 1):
-            weights, codes = sample_terms(model, x[start:start + per_batch], noise, terms, kept,
-                                          cfg.latent_weight)
-            log_weight = functools.reduce(torch.add, weights.values())  # every rule has a term
-            score = torch.logsumexp(log_weight, dim=2) - math.log(cfg.samples)
+            score, codes = rule_scores(model, x[start:start + per_batch], noise, terms, kept,
+                                       cfg.latent_weight)
             if cfg.mmd_term:
                 score = score + chunk_mmd(codes, cfg.mmd_images, generator)
             scores.append(score)
     model.train(was_training)
     return torch.cat(scores)
+
+
+def rule_scores(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[str, ...],
+                kept: int, latent_weight: float = 1.0,
+                one_pass: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's unnormalised log p(y = c | x), (B, C), and its codes (B, C, S, k): the log-mean
+    over the S samples of the sum of the rule's `terms` (`sample_terms`)."""
+    weights, codes = sample_terms(model, x, noise, terms, kept, latent_weight, one_pass)
+    log_weight = functools.reduce(torch.add, weights.values())  # every rule has a term
+    return torch.logsumexp(log_weight, dim=2) - math.log(noise.shape[0]), codes
 
 
 def rule_terms(model: DGC, cfg: PredictConfig) -> tuple[str, ...]:
@@ -80,14 +88,15 @@ def latent_term(model: DGC, codes: torch.Tensor) -> torch.Tensor:
 
 
 def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[str, ...],
-                 kept: int, latent_weight: float = 1.0) -> tuple[dict[str, torch.Tensor],
-                                                                 torch.Tensor]:
+                 kept: int, latent_weight: float = 1.0,
+                 one_pass: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Per-sample log-weight terms, each (B, C, S), and the codes (B, C, S, k).
     `label` = log softmax(G_Y(z))_c, `recon` = −½‖x − G_X(z)‖², `latent` = log p(z) under the
     model's prior (`latent_term`) times `latent_weight`, `prior` = log p(z) − log q(z|x,c) (the
     importance correction Eq. 9 leaves out), only − log q(z|x,c) beside `latent`, so that
     log p(z) is counted once. Classes outside the `kept` best by the cheap terms (label, and
-    latent when it is used) are −inf."""
+    latent when it is used) are −inf. The codes are decoded `DECODER_PASS` at a time
+    (`reconstruction`), or all in `one_pass`, as an exported graph does."""
     mu, logvar = model.encoder.all_classes(model.encoder.features(x))
     std = std_from_logvar(logvar)
     codes = mu[:, :, None, :] + std[:, :, None, :] * noise
@@ -113,8 +122,8 @@ def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[
             classes = ranking.topk(kept, dim=1).indices
         index = classes[:, :, None].expand(batch, kept, samples)
         chosen = codes.gather(1, classes[:, :, None, None].expand(batch, kept, samples, k))
-        out["recon"] = torch.full_like(label, -math.inf).scatter(1, index,
-                                                                 reconstruction(model, x, chosen))
+        error = reconstruction(model, x, chosen, one_pass)
+        out["recon"] = torch.full_like(label, -math.inf).scatter(1, index, error)
     elif kept < n_classes:
         dropped = ranking.topk(n_classes - kept, dim=1, largest=False).indices
         for name in out:
@@ -123,19 +132,21 @@ def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[
     return out, codes
 
 
-def reconstruction(model: DGC, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+def reconstruction(model: DGC, x: torch.Tensor, codes: torch.Tensor,
+                   one_pass: bool = False) -> torch.Tensor:
     """−½‖x − G_X(z)‖² of codes (B, K, S, k) of images x (B, ...), (B, K, S): decoded a few
     images at a time, about `DECODER_PASS` codes a pass, so that the decoder's activations stay
-    in the CPU's cache (1.3–1.8× faster than one pass of 4096 codes; docs/results/speed.md)."""
+    in the CPU's cache (1.3–1.8× faster than one pass of 4096 codes; docs/results/speed.md), or
+    all in `one_pass`."""
     batch, kept, samples, k = codes.shape
-    per_pass = max(1, DECODER_PASS // (kept * samples))
+    per_pass = batch if one_pass else max(1, DECODER_PASS // (kept * samples))
     errors = []
     for start in range(0, batch, per_pass):
         part = codes[start:start + per_pass]
-        recon = model.decoder(part.reshape(-1, k)).view(len(part), kept, samples, *x.shape[1:])
+        recon = model.decoder(part.reshape(-1, k)).view(-1, kept, samples, *x.shape[1:])
         errors.append(-0.5 * (recon - x[start:start + per_pass, None, None]).pow(2)
                       .flatten(3).sum(-1))
-    return torch.cat(errors)
+    return torch.cat(errors) if len(errors) > 1 else errors[0]
 
 
 def decompose(model: DGC, x: torch.Tensor, y: np.ndarray, cfg: PredictConfig,

@@ -35,7 +35,7 @@ def row_of(record: dict[str, Any]) -> dict[str, float | int]:
         elif key in ("epoch", "step", "lr", "seconds"):
             row[key] = value
         elif key not in SKIPPED and isinstance(value, numbers.Real):
-            row[f"train_{key}"] = value
+            row[f"train_{key}"] = float(value)
     return row
 
 
