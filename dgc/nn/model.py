@@ -262,19 +262,22 @@ class MixturePrior(nn.Module):
         return torch.logsumexp(torch.log_softmax(self.logits, 0) + per_component, dim=-1)
 
     def kl(self, mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor,
-           y: torch.Tensor) -> torch.Tensor:
+           y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """Batch mean of KL(q(z|x,y) ‖ prior): to the label's component when tied, else VaDE's
-        responsibility-weighted KL plus the KL of the responsibilities to π."""
+        responsibility-weighted KL plus the KL of the responsibilities to π; weighted by row
+        `weights` where given (`dgc.nn.losses.batch_mean`)."""
         prior_logvar = self.logvar.clamp(-LOGVAR_CLIP, LOGVAR_CLIP)
         # (B, C): KL(N(μ, σ²) ‖ N(m_c, s_c²)) for every component
         per_component = 0.5 * (prior_logvar - logvar[:, None, :]
                                + (logvar.exp()[:, None, :] + (mu[:, None, :] - self.means).pow(2))
                                / prior_logvar.exp() - 1.0).sum(-1)
         if self.tied:
-            return per_component.gather(1, y[:, None]).mean()
-        log_pi = torch.log_softmax(self.logits, 0)
-        log_gamma = torch.log_softmax(log_pi + self.components(z), dim=1)
-        return (log_gamma.exp() * (per_component + log_gamma - log_pi)).sum(1).mean()
+            per_row = per_component.gather(1, y[:, None]).squeeze(1)
+        else:
+            log_pi = torch.log_softmax(self.logits, 0)
+            log_gamma = torch.log_softmax(log_pi + self.components(z), dim=1)
+            per_row = (log_gamma.exp() * (per_component + log_gamma - log_pi)).sum(1)
+        return per_row.mean() if weights is None else (per_row * weights).mean()
 
 
 class DGC(nn.Module):

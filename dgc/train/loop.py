@@ -29,7 +29,10 @@ from dgc.train.logs import EpochLog
 
 @dataclass
 class TrainData:
-    """Training (and optional validation) tensors, float (N, C, H, W), and whole-set counts."""
+    """Training (and optional validation) tensors, float (N, C, H, W), and whole-set counts.
+    `weights`, where the rows are weighted (`DGCClassifier.fit`'s sample_weight), holds one
+    weight per training row, mean 1, and `weighted_counts` each class's total weight over the
+    whole set: the class prior and the oversampling rates then follow the weights."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -37,6 +40,16 @@ class TrainData:
     x_val: torch.Tensor
     y_val: torch.Tensor
     hflip: bool
+    weights: torch.Tensor | None = None
+    weighted_counts: torch.Tensor | None = None
+
+    def class_totals(self) -> torch.Tensor:
+        """Each class's weight in the training set: its count, or its rows' total weight."""
+        return self.train_counts if self.weighted_counts is None else self.weighted_counts
+
+    def row_weights(self, index: torch.Tensor) -> torch.Tensor | None:
+        """The weights of training rows `index` (None: every row weighs 1)."""
+        return None if self.weights is None else self.weights[index]
 
 
 def learning_rate(cfg: RunConfig, epoch: float) -> float:
@@ -80,7 +93,7 @@ class EpochTrainer:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, 0.999),
                                           fused=True)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.log_prior = class_log_prior(data.train_counts).to(data.x.device)
+        self.log_prior = class_log_prior(data.class_totals()).to(data.x.device)
         self.epoch, self.step, self.seconds = 0, 0, 0.0
         self.best: dict[str, Any] = {"score": None, "epoch": None}
         self.best_weights: dict[str, torch.Tensor] | None = None
