@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -136,17 +138,41 @@ def reconstruction(model: DGC, x: torch.Tensor, codes: torch.Tensor,
                    one_pass: bool = False) -> torch.Tensor:
     """−½‖x − G_X(z)‖² of codes (B, K, S, k) of images x (B, ...), (B, K, S): decoded a few
     images at a time, about `DECODER_PASS` codes a pass, so that the decoder's activations stay
-    in the CPU's cache (1.3–1.8× faster than one pass of 4096 codes; docs/results/speed.md), or
-    all in `one_pass`."""
+    in a core's cache, or all in `one_pass`. On a CPU with several torch threads, in inference
+    mode, the passes run side by side, one thread each, as small operations split over threads
+    gain little (docs/results/prediction-speed.md); each pass's numbers are its own either way."""
     batch, kept, samples, k = codes.shape
     per_pass = batch if one_pass else max(1, DECODER_PASS // (kept * samples))
-    errors = []
-    for start in range(0, batch, per_pass):
-        part = codes[start:start + per_pass]
-        recon = model.decoder(part.reshape(-1, k)).view(-1, kept, samples, *x.shape[1:])
-        errors.append(-0.5 * (recon - x[start:start + per_pass, None, None]).pow(2)
-                      .flatten(3).sum(-1))
+
+    def error(start: int) -> torch.Tensor:
+        recon = model.decoder(codes[start:start + per_pass].reshape(-1, k))
+        recon = recon.view(-1, kept, samples, *x.shape[1:])
+        return -0.5 * (recon - x[start:start + per_pass, None, None]).pow(2).flatten(3).sum(-1)
+
+    starts = range(0, batch, per_pass)
+    threads = torch.get_num_threads()
+    if (len(starts) == 1 or threads == 1 or codes.device.type != "cpu"
+            or not torch.is_inference_mode_enabled()):
+        errors = [error(start) for start in starts]
+    else:
+        errors = side_by_side(error, starts, threads)
     return torch.cat(errors) if len(errors) > 1 else errors[0]
+
+
+def side_by_side(work: Callable[[int], torch.Tensor], items: Sequence[int],
+                 threads: int) -> list[torch.Tensor]:
+    """`work` of every item, in order, by `threads` Python threads running one torch thread each
+    (torch's operators release the GIL), in inference mode; torch's thread count is restored."""
+    def run(item: int) -> torch.Tensor:
+        with torch.inference_mode():
+            return work(item)
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(run, items))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def decompose(model: DGC, x: torch.Tensor, y: np.ndarray, cfg: PredictConfig,
