@@ -36,8 +36,9 @@ def imq_mmd(z: torch.Tensor, z_prior: torch.Tensor,
     """MMD with inverse multiquadratic kernels C/(C + ‖a − b‖²), C = 2·k·s over the paper's scales.
     Within-sample terms are U-statistics (diagonal excluded, divided by n² − n); the cross term
     is 2/n² Σ k(z_i, z̃_j). With row `weights` w the codes' terms are the weighted estimates
-    Σ_{i≠j} w_i w_j k(z_i, z_j) / Σ_{i≠j} w_i w_j and 2 Σ_ij w_i k(z_i, z̃_j) / (m Σ_i w_i), the
-    U-statistics of a sample in which code i occurs w_i times (for integer weights)."""
+    Σ_{i≠j} w_i w_j k(z_i, z_j) / Σ_{i≠j} w_i w_j and 2 Σ_ij w_i k(z_i, z̃_j) / (m Σ_i w_i): each
+    pair of rows counts w_i w_j times (a row's copies are not paired with each other, as their
+    codes would differ only by their noise), and a row of weight 0 is a row removed."""
     n, k = z.shape
     m = z_prior.shape[0]
     d_zz = torch.cdist(z, z).pow(2)
@@ -45,7 +46,8 @@ def imq_mmd(z: torch.Tensor, z_prior: torch.Tensor,
     d_zp = torch.cdist(z, z_prior).pow(2)
     off_z = 1.0 - torch.eye(n, dtype=z.dtype, device=z.device)
     off_p = 1.0 - torch.eye(m, dtype=z.dtype, device=z.device)
-    pairs, cross = float(n * n - n), float(n * m)
+    pairs: float | torch.Tensor = n * n - n
+    cross: float | torch.Tensor = n * m
     rows = None if weights is None else weights[:, None]
     if weights is not None:
         off_z = off_z * weights[:, None] * weights[None, :]

@@ -139,8 +139,9 @@ def reconstruction(model: DGC, x: torch.Tensor, codes: torch.Tensor,
     """−½‖x − G_X(z)‖² of codes (B, K, S, k) of images x (B, ...), (B, K, S): decoded a few
     images at a time, about `DECODER_PASS` codes a pass, so that the decoder's activations stay
     in a core's cache, or all in `one_pass`. On a CPU with several torch threads, in inference
-    mode, the passes run side by side, one thread each, as small operations split over threads
-    gain little (docs/results/prediction-speed.md); each pass's numbers are its own either way."""
+    mode and float32, the passes run side by side, one thread each, as small operations split
+    over threads gain little (docs/results/prediction-speed.md); each pass's numbers are its own
+    either way."""
     batch, kept, samples, k = codes.shape
     per_pass = batch if one_pass else max(1, DECODER_PASS // (kept * samples))
 
@@ -152,7 +153,7 @@ def reconstruction(model: DGC, x: torch.Tensor, codes: torch.Tensor,
     starts = range(0, batch, per_pass)
     threads = torch.get_num_threads()
     if (len(starts) == 1 or threads == 1 or codes.device.type != "cpu"
-            or not torch.is_inference_mode_enabled()):
+            or not torch.is_inference_mode_enabled() or torch.is_autocast_enabled("cpu")):
         errors = [error(start) for start in starts]
     else:
         errors = side_by_side(error, starts, threads)
