@@ -1,4 +1,5 @@
-"""The `dgc` command line: train, evaluate, predict, report, sample, sweep, bench and fetch.
+"""The `dgc` command line: train, evaluate, predict, export, report, sample, sweep, bench and
+fetch.
 
 Run `dgc COMMAND --help` for each command's options.
 
@@ -12,6 +13,7 @@ import argparse
 import contextlib
 import csv
 import io
+import json
 import os
 import signal
 import sys
@@ -69,6 +71,7 @@ from dgc.evaluation.scoring import score_splits
 from dgc.methods.registry import METHODS, resolve_config
 from dgc.reporting.plots import render_image_grid
 from dgc.reporting.report import sample_class, write_report
+from dgc.run.export import export_run
 from dgc.run.finished import Run, load_run, recorded_data
 from dgc.run.folder import CONFIG, RunDir
 from dgc.run.predict import decompose_run, evaluate_run, predict_images
@@ -186,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true",
                        help="start again in an --out that holds a run, moving that run aside "
                             "to OUT.old-K first")
+    train.add_argument("--tensorboard", action="store_true",
+                       help="also write TensorBoard event files to OUT/tensorboard (needs the "
+                            "tensorboard package: the `tensorboard` extra)")
     train.add_argument("--no-report", action="store_true",
                        help="skip the figures and report.md written after training")
     add_predict_options(train)
@@ -228,6 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="CSV file to write")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     add_predict_options(predict)
+
+    export = commands.add_parser("export", help="write a run's model and decision rule to one "
+                                 "ONNX or TorchScript file that runs without dgc")
+    export.add_argument("run_dir")
+    export.add_argument("--format", required=True, metavar="onnx|torchscript",
+                        help="onnx (onnxruntime; needs the onnx package: the `export` extra) or "
+                             "torchscript (torch.jit.load)")
+    export.add_argument("--out", required=True, help="file to write")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    export.add_argument("--novelty", action="store_true",
+                        help="DGC runs: a second output, the `evidence` novelty score of "
+                             "`dgc evaluate --ood` (decodes every class)")
 
     report = commands.add_parser("report", help="write a run's figures and report.md")
     report.add_argument("run_dir")
@@ -325,7 +343,7 @@ def command_train(args: argparse.Namespace) -> None:
             print(f"dgc: preset {preset} ({'CUDA found' if cuda else 'no CUDA device'}), "
                   f"device {device}")
         metrics = train_run(cfg, resume=args.resume, progress=not args.quiet,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, tensorboard=args.tensorboard)
     if not reports:
         return
     print(format_metrics(metrics, title=f"{cfg.method} on {cfg.exp}, seed {cfg.seed} (test set)"))
@@ -515,6 +533,15 @@ def command_predict(args: argparse.Namespace) -> None:
     print(f"dgc: {len(names)} predictions written to {args.out}")
 
 
+def command_export(args: argparse.Namespace) -> None:
+    exported = export_run(args.run_dir, args.format, args.out, args.overwrite, args.novelty)
+    shape = json.loads(exported.metadata["image_shape"])
+    print(f"dgc: {args.run_dir} exported to {exported.path} ({exported.format}): uint8 images "
+          f"(N, {', '.join(map(str, shape))}) -> {' and '.join(exported.outputs)}")
+    for note in exported.notes:
+        print(f"dgc: {note}")
+
+
 def command_report(args: argparse.Namespace) -> None:
     if not Path(args.run_dir).is_dir():
         raise DGCError(f"run directory {args.run_dir} does not exist")
@@ -639,7 +666,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     handler = {"train": command_train, "evaluate": command_evaluate,
-               "predict": command_predict, "report": command_report, "sweep": command_sweep,
+               "predict": command_predict, "export": command_export,
+               "report": command_report, "sweep": command_sweep,
                "sample": command_sample, "bench": command_bench,
                "fetch": command_fetch}[args.command]
     try:

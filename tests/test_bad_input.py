@@ -330,7 +330,7 @@ def test_non_finite_loss(run_dir: Path, monkeypatch: pytest.MonkeyPatch,
     before = snapshot(run_dir)
     real = dgc.train.dgc.reconstruction_loss
     monkeypatch.setattr(dgc.train.dgc, "reconstruction_loss",
-                        lambda x, recon: real(x, recon) * math.nan)
+                        lambda x, recon, weights: real(x, recon, weights) * math.nan)
     line = fails_with([*DIGITS, "--epochs", "3", "--resume", "--out", str(run_dir)],
                       "the reconstruction loss became nan at epoch 3, step 17", capsys)
     assert "checkpoint.pt keeps epoch 2" in line and "--grad-clip" in line

@@ -20,7 +20,7 @@ from dgc.core.io import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ["best.pt", "checkpoint.prev.pt", "checkpoint.pt", "config.json", "history.json",
-             "metrics.json", "predictions.npz"]
+             "metrics.csv", "metrics.json", "predictions.npz"]
 
 
 def free_port() -> int:

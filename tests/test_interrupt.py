@@ -9,6 +9,7 @@ stopped with SIGTERM, as a job scheduler would, and resumed the same way.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ import dgc.run.predict
 import dgc.train.dgc
 from dgc.cli import main
 from dgc.core.io import load_checkpoint
+from dgc.train.loop import EpochTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "--exp", "digits", "--seed", "1", "--epochs", "6", "--samples", "1",
@@ -38,12 +40,25 @@ def metrics(run_dir: Path) -> dict[str, Any]:
     return {k: v for k, v in saved.items() if not k.startswith("seconds_")}
 
 
+def epoch_rows(run_dir: Path) -> list[dict[str, str]]:
+    """metrics.csv's rows without the seconds, which no two runs share."""
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"}
+                for row in csv.DictReader(handle)]
+
+
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The metrics of the same run, uninterrupted."""
+def straight_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same run, uninterrupted."""
     out = tmp_path_factory.mktemp("straight") / "run"
     assert main([*TRAIN, "--out", str(out)]) == 0
-    return metrics(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def straight(straight_run: Path) -> dict[str, Any]:
+    """The metrics of the same run, uninterrupted."""
+    return metrics(straight_run)
 
 
 def start_training(out: Path, *options: str) -> subprocess.Popen[str]:
@@ -80,8 +95,10 @@ def resume(out: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_sigkill_and_sigint_mid_run_then_resume(tmp_path: Path, straight: dict[str, Any],
+                                                straight_run: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    """Two runs at once (each pays for starting Python): one killed, one interrupted."""
+    """Two runs at once (each pays for starting Python): one killed, one interrupted. Each
+    metrics.csv ends with the straight run's rows, every epoch once."""
     killed, interrupted = tmp_path / "killed", tmp_path / "interrupted"
     processes = {killed: start_training(killed), interrupted: start_training(interrupted)}
     stop_after_first_checkpoint(processes, {
@@ -103,6 +120,44 @@ def test_sigkill_and_sigint_mid_run_then_resume(tmp_path: Path, straight: dict[s
         assert not (out / "metrics.json").exists()
         resume(out, capsys)
         assert metrics(out) == straight
+        assert epoch_rows(out) == epoch_rows(straight_run)
+        assert [row["epoch"] for row in epoch_rows(out)] == [str(e) for e in range(1, 7)]
+
+
+def test_a_kill_between_the_epoch_log_and_the_checkpoint_neither_repeats_nor_loses_a_row(
+        tmp_path: Path, straight_run: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Stopped after epoch 3's row reached metrics.csv and TensorBoard but before its checkpoint:
+    the resumed run redoes epoch 3 and both logs hold every epoch once, as the straight run's
+    metrics.csv does; TensorBoard's own reader reads the scalars back."""
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing."
+                                            "event_accumulator")
+    real_save = EpochTrainer.save
+
+    def killed_before_saving_epoch_three(self: EpochTrainer) -> None:
+        if self.epoch == 3:
+            raise KeyboardInterrupt
+        real_save(self)
+
+    monkeypatch.setattr(EpochTrainer, "save", killed_before_saving_epoch_three)
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--tensorboard", "--out", str(out)]) == 130
+    assert [row["epoch"] for row in epoch_rows(out)] == ["1", "2", "3"]
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2
+
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main([*TRAIN, "--tensorboard", "--resume", "--out", str(out)]) == 0
+    rows = epoch_rows(out)
+    assert rows == epoch_rows(straight_run)
+    events = event_accumulator.EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert {"train_loss", "train_recon", "val_acsa", "lr", "epoch"} <= set(
+        events.Tags()["scalars"])
+    loss = events.Scalars("train_loss")
+    assert [event.step for event in loss] == [int(row["step"]) for row in rows]
+    assert [event.value for event in loss] == pytest.approx(
+        [float(row["train_loss"]) for row in rows], rel=1e-6)
 
 
 def test_ctrl_c_mid_epoch_discards_that_epoch_only(tmp_path: Path,

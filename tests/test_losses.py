@@ -175,3 +175,37 @@ def test_oversampling_index_rows_have_their_class() -> None:
             assert set(picked) == set(rows)
             assert max(Counter(picked).values()) - min(Counter(picked).values()) <= 1
         assert torch.equal(y[index].unique(), y.unique())
+
+
+def test_row_weights_in_every_dgc_loss() -> None:
+    """Weights of 1 change nothing (the cross-entropy: to rounding, the order of its sum);
+    integer weights are repeated rows where the loss is a sum or
+    a moment (the summed cross-entropy, the pre-training moments); a weight of 0 removes the row
+    from the MMD; the weighted mean is (1/B) Σ w ℓ."""
+    from dgc.nn.losses import (
+        classification_loss,
+        imq_mmd,
+        moment_matching_loss,
+        reconstruction_loss,
+    )
+
+    generator = torch.Generator().manual_seed(0)
+    z, prior = torch.randn(6, 3, generator=generator), torch.randn(8, 3, generator=generator)
+    x, recon = torch.rand(6, 1, 4, 4, generator=generator), torch.rand(6, 1, 4, 4,
+                                                                      generator=generator)
+    logits, y = torch.randn(6, 3, generator=generator), torch.tensor([0, 1, 2, 0, 1, 2])
+    ones, counts = torch.ones(6), torch.tensor([1.0, 2.0, 3.0, 1.0, 0.0, 2.0])
+    repeated = torch.repeat_interleave(torch.arange(6), counts.long())
+    assert torch.equal(reconstruction_loss(x, recon, ones), reconstruction_loss(x, recon))
+    assert torch.equal(imq_mmd(z, prior, ones), imq_mmd(z, prior))
+    assert torch.equal(moment_matching_loss(z, ones), moment_matching_loss(z))
+    torch.testing.assert_close(classification_loss(logits, y, None, weights=ones),
+                               classification_loss(logits, y, None))
+    torch.testing.assert_close(classification_loss(logits, y, None, weights=counts),
+                               classification_loss(logits[repeated], y[repeated], None))
+    torch.testing.assert_close(moment_matching_loss(z, counts),
+                               moment_matching_loss(z[repeated]))
+    kept = counts > 0
+    torch.testing.assert_close(imq_mmd(z, prior, kept.float()), imq_mmd(z[kept], prior))
+    per_row = 0.5 * (x - recon).pow(2).flatten(1).sum(1)
+    torch.testing.assert_close(reconstruction_loss(x, recon, counts), (per_row * counts).mean())

@@ -268,3 +268,11 @@ def test_image_grid_and_colours(trained, tmp_path: Path) -> None:
     for n in (2, 10, 20, 30):
         colours = plots.class_colours(n)
         assert len(set(colours)) == n and all(math.isfinite(v) for c in colours for v in c)
+
+
+def test_the_curves_plot_losses_not_the_step_count() -> None:
+    """history.json's records carry the optimiser `step` (for metrics.csv); it is no loss."""
+    history = {"epochs": [{"epoch": 1, "step": 8, "lr": 1e-3, "seconds": 1.0, "loss": 2.0,
+                           "recon": 1.0, "cls": 1.0, "val": {"acsa": 0.5}}]}
+    assert "step" not in plots.loss_terms(history)
+    assert set(plots.loss_terms(history)) == {"loss", "recon", "cls"}

@@ -289,3 +289,40 @@ def test_prediction_file_names_carry_every_setting_that_changes_the_scores() -> 
                           latent_weight=0.5)
     assert predict_tag(every) == "bayes-s1-top2-mmd-importance-bf16-latent0.5"
     assert latent_tag(PredictConfig(latent_weight=2.0)) == "-latent2"
+
+
+@pytest.mark.parametrize(("shape", "kernel", "prior"), [
+    ((28, 28, 1), 4, "normal"), ((8, 8, 1), 4, "class"), ((32, 32, 3), 4, "mixture"),
+    ((64, 64, 3), 5, "normal"), ((30, 26, 1), 4, "normal")])
+def test_the_fast_prediction_equals_the_code_before_it(
+        shape: tuple[int, ...], kernel: int, prior: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 35's prediction (BatchNorm folded into the decoder's transposed convolutions, the
+    last convolution as one product over its taps, codes decoded 256 at a time) gives the exact
+    rule's scores and the novelty scores of the code before it (the training-mode modules
+    applied in evaluation mode, every code of a batch decoded in one pass) to float rounding,
+    with BatchNorm statistics far from their initial values."""
+    import dgc.nn.model
+    import dgc.nn.prediction
+    from dgc.nn.novelty import dgc_scores
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(latent_dim=6, width=8, decoder_width=4, hidden=32, kernel=kernel,
+                      init="torch", prior=prior)
+    model = DGC(shape, 5, cfg).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.normal_(1.0, 0.2)
+            module.bias.data.normal_()
+    x = torch.rand(7, shape[2], shape[0], shape[1]).contiguous(memory_format=torch.channels_last)
+    exact = PredictConfig(samples=10)
+    new_scores = class_scores(model, x, exact, seed=3)
+    new_novelty = dgc_scores(model, x, exact, seed=3)
+    monkeypatch.setattr(dgc.nn.prediction, "DECODER_PASS", 2**62)
+    monkeypatch.setattr(dgc.nn.model.Decoder, "evaluation_body", lambda self, h: self.body(h))
+    torch.testing.assert_close(new_scores, class_scores(model, x, exact, seed=3),
+                               rtol=1e-5, atol=1e-4)
+    for name, value in dgc_scores(model, x, exact, seed=3).items():
+        torch.testing.assert_close(new_novelty[name], value, rtol=1e-5, atol=1e-4)

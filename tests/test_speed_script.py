@@ -80,3 +80,28 @@ def test_speed_benchmark_refuses_batch_sizes_it_cannot_use(tmp_path: Path) -> No
         assert result.returncode != 0
         assert message in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_speed_benchmark_compares_prediction_before_and_after(tmp_path: Path) -> None:
+    """`--prediction`: the exact rule and the novelty scores before and after issue 35, side by
+    side, with the largest difference between their numbers (float rounding only)."""
+    out = tmp_path / "prediction.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, str(ROOT / "tools" / "speed.py"), "--prediction", "--exp",
+               "digits", "--epochs", "1", "--threads", "1", "--limit", "300", "--out", str(out)]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    record = json.loads(out.read_text())
+    assert list(record["phases"]) == ["exact_before", "exact", "novelty_before", "novelty"]
+    for phase in record["phases"].values():
+        assert set(phase) >= PHASE_KEYS and phase["images"] == 300
+    assert record["phases"]["exact"]["setting"]["samples"] == 10
+    comparison = record["comparison"]
+    assert comparison["exact"]["same_prediction"] == 1.0
+    assert max(comparison["exact"]["max_abs_difference"].values()) < 1e-4
+    assert set(comparison["novelty"]["max_abs_difference"]) == {"msp", "evidence", "recon",
+                                                                "latent"}
+    assert max(comparison["novelty"]["max_abs_difference"].values()) < 1e-3
+    assert result.stdout.count("\n| ") == 3  # the header and two rows

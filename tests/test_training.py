@@ -144,7 +144,7 @@ def test_pretraining_stops_once_below_tol(digits_config: Callable[..., RunConfig
     values = iter([1.0, 0.5, 0.05, 0.01, 0.01])
     real = dgc.train.dgc.moment_matching_loss
     monkeypatch.setattr(dgc.train.dgc, "moment_matching_loss",
-                        lambda z: real(z) * 0 + next(values))
+                        lambda z, weights: real(z, weights) * 0 + next(values))
     cfg = digits_config(tmp_path, "train.pretrain_tol=0.1", "train.pretrain_steps=200",
                         "train.pretrain_batch=50")
     result = small_trainer(cfg, digits_data).pretrain()
@@ -189,7 +189,8 @@ def test_non_finite_loss_raises(digits_config: Callable[..., RunConfig],
                                 digits_data: ImbalancedData, tmp_path: Path,
                                 monkeypatch: pytest.MonkeyPatch, target: str, term: str) -> None:
     real = getattr(dgc.train.dgc, target)
-    monkeypatch.setattr(dgc.train.dgc, target, lambda a, b: real(a, b) * math.nan)
+    monkeypatch.setattr(dgc.train.dgc, target,
+                        lambda a, b, weights: real(a, b, weights) * math.nan)
     trainer = small_trainer(digits_config(tmp_path, "train.pretrain_steps=0"), digits_data)
     with pytest.raises(DGCError, match=rf"the {term} loss became nan at epoch 1"):
         trainer.fit()
@@ -202,7 +203,7 @@ def test_non_finite_pretraining_head_and_baseline_losses_raise(
     (the second cross-entropy of a step without LVO) and a baseline's loss."""
     real_moments = dgc.train.dgc.moment_matching_loss
     monkeypatch.setattr(dgc.train.dgc, "moment_matching_loss",
-                        lambda z: real_moments(z) * math.nan)
+                        lambda z, weights: real_moments(z, weights) * math.nan)
     trainer = small_trainer(digits_config(tmp_path / "a"), digits_data)
     with pytest.raises(DGCError, match="the pre-training moment-matching loss became nan"):
         trainer.fit()
@@ -238,9 +239,9 @@ def test_non_finite_loss_keeps_last_good_checkpoint(digits_config: Callable[...,
     calls = {"n": 0}
     real = dgc.train.dgc.reconstruction_loss
 
-    def failing_later(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    def failing_later(x: torch.Tensor, recon: torch.Tensor, weights: Any) -> torch.Tensor:
         calls["n"] += 1  # two calls a step (LVO and joint); digits has 9 batches an epoch
-        return real(x, recon) * (math.inf if calls["n"] > 25 else 1.0)
+        return real(x, recon, weights) * (math.inf if calls["n"] > 25 else 1.0)
 
     monkeypatch.setattr(dgc.train.dgc, "reconstruction_loss", failing_later)
     cfg = digits_config(tmp_path / "run", "train.pretrain_steps=0")

@@ -21,6 +21,14 @@ side (the code before the fused optimiser, float32, bfloat16 autocast; `--batch-
 float32 and bfloat16 rows at other batch sizes), with the work of a training step counted by
 torch's FLOP counter, the GFLOP/s achieved, and the machine's measured
 matrix-product peak in float32 and bfloat16 (2048 × 2048 products at the same thread count).
+
+`--prediction` measures instead DGC's exact rule (every class, S = 10) and its novelty scores
+(`dgc evaluate --ood`'s, at the run's S) on the whole test set with the prediction code as it was
+before issue 35 (`previous_prediction`: the decoder's BatchNorm and last convolution unfused, and
+each batch's C × S codes decoded in one pass) and as it is now, side by side on one trained
+model in one run, each in its own process, and checks that both give the same numbers:
+
+    python tools/speed.py --prediction --threads 2 --out runs/speed-prediction.json
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dgc.config import PAPER_SAMPLES, PredictConfig, RunConfig, apply_overrides
@@ -47,6 +56,7 @@ from dgc.core.precision import native_bf16
 from dgc.data import dataset_names
 from dgc.methods.family import build_model, family_of
 from dgc.methods.registry import resolve_config
+from dgc.nn.model import images_to_tensor
 from dgc.run.finished import run_data, to_train_data
 from dgc.run.predict import predict_images
 from dgc.run.train import cpu_model, quiet
@@ -57,6 +67,7 @@ TRAINING_VARIANTS = {
     "float32": "float32, fused Adam",
     "bf16": "bfloat16 autocast, fused Adam",
 }
+PREDICTION_PHASES = ("exact_before", "exact", "novelty_before", "novelty")
 PEAK_SIZE = 2048
 WARMUP = 256  # test images predicted once, untimed, before the timed pass
 
@@ -131,6 +142,90 @@ def predict_phase(cfg: RunConfig, weights: Path, setting: str) -> dict[str, Any]
             "setting": dataclasses.asdict(predict)}
 
 
+def previous_prediction() -> None:
+    """Make prediction run as it did before issue 35: the decoder's evaluation-mode body the
+    training-mode modules (BatchNorm apart, the last convolution a convolution) and every code of
+    a `class_scores` batch decoded in one pass."""
+    from dgc.nn import model as nn_model
+    from dgc.nn import prediction
+
+    prediction.DECODER_PASS = 2**62
+    setattr(nn_model.Decoder, "evaluation_body", lambda decoder, h: decoder.body(h))  # noqa: B010
+
+
+def prediction_phase(cfg: RunConfig, weights: Path, phase: str,
+                     limit: int | None) -> dict[str, Any]:
+    """`--prediction`: the exact rule's probabilities or the novelty scores of the test set (its
+    first `limit` images, where given), timed after a warm-up batch; the numbers go to a file
+    beside the weights for `main` to compare."""
+    if phase.endswith("_before"):
+        previous_prediction()
+    data = run_data(cfg)
+    test = data.x_test[:limit]
+    model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
+    model.load_state_dict(load_checkpoint(weights)["model"])
+    model.eval()
+    family = family_of(cfg)
+    exact = dataclasses.replace(cfg.predict, rule="bayes", top_k=None, samples=PAPER_SAMPLES)
+    if phase.startswith("exact"):
+        def run(images: Any) -> dict[str, Any]:
+            return {"probs": predict_images(model, images, cfg, exact)}
+    else:
+        def run(images: Any) -> dict[str, Any]:
+            scores = family.novelty(model, images_to_tensor(images, cfg.device), cfg)
+            return {name: value.double().cpu().numpy() for name, value in scores.items()}
+    before = peak_rss_mib()
+    run(test[:WARMUP])
+    started = time.perf_counter()
+    numbers = run(test)
+    seconds = time.perf_counter() - started
+    np.savez(weights.with_name(f"{phase}.npz"), **numbers)
+    return {**measured(cfg, before, seconds, len(test)),
+            "setting": dataclasses.asdict(exact if phase.startswith("exact") else cfg.predict)}
+
+
+def prediction_comparison(args: argparse.Namespace, out: Path, results: dict[str, Any]) -> None:
+    """`--prediction`: train DGC once, then time every `PREDICTION_PHASES` on its test set and
+    compare the numbers before and after."""
+    cfg = configure("dgc", args)
+    with tempfile.TemporaryDirectory() as work:
+        print(f"speed.py: dgc: training {args.epochs} epochs ...", flush=True)
+        results["train"] = run_phase("train", cfg, Path(work))
+        results["phases"] = {}
+        for phase in PREDICTION_PHASES:
+            print(f"speed.py: dgc: {phase} ...", flush=True)
+            results["phases"][phase] = run_phase(phase, cfg, Path(work), args.limit)
+        saved = {phase: dict(np.load(Path(work) / f"{phase}.npz"))
+                 for phase in PREDICTION_PHASES}
+    phases = results["phases"]
+    lines = ["| quantity | before | after | speed-up | largest difference |",
+             "|---|---:|---:|---:|---:|"]
+    results["comparison"] = {}
+    for name, label in (("exact", "exact rule (all classes, S = 10)"),
+                        ("novelty", f"novelty scores (S = {cfg.predict.samples})")):
+        old, new = saved[f"{name}_before"], saved[name]
+        differences = {key: float(np.abs(new[key] - old[key]).max()) for key in new}
+        speedup = ratio(phases[f"{name}_before"]["seconds"], phases[name]["seconds"])
+        comparison: dict[str, Any] = {"speedup": speedup, "max_abs_difference": differences}
+        if name == "exact":
+            comparison["same_prediction"] = float(
+                (new["probs"].argmax(1) == old["probs"].argmax(1)).mean())
+        results["comparison"][name] = comparison
+        largest = max(differences.values())
+        lines.append(f"| {label}, images/s | {phases[f'{name}_before']['images_per_s']:,.1f} | "
+                     f"{phases[name]['images_per_s']:,.1f} | {speedup} | {largest:.1e} |")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n{results['exp']}, preset {args.preset}, {args.device}, {args.epochs} epochs of "
+          f"DGC, threads {args.threads or torch.get_num_threads()}, "
+          f"{phases['exact']['images']} test images\n")
+    print("\n".join(lines))
+    print(f"\nlargest difference: of a probability (exact rule) or a score (novelty), after "
+          f"against before; the exact rule's decision agrees on "
+          f"{results['comparison']['exact']['same_prediction']:.2%} of the images. "
+          f"Numbers in {out}")
+
+
 def loop_adam() -> None:
     """Make `torch.optim.Adam` the per-parameter loop the trainer used before `fused=True`."""
     class LoopAdam(torch.optim.Adam):
@@ -168,11 +263,12 @@ def matmul_peak() -> dict[str, float]:
     return peaks
 
 
-def run_phase(phase: str, cfg: RunConfig, work: Path) -> dict[str, Any]:
+def run_phase(phase: str, cfg: RunConfig, work: Path, limit: int | None = None) -> dict[str, Any]:
     """One phase in a fresh Python process; its numbers come back as JSON on stdout."""
     config = work / f"{cfg.method}.json"
     config.write_text(json.dumps(cfg.to_dict()))
     command = [sys.executable, __file__, "--phase", phase, "--config", str(config)]
+    command += ["--limit", str(limit)] if limit else []
     result = subprocess.run(command, stdout=subprocess.PIPE, text=True)
     if result.returncode != 0:
         raise SystemExit(f"speed.py: the {cfg.method} {phase} phase failed (exit code "
@@ -236,6 +332,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", help="JSON file (default runs/speed-<exp>-<preset>-<device>.json)")
     parser.add_argument("--training", action="store_true",
                         help="DGC's training alone under each variant, with GFLOP/s")
+    parser.add_argument("--prediction", action="store_true",
+                        help="DGC's exact rule and novelty scores, before and after issue 35")
+    parser.add_argument("--limit", type=int, metavar="N",
+                        help="with --prediction: the first N test images (default: all)")
     parser.add_argument("--batch-sizes", type=batch_sizes, metavar="B1,B2,...",
                         help="with --training: also time these batch sizes (float32 and bf16)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
@@ -254,12 +354,22 @@ def main() -> None:
             loop_adam()
         phases = {"train": train_phase, "train-before": train_phase,
                   "flops": lambda cfg, _: step_flops(cfg), "peak": lambda *_: matmul_peak()}
-        numbers = (phases[args.phase](cfg, weights) if args.phase in phases
-                   else predict_phase(cfg, weights, args.phase))
+        if args.phase in PREDICTION_PHASES:
+            numbers = prediction_phase(cfg, weights, args.phase, args.limit)
+        elif args.phase in phases:
+            numbers = phases[args.phase](cfg, weights)
+        else:
+            numbers = predict_phase(cfg, weights, args.phase)
         print(json.dumps(numbers))
         return
     if args.batch_sizes and not args.training:
         raise SystemExit("speed.py: --batch-sizes times training variants; add --training")
+    if args.training and args.prediction:
+        raise SystemExit("speed.py: --training and --prediction are two measurements; "
+                         "choose one")
+    if args.limit is not None and (not args.prediction or args.limit < 1):
+        raise SystemExit("speed.py: --limit takes a positive number of images, with "
+                         "--prediction")
     if args.bf16 and args.training:
         raise SystemExit("speed.py: --training times float32 and bfloat16 side by side; "
                          "leave out --bf16")
@@ -270,12 +380,15 @@ def main() -> None:
     results: dict[str, Any] = {
         "exp": exp, "preset": args.preset, "device": args.device, "bf16": args.bf16,
         "epochs": args.epochs, "seed": args.seed, "threads": args.threads,
+        **({"limit": args.limit} if args.limit else {}),
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "machine": platform.machine(), "processor": cpu_model(),
                         "bf16_instructions": native_bf16(), "cpus": os.cpu_count(),
                         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None}}
     if args.training:
         return training_variants(args, out, results)
+    if args.prediction:
+        return prediction_comparison(args, out, results)
     with tempfile.TemporaryDirectory() as work:
         for method in METHODS:
             cfg = configure(method, args)

@@ -131,11 +131,14 @@ def read_json(path: str | Path) -> Any:
 
 @dataclass(frozen=True)
 class CheckpointFiles:
-    """A trainer's files: the resumable checkpoint, its previous generation and the best weights."""
+    """A trainer's files: the resumable checkpoint, its previous generation and the best weights;
+    the per-epoch log (`dgc.train.logs`) and, when asked, the TensorBoard folder."""
 
     latest: Path
     previous: Path
     best: Path
+    epochs: Path | None = None
+    tensorboard: Path | None = None
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any],

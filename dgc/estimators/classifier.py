@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted
 
 from dgc.config import ModelConfig, PredictConfig, RunConfig, TrainConfig, setting_error, validate
 from dgc.core.errors import DGCError
@@ -110,6 +111,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
     weight_decay, max_norm, mixup : the long-tail recipe (AdamW's decoupled weight decay, a cap
         on every class's weight norm in the label head, mixup's α on the latent codes of the
         head step); 0 or None turns each off.
+    class_weight : None, "balanced" or {label: weight}, as scikit-learn's classifiers take it:
+        each row's weight is multiplied by its class's (see `fit`'s sample_weight).
     device : torch device for training and prediction.
     random_state : seed of the initialisation, data order, noise and validation split.
     verbose : >0 shows a progress bar over the epochs.
@@ -118,7 +121,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
     ----------
     classes_, n_features_in_ (d, or H·W·C for images), feature_names_in_ (tables with named
     columns), input_shape_ ((d,) or (H, W, C)), offset_ and scale_ (the input scaling), model_
-    (the fitted `dgc.nn.model.DGC`), class_counts_ (training rows per class), random_seed_ (the
+    (the fitted `dgc.nn.model.DGC`), class_counts_ (training rows per class; with weights,
+    each class's total weight, scaled to sum to the rows of non-zero weight), random_seed_ (the
     seed of training and of prediction's noise), best_epoch_, history_ (the trainer's per-epoch
     losses and validation metrics).
     """
@@ -130,7 +134,8 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
                  sampling_rate: float = 0.6, samples: int = 10, cls_weight: float | None = 1.0,
                  logit_adjust_tau: float = 1.0, validation_fraction: float = 0.0,
                  prior: str = "normal", backbone: str = "conv", weight_decay: float = 0.0,
-                 max_norm: float | None = None, mixup: float = 0.0, device: str = "cpu",
+                 max_norm: float | None = None, mixup: float = 0.0,
+                 class_weight: dict[Any, float] | str | None = None, device: str = "cpu",
                  random_state: int | np.random.RandomState | None = None, verbose: int = 0):
         self.latent_dim = latent_dim
         self.width = width
@@ -148,6 +153,7 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.max_norm = max_norm
         self.mixup = mixup
+        self.class_weight = class_weight
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -157,18 +163,35 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.three_d_array = True  # (n, H, W) images
         return tags
 
-    def fit(self, X: Any, y: Any) -> DGCClassifier:
-        """Train on images (n, H, W[, C]) or a table (n, d) with any hashable class labels. `model_`
-        is set last, so an estimator whose fit failed half-way counts as unfitted."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> DGCClassifier:
+        """Train on images (n, H, W[, C]) or a table (n, d) with any hashable class labels.
+        `model_` is set last, so an estimator whose fit failed half-way counts as unfitted.
+
+        `sample_weight` (and `class_weight`) weigh the rows, checked as scikit-learn checks
+        them. A row of weight 0 is removed before anything else, so zero weights are exactly
+        removed rows. The other weights are scaled to mean 1 (their ratios matter, not their
+        scale, which would change the learning rate) and enter every loss term: the
+        reconstruction, the MMD (its weighted U-statistics) or a learned prior's KL, the
+        cross-entropy of the joint step and of the oversampled head step, the encoder's
+        moment-matching pre-training; and the class totals that set the logit adjustment and
+        the oversampling rates, and a table's standardisation. Equal weights are no weights.
+        Integer weights match repeated rows in expectation, not exactly: the repeated rows
+        fall into other batches with other noise, over more steps an epoch
+        (tests/test_estimator.py measures how close)."""
         if hasattr(self, "model_"):
             del self.model_
         self._check_params()
         X, y = _sklearn_checked(validate_data, self, X, y, allow_nd=True, dtype="numeric")
         check_classification_targets(y)
+        weights = self._row_weights(X, y, sample_weight)
+        if weights is not None:  # a row of weight 0 is a row removed
+            X, y, weights = X[weights > 0], y[weights > 0], weights[weights > 0]
+            weights = None if np.all(weights == weights[0]) else weights / weights.mean()
         classes, y_index = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise DGCError(f"DGCClassifier needs at least two classes to learn, but y holds one "
-                           f"class only ({classes[0]}); add examples of another class")
+                           f"class only ({classes[0]}) among the rows of non-zero weight; add "
+                           "examples of another class")
         X = _as_examples(X)
         if X.ndim == 2 and self.backbone != "conv":
             raise DGCError(f"backbone={self.backbone!r} is an image network, but X is a table; "
@@ -176,17 +199,24 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self.input_shape_ = tuple(int(s) for s in X.shape[1:])
         self.n_features_in_ = int(np.prod(self.input_shape_))
-        self.offset_, self.scale_ = _input_statistics(X)
+        self.offset_, self.scale_ = _input_statistics(X, weights)
         self.random_seed_ = seed = _seed(self.random_state)
-        self.class_counts_ = np.bincount(y_index, minlength=len(classes))
+        counts = np.bincount(y_index, minlength=len(classes))
+        self.class_counts_ = (counts if weights is None
+                              else np.bincount(y_index, weights, minlength=len(classes)))
 
         cfg = self._run_config(seed)
         check_fits(lambda: DGC(self.input_shape_, len(classes), cfg.model), self.input_shape_, cfg)
-        x, y_train, x_val, y_val = split_validation(self._scaled(X), y_index.astype(np.int64),
-                                                    self.validation_fraction, seed)
-        data = TrainData(x=self._tensor(x), y=torch.from_numpy(y_train),
-                         train_counts=torch.from_numpy(self.class_counts_.astype(np.int64)),
-                         x_val=self._tensor(x_val), y_val=torch.from_numpy(y_val), hflip=False)
+        rows, y_train, val, y_val = split_validation(np.arange(len(y_index)),
+                                                     y_index.astype(np.int64),
+                                                     self.validation_fraction, seed)
+        x = self._scaled(X)
+        data = TrainData(x=self._tensor(x[rows]), y=torch.from_numpy(y_train),
+                         train_counts=torch.from_numpy(counts.astype(np.int64)),
+                         x_val=self._tensor(x[val]), y_val=torch.from_numpy(y_val), hflip=False)
+        if weights is not None:
+            data.weights = torch.from_numpy(weights[rows].astype(np.float32)).to(self.device)
+            data.weighted_counts = torch.from_numpy(self.class_counts_)
         with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG untouched
             torch.manual_seed(seed)
             model = with_pretrained(DGC(self.input_shape_, len(classes), cfg.model))
@@ -197,6 +227,22 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
         self.best_epoch_ = trainer.best["epoch"]
         self.model_ = model.eval()
         return self
+
+    def _row_weights(self, X: np.ndarray, y: np.ndarray, sample_weight: Any) -> np.ndarray | None:
+        """Each row's weight, `sample_weight` times its class's `class_weight`, checked as
+        scikit-learn checks them (one finite, non-negative number a row, not all zero); None
+        when neither is given. The weights enter every term of the loss, the class prior and
+        the oversampling rates (their class totals), and the input scaling of tables."""
+        if sample_weight is None and self.class_weight is None:
+            return None
+        weights = _sklearn_checked(_check_sample_weight, sample_weight, X, dtype=np.float64,
+                                   ensure_non_negative=True)
+        if self.class_weight is not None:
+            weights = weights * _sklearn_checked(compute_sample_weight, self.class_weight, y)
+        if not weights.any():
+            raise DGCError("Sample weights must contain at least one non-zero number; every row "
+                           "has weight zero once class_weight is applied")
+        return weights
 
     def _check_params(self) -> None:
         """Refuse hyper-parameters that cannot work, naming the constructor argument."""
@@ -348,7 +394,7 @@ class DGCClassifier(ClassifierMixin, BaseEstimator):
             estimator.n_features_in_ = int(np.prod(estimator.input_shape_))
             estimator.offset_ = state["offset"].numpy()
             estimator.scale_ = state["scale"].numpy()
-            estimator.class_counts_ = np.asarray(state["class_counts"], dtype=np.int64)
+            estimator.class_counts_ = np.asarray(state["class_counts"])  # floats: weighted
             estimator.random_seed_ = int(state["random_seed"])
             estimator.best_epoch_ = state["best_epoch"]
             estimator.history_ = state["history"]
@@ -387,11 +433,17 @@ def _as_examples(X: np.ndarray) -> np.ndarray:
     return X
 
 
-def _input_statistics(X: np.ndarray) -> tuple[np.ndarray | np.float64, np.ndarray | np.float64]:
-    """(offset, scale) with scaled = (X − offset) / scale; see the module docstring."""
+def _input_statistics(X: np.ndarray, weights: np.ndarray | None = None
+                      ) -> tuple[np.ndarray | np.float64, np.ndarray | np.float64]:
+    """(offset, scale) with scaled = (X − offset) / scale; see the module docstring. A table's
+    mean and standard deviation are weighted by the rows' `weights`, where given."""
     if X.ndim == 2:
-        mean = X.mean(axis=0, dtype=np.float64)
-        std = X.std(axis=0, dtype=np.float64)
+        if weights is None:
+            mean = X.mean(axis=0, dtype=np.float64)
+            std = X.std(axis=0, dtype=np.float64)
+        else:
+            mean = np.average(X.astype(np.float64), axis=0, weights=weights)
+            std = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=weights))
         return mean, np.where(std > 0, std, 1.0)
     if X.dtype == np.uint8:
         return np.float64(0.0), np.float64(255.0)

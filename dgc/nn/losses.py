@@ -19,15 +19,26 @@ from dgc.config import BaselineConfig
 IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
-def reconstruction_loss(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-    """½‖x − G_X(z)‖² summed over pixels, averaged over the batch."""
-    return 0.5 * (x - recon).pow(2).flatten(1).sum(1).mean()
+def batch_mean(values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean over the batch, or with per-row `weights` (mean 1 over the training set, so not
+    over a batch) the weighted mean (1/B) Σ_i w_i v_i: a row of weight 2 counts as two rows."""
+    return values.mean() if weights is None else (values * weights).mean()
 
 
-def imq_mmd(z: torch.Tensor, z_prior: torch.Tensor) -> torch.Tensor:
+def reconstruction_loss(x: torch.Tensor, recon: torch.Tensor,
+                        weights: torch.Tensor | None = None) -> torch.Tensor:
+    """½‖x − G_X(z)‖² summed over pixels, averaged over the batch (weighted: `batch_mean`)."""
+    return batch_mean(0.5 * (x - recon).pow(2).flatten(1).sum(1), weights)
+
+
+def imq_mmd(z: torch.Tensor, z_prior: torch.Tensor,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
     """MMD with inverse multiquadratic kernels C/(C + ‖a − b‖²), C = 2·k·s over the paper's scales.
     Within-sample terms are U-statistics (diagonal excluded, divided by n² − n); the cross term
-    is 2/n² Σ k(z_i, z̃_j)."""
+    is 2/n² Σ k(z_i, z̃_j). With row `weights` w the codes' terms are the weighted estimates
+    Σ_{i≠j} w_i w_j k(z_i, z_j) / Σ_{i≠j} w_i w_j and 2 Σ_ij w_i k(z_i, z̃_j) / (m Σ_i w_i): each
+    pair of rows counts w_i w_j times (a row's copies are not paired with each other, as their
+    codes would differ only by their noise), and a row of weight 0 is a row removed."""
     n, k = z.shape
     m = z_prior.shape[0]
     d_zz = torch.cdist(z, z).pow(2)
@@ -35,21 +46,37 @@ def imq_mmd(z: torch.Tensor, z_prior: torch.Tensor) -> torch.Tensor:
     d_zp = torch.cdist(z, z_prior).pow(2)
     off_z = 1.0 - torch.eye(n, dtype=z.dtype, device=z.device)
     off_p = 1.0 - torch.eye(m, dtype=z.dtype, device=z.device)
+    pairs: float | torch.Tensor = n * n - n
+    cross: float | torch.Tensor = n * m
+    rows = None if weights is None else weights[:, None]
+    if weights is not None:
+        off_z = off_z * weights[:, None] * weights[None, :]
+        pairs, cross = off_z.sum(), weights.sum() * m
     total = z.new_zeros(())
     for scale in IMQ_SCALES:
         c = 2.0 * k * scale
-        total = total + (c / (c + d_zz) * off_z).sum() / (n * n - n)
+        between = c / (c + d_zp)
+        if rows is not None:
+            between = between * rows
+        total = total + (c / (c + d_zz) * off_z).sum() / pairs
         total = total + (c / (c + d_pp) * off_p).sum() / (m * m - m)
-        total = total - 2.0 * (c / (c + d_zp)).sum() / (n * m)
+        total = total - 2.0 * between.sum() / cross
     return total
 
 
-def moment_matching_loss(z: torch.Tensor) -> torch.Tensor:
-    """Encoder pre-training: mean((m_q − 0)²) + mean((Cov_q − I)²) against the N(0, I) prior."""
-    mean = z.mean(0)
-    centred = z - mean
-    cov = centred.T @ centred / (z.shape[0] - 1)
+def moment_matching_loss(z: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Encoder pre-training: mean((m_q − 0)²) + mean((Cov_q − I)²) against the N(0, I) prior;
+    with row `weights`, the weighted mean and (frequency-weighted) covariance."""
     eye = torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
+    if weights is None:
+        mean = z.mean(0)
+        centred = z - mean
+        cov = centred.T @ centred / (z.shape[0] - 1)
+    else:
+        total = weights.sum()
+        mean = (weights[:, None] * z).sum(0) / total
+        centred = z - mean
+        cov = (weights[:, None] * centred).T @ centred / (total - 1)
     return mean.pow(2).mean() + (cov - eye).pow(2).mean()
 
 
@@ -67,23 +94,31 @@ def logit_adjusted(logits: torch.Tensor, log_prior: torch.Tensor | None,
 
 
 def classification_loss(logits: torch.Tensor, y: torch.Tensor, weight: float | None,
-                        log_prior: torch.Tensor | None = None, tau: float = 0.0) -> torch.Tensor:
+                        log_prior: torch.Tensor | None = None, tau: float = 0.0,
+                        weights: torch.Tensor | None = None) -> torch.Tensor:
     """DGC's cross-entropy, optionally logit-adjusted (`logit_adjusted`). `weight=None` sums over
     the rows, as the official code does (its effective weight is the batch size); a number
-    multiplies the mean instead."""
+    multiplies the mean instead. Row `weights` multiply each row's term."""
     logits = logit_adjusted(logits, log_prior, tau)
+    if weights is not None:
+        terms = F.cross_entropy(logits, y, reduction="none") * weights
+        return terms.sum() if weight is None else weight * terms.mean()
     if weight is None:
         return F.cross_entropy(logits, y, reduction="sum")
     return weight * F.cross_entropy(logits, y)
 
 
-def oversampling_index(y: torch.Tensor, train_counts: torch.Tensor, rate: float) -> torch.Tensor:
+def oversampling_index(y: torch.Tensor, train_counts: torch.Tensor, rate: float,
+                       largest: float | None = None) -> torch.Tensor:
     """Row indices of a batch oversampled by class in latent space (METHOD §3): with
     ρ_c = r·(n_max − n_c)/n_c from the whole training set, the m_c rows of class c are repeated
     ⌈1 + ρ_c⌉ times (round-robin: every row once, then every row again, ...) and the first
-    ⌊m_c·(1 + ρ_c)⌋ are kept, so each instance contributes about 1 + ρ_c codes."""
+    ⌊m_c·(1 + ρ_c)⌋ are kept, so each instance contributes about 1 + ρ_c codes. `largest` caps
+    ρ_c: weighted class totals (`TrainData.weighted_counts`) can be far below one row's."""
     counts = train_counts.to(torch.float64)
     rho = rate * (counts.max() - counts) / counts
+    if largest is not None:
+        rho = rho.clamp(max=largest)
     pieces = []
     for c in torch.unique(y).tolist():
         rows = torch.nonzero(y == c).flatten()

@@ -40,12 +40,19 @@ def dgc_scores(model: DGC, x: torch.Tensor, predict: PredictConfig,
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(x), per_batch):
-            terms, _ = sample_terms(model, x[start:start + per_batch], noise,
-                                    ("recon", "label", "latent"), model.n_classes)
-            bayes = terms["recon"] + terms["label"]
-            if model.prior is not None:  # a learned prior's density is part of its Bayes rule
-                bayes = bayes + predict.latent_weight * terms["latent"]
-            parts.append({**score_novelty(log_mean_exp(bayes), "evidence"),
-                          "recon": -log_mean_exp(terms["recon"]).max(dim=1).values,
-                          "latent": -log_mean_exp(terms["latent"]).max(dim=1).values})
+            parts.append(batch_novelty(model, x[start:start + per_batch], noise,
+                                       predict.latent_weight))
     return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+
+
+def batch_novelty(model: DGC, x: torch.Tensor, noise: torch.Tensor, latent_weight: float = 1.0,
+                  one_pass: bool = False) -> dict[str, torch.Tensor]:
+    """`dgc_scores` of one batch, every class's codes drawn with `noise` (S, k)."""
+    terms, _ = sample_terms(model, x, noise, ("recon", "label", "latent"), model.n_classes,
+                            one_pass=one_pass)
+    bayes = terms["recon"] + terms["label"]
+    if model.prior is not None:  # a learned prior's density is part of its Bayes rule
+        bayes = bayes + latent_weight * terms["latent"]
+    return {**score_novelty(log_mean_exp(bayes), "evidence"),
+            "recon": -log_mean_exp(terms["recon"]).max(dim=1).values,
+            "latent": -log_mean_exp(terms["latent"]).max(dim=1).values}

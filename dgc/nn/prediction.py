@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ from dgc.core.progress import steps
 from dgc.nn.losses import imq_mmd
 from dgc.nn.model import DGC, images_to_tensor, std_from_logvar
 
+DECODER_PASS = 256  # codes per decoder pass (`reconstruction`)
 RULE_TERMS = {"bayes": ("recon", "label"), "label": ("label",), "recon": ("recon",)}
 
 
@@ -50,15 +53,23 @@ def class_scores(model: DGC, x: torch.Tensor, cfg: PredictConfig, seed: int = 0,
     with torch.inference_mode(), autocast(cfg.bf16, x.device.type):
         starts = range(0, len(x), per_batch)
         for start in steps(starts, "predict", "batch", progress and len(starts) > 1):
-            weights, codes = sample_terms(model, x[start:start + per_batch], noise, terms, kept,
-                                          cfg.latent_weight)
-            log_weight = functools.reduce(torch.add, weights.values())  # every rule has a term
-            score = torch.logsumexp(log_weight, dim=2) - math.log(cfg.samples)
+            score, codes = rule_scores(model, x[start:start + per_batch], noise, terms, kept,
+                                       cfg.latent_weight)
             if cfg.mmd_term:
                 score = score + chunk_mmd(codes, cfg.mmd_images, generator)
             scores.append(score)
     model.train(was_training)
     return torch.cat(scores)
+
+
+def rule_scores(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[str, ...],
+                kept: int, latent_weight: float = 1.0,
+                one_pass: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's unnormalised log p(y = c | x), (B, C), and its codes (B, C, S, k): the log-mean
+    over the S samples of the sum of the rule's `terms` (`sample_terms`)."""
+    weights, codes = sample_terms(model, x, noise, terms, kept, latent_weight, one_pass)
+    log_weight = functools.reduce(torch.add, weights.values())  # every rule has a term
+    return torch.logsumexp(log_weight, dim=2) - math.log(noise.shape[0]), codes
 
 
 def rule_terms(model: DGC, cfg: PredictConfig) -> tuple[str, ...]:
@@ -79,14 +90,15 @@ def latent_term(model: DGC, codes: torch.Tensor) -> torch.Tensor:
 
 
 def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[str, ...],
-                 kept: int, latent_weight: float = 1.0) -> tuple[dict[str, torch.Tensor],
-                                                                 torch.Tensor]:
+                 kept: int, latent_weight: float = 1.0,
+                 one_pass: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Per-sample log-weight terms, each (B, C, S), and the codes (B, C, S, k).
     `label` = log softmax(G_Y(z))_c, `recon` = −½‖x − G_X(z)‖², `latent` = log p(z) under the
     model's prior (`latent_term`) times `latent_weight`, `prior` = log p(z) − log q(z|x,c) (the
     importance correction Eq. 9 leaves out), only − log q(z|x,c) beside `latent`, so that
     log p(z) is counted once. Classes outside the `kept` best by the cheap terms (label, and
-    latent when it is used) are −inf."""
+    latent when it is used) are −inf. The codes are decoded `DECODER_PASS` at a time
+    (`reconstruction`), or all in `one_pass`, as an exported graph does."""
     mu, logvar = model.encoder.all_classes(model.encoder.features(x))
     std = std_from_logvar(logvar)
     codes = mu[:, :, None, :] + std[:, :, None, :] * noise
@@ -112,8 +124,7 @@ def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[
             classes = ranking.topk(kept, dim=1).indices
         index = classes[:, :, None].expand(batch, kept, samples)
         chosen = codes.gather(1, classes[:, :, None, None].expand(batch, kept, samples, k))
-        recon = model.decoder(chosen.reshape(-1, k)).view(batch, kept, samples, *x.shape[1:])
-        error = -0.5 * (recon - x[:, None, None]).pow(2).flatten(3).sum(-1)
+        error = reconstruction(model, x, chosen, one_pass)
         out["recon"] = torch.full_like(label, -math.inf).scatter(1, index, error)
     elif kept < n_classes:
         dropped = ranking.topk(n_classes - kept, dim=1, largest=False).indices
@@ -121,6 +132,48 @@ def sample_terms(model: DGC, x: torch.Tensor, noise: torch.Tensor, terms: tuple[
             out[name] = out[name].scatter(1, dropped[:, :, None].expand(-1, -1, samples),
                                           -math.inf)
     return out, codes
+
+
+def reconstruction(model: DGC, x: torch.Tensor, codes: torch.Tensor,
+                   one_pass: bool = False) -> torch.Tensor:
+    """−½‖x − G_X(z)‖² of codes (B, K, S, k) of images x (B, ...), (B, K, S): decoded a few
+    images at a time, about `DECODER_PASS` codes a pass, so that the decoder's activations stay
+    in a core's cache, or all in `one_pass`. On a CPU with several torch threads, in inference
+    mode and float32, the passes run side by side, one thread each, as small operations split
+    over threads gain little (docs/results/prediction-speed.md); each pass's numbers are its own
+    either way."""
+    batch, kept, samples, k = codes.shape
+    per_pass = batch if one_pass else max(1, DECODER_PASS // (kept * samples))
+
+    def error(start: int) -> torch.Tensor:
+        recon = model.decoder(codes[start:start + per_pass].reshape(-1, k))
+        recon = recon.view(-1, kept, samples, *x.shape[1:])
+        return -0.5 * (recon - x[start:start + per_pass, None, None]).pow(2).flatten(3).sum(-1)
+
+    starts = range(0, batch, per_pass)
+    threads = torch.get_num_threads()
+    if (len(starts) == 1 or threads == 1 or codes.device.type != "cpu"
+            or not torch.is_inference_mode_enabled() or torch.is_autocast_enabled("cpu")):
+        errors = [error(start) for start in starts]
+    else:
+        errors = side_by_side(error, starts, threads)
+    return torch.cat(errors) if len(errors) > 1 else errors[0]
+
+
+def side_by_side(work: Callable[[int], torch.Tensor], items: Sequence[int],
+                 threads: int) -> list[torch.Tensor]:
+    """`work` of every item, in order, by `threads` Python threads running one torch thread each
+    (torch's operators release the GIL), in inference mode; torch's thread count is restored."""
+    def run(item: int) -> torch.Tensor:
+        with torch.inference_mode():
+            return work(item)
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(run, items))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def decompose(model: DGC, x: torch.Tensor, y: np.ndarray, cfg: PredictConfig,

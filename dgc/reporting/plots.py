@@ -49,7 +49,7 @@ LOSS_TERMS = {
     "lvo": "extra encoder (LVO) step: L",
 }
 VALIDATION_METRICS = {"acsa": "ACSA", "f_macro": "F_macro", "g_macro": "G_macro"}
-NOT_LOSSES = {"epoch", "lr", "seconds", "trace", "val"}
+NOT_LOSSES = {"epoch", "step", "lr", "seconds", "trace", "val"}
 
 
 def pixel_size(name: str) -> tuple[int, int]:

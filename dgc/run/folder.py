@@ -20,6 +20,8 @@ from dgc.data.registry import DATASETS
 LOCK = ".dgc.lock"
 CONFIG = "config.json"  # the settings, the environment and facts about the data
 HISTORY = "history.json"
+EPOCHS = "metrics.csv"  # one row an epoch, written as the run trains (dgc.train.logs)
+TENSORBOARD = "tensorboard"  # TensorBoard's event files, with --tensorboard
 METRICS = "metrics.json"  # the test metrics, written last: the run is finished
 PREDICTIONS = "predictions.npz"  # the test set's labels, predicted labels and probabilities
 PARTIAL_PREDICTIONS = "predictions.partial.npz"  # the test chunks predicted so far, until done
@@ -27,7 +29,7 @@ CHECKPOINT = "checkpoint.pt"  # everything needed to resume
 PREVIOUS = "checkpoint.prev.pt"  # the generation before CHECKPOINT, should that be damaged
 BEST = "best.pt"  # the weights that are evaluated
 # Files that only a run writes: one of them makes a folder "hold a run".
-RUN_FILES = (CONFIG, CHECKPOINT, PREVIOUS, BEST, HISTORY, METRICS)
+RUN_FILES = (CONFIG, CHECKPOINT, PREVIOUS, BEST, HISTORY, METRICS, EPOCHS)
 # Keys of config.json that record facts about the run rather than settings.
 RUN_FACTS = ("environment", "resumed_in", "split_sha256", "test_sha256", "n_params", "data")
 FINGERPRINTS = ("split_sha256", "test_sha256")
@@ -98,9 +100,11 @@ class RunDir:
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
-    def files(self) -> CheckpointFiles:
-        """Where the run's trainer saves its checkpoints and best weights."""
-        return CheckpointFiles(self.path / CHECKPOINT, self.path / PREVIOUS, self.path / BEST)
+    def files(self, tensorboard: bool = False) -> CheckpointFiles:
+        """Where the run's trainer saves its checkpoints, best weights and per-epoch logs."""
+        return CheckpointFiles(self.path / CHECKPOINT, self.path / PREVIOUS, self.path / BEST,
+                               self.path / EPOCHS,
+                               self.path / TENSORBOARD if tensorboard else None)
 
     def holds_run(self) -> bool:
         return any((self.path / name).exists() for name in RUN_FILES)

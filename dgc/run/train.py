@@ -44,6 +44,7 @@ from dgc.run.folder import (
     check_resume,
 )
 from dgc.run.predict import predict_test_set, save_predictions
+from dgc.train.logs import check_tensorboard
 from dgc.train.loop import EpochTrainer
 
 
@@ -84,13 +85,18 @@ def environments(out: RunDir, resume: bool, now: dict[str, Any]) -> dict[str, An
 
 
 def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
-              log: Any = print, overwrite: bool = False) -> dict[str, Any]:
-    """Train, evaluate on the test set, and write the run directory; returns the metrics. A folder
+              log: Any = print, overwrite: bool = False,
+              tensorboard: bool = False) -> dict[str, Any]:
+    """Train, evaluate on the test set, and write the run directory; returns the metrics. Every
+    epoch adds a row to metrics.csv, and, with `tensorboard`, scalars to TensorBoard's event files
+    under tensorboard/ (`dgc.train.logs`). A folder
     that already holds a run is refused unless `resume` continues it or `overwrite` moves it aside
     (to `NAME.old-K`, once every setting and the data are checked); the folder is locked while the
     run lives. Under torchrun every process trains, and process 0 alone validates, logs, writes
     the files and returns the metrics; the others return {} after training."""
     validate(cfg)
+    if tensorboard:
+        check_tensorboard()
     out = RunDir(cfg.out_dir)
     main = distributed.is_main()
     if not main:  # process 0 owns the folder and its lock, and alone shows progress and logs
@@ -106,11 +112,12 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True,
             distributed.share_refusal(refusal)
             raise
         distributed.share_refusal(None)
-        return train_locked(cfg, out, resume, progress, log, main, overwrite)
+        return train_locked(cfg, out, resume, progress, log, main, overwrite, tensorboard)
 
 
 def train_locked(cfg: RunConfig, out: RunDir, resume: bool, progress: bool, log: Any,
-                 main: bool, overwrite: bool = False) -> dict[str, Any]:
+                 main: bool, overwrite: bool = False,
+                 tensorboard: bool = False) -> dict[str, Any]:
     """`train_run` once the folder is checked and locked: data, model, training, files."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -122,8 +129,9 @@ def train_locked(cfg: RunConfig, out: RunDir, resume: bool, progress: bool, log:
         train_data = dataclasses.replace(train_data, x_val=train_data.x_val[:0],
                                          y_val=train_data.y_val[:0])
     generator = generator_run(cfg) if cfg.baseline.resample == "dgc" else None
-    trainer = family_of(cfg).trainer(model, cfg, train_data, out.files() if main else None,
-                                     progress, log, generator)
+    trainer = family_of(cfg).trainer(model, cfg, train_data,
+                                     out.files(tensorboard) if main else None, progress, log,
+                                     generator)
     if overwrite and out.holds_run():  # only now: building the trainer checks the last settings
         log(f"dgc: moved the earlier run in {out.path} to {out.move_aside()}")
     if resume:

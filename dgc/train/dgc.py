@@ -65,7 +65,8 @@ class Trainer(EpochTrainer):
             index = torch.randperm(len(self.data.y), generator=self.generator)[: t.pretrain_batch]
             with self.mixed_precision():
                 mu, logvar = self.model.encoder(self.data.x[index], self.data.y[index])
-                loss = moment_matching_loss(reparameterise(mu, logvar, self.noise(len(index))))
+                loss = moment_matching_loss(reparameterise(mu, logvar, self.noise(len(index))),
+                                            self.data.row_weights(index))
             self.check_finite({"pre-training moment-matching": loss})
             loss_value = float(distributed.mean(loss.detach()))
             if loss_value < t.pretrain_tol or steps >= t.pretrain_steps:
@@ -81,32 +82,36 @@ class Trainer(EpochTrainer):
         """LVO step (optional), joint step, then the label-head step on oversampled codes."""
         t = self.cfg.train
         x, y = self.batch(index)
+        weights = self.data.row_weights(index)
         values: dict[str, float] = {}
         if t.lvo:
-            loss, _, _ = self.objective(x, y)
+            loss, _, _ = self.objective(x, y, weights)
             self.encoder_optimizer.zero_grad(set_to_none=True)
             loss.backward(inputs=list(self.model.encoder.parameters()))
             self.finish_gradients(self.model.encoder.parameters())
             self.encoder_optimizer.step()
             values["lvo"] = float(loss.detach())
-        loss, terms, out = self.objective(x, y)
+        loss, terms, out = self.objective(x, y, weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.finish_gradients(self.model.parameters())
         self.optimizer.step()
         values.update(terms, loss=float(loss.detach()))
 
-        rows = oversampling_index(y, self.data.train_counts, t.sampling_rate)
+        rows = oversampling_index(y, self.data.class_totals(), t.sampling_rate,
+                                  t.sampling_rate * float(self.data.train_counts.max() - 1))
         mu, logvar = out["mu"].detach()[rows], out["logvar"].detach()[rows]
         z, labels = reparameterise(mu, logvar, self.noise(len(rows))), y[rows]
         mix, partner = self.mixing(len(rows))
         with self.mixed_precision():
             logits = self.model.head(z if partner is None else mix * z + (1 - mix) * z[partner])
+            row_weights = None if weights is None else weights[rows]
             head_loss = mix * classification_loss(logits, labels, t.cls_weight, self.log_prior,
-                                                  t.logit_adjust_tau)
+                                                  t.logit_adjust_tau, row_weights)
             if partner is not None:  # mixup of the latent codes (`train.mixup`)
                 head_loss = head_loss + (1 - mix) * classification_loss(
-                    logits, labels[partner], t.cls_weight, self.log_prior, t.logit_adjust_tau)
+                    logits, labels[partner], t.cls_weight, self.log_prior, t.logit_adjust_tau,
+                    None if row_weights is None else row_weights[partner])
         self.check_finite({"oversampled cross-entropy": head_loss})
         self.optimizer.zero_grad(set_to_none=True)
         head_loss.backward()
@@ -116,24 +121,25 @@ class Trainer(EpochTrainer):
         values["head_cls"] = float(head_loss.detach())
         return values
 
-    def objective(self, x: torch.Tensor,
-                  y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
+    def objective(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
         """L = ½‖x − G_X(z)‖² + λ·MMD_IMQ(z, N(0, I)) + w_cls·CE(y, G_Y(z))  (METHOD §2),
         plus β·KL(q(z|x,y) ‖ learned prior) with a mixture prior (DGCMM); a term whose weight
-        is 0 is not computed."""
+        is 0 is not computed. Row `weights` (`TrainData.weights`) weigh every term."""
         t = self.cfg.train
         with self.mixed_precision():
             out = self.model(x, y, self.noise(len(y)))
-            terms = {"recon": reconstruction_loss(x, out["recon"])}
+            terms = {"recon": reconstruction_loss(x, out["recon"], weights)}
             loss = terms["recon"]
             if t.mmd_weight:
-                terms["mmd"] = imq_mmd(out["z"], self.noise(len(y)))
+                terms["mmd"] = imq_mmd(out["z"], self.noise(len(y)), weights)
                 loss = loss + t.mmd_weight * terms["mmd"]
             if self.model.prior is not None and t.prior_weight:
-                terms["prior_kl"] = self.model.prior.kl(out["mu"], out["logvar"], out["z"], y)
+                terms["prior_kl"] = self.model.prior.kl(out["mu"], out["logvar"], out["z"], y,
+                                                        weights)
                 loss = loss + t.prior_weight * terms["prior_kl"]
             terms["cls"] = classification_loss(out["logits"], y, t.cls_weight, self.log_prior,
-                                               t.logit_adjust_tau)
+                                               t.logit_adjust_tau, weights)
             loss = loss + terms["cls"]
         self.check_finite({TERM_NAMES[name]: value for name, value in terms.items()})
         return loss, {name: float(value.detach()) for name, value in terms.items()}, out

@@ -25,11 +25,15 @@ from dgc.core.io import CheckpointFiles, save_checkpoint
 from dgc.core.metrics import compute_metrics
 from dgc.nn.losses import class_log_prior
 from dgc.train.augment import augment_batch
+from dgc.train.logs import EpochLog
 
 
 @dataclass
 class TrainData:
-    """Training (and optional validation) tensors, float (N, C, H, W), and whole-set counts."""
+    """Training (and optional validation) tensors, float (N, C, H, W), and whole-set counts.
+    `weights`, where the rows are weighted (`DGCClassifier.fit`'s sample_weight), holds one
+    weight per training row, mean 1, and `weighted_counts` each class's total weight over the
+    whole set: the class prior and the oversampling rates then follow the weights."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -37,6 +41,16 @@ class TrainData:
     x_val: torch.Tensor
     y_val: torch.Tensor
     hflip: bool
+    weights: torch.Tensor | None = None
+    weighted_counts: torch.Tensor | None = None
+
+    def class_totals(self) -> torch.Tensor:
+        """Each class's weight in the training set: its count, or its rows' total weight."""
+        return self.train_counts if self.weighted_counts is None else self.weighted_counts
+
+    def row_weights(self, index: torch.Tensor) -> torch.Tensor | None:
+        """The weights of training rows `index` (None: every row weighs 1)."""
+        return None if self.weights is None else self.weights[index]
 
 
 def learning_rate(cfg: RunConfig, epoch: float) -> float:
@@ -77,7 +91,7 @@ class EpochTrainer:
         t = cfg.train
         self.optimizer = optimizer(model.parameters(), t)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.log_prior = class_log_prior(data.train_counts).to(data.x.device)
+        self.log_prior = class_log_prior(data.class_totals()).to(data.x.device)
         self.epoch, self.step, self.seconds = 0, 0, 0.0
         self.best: dict[str, Any] = {"score": None, "epoch": None}
         self.best_weights: dict[str, torch.Tensor] | None = None
@@ -107,8 +121,21 @@ class EpochTrainer:
 
     def fit(self) -> dict[str, Any]:
         """Train up to `cfg.train.epochs`, checkpointing after every epoch."""
-        t = self.cfg.train
         self.prepare()
+        logs = (EpochLog(self.files.epochs, self.files.tensorboard)
+                if self.files is not None and self.files.epochs is not None else None)
+        try:
+            if logs is not None:
+                logs.start(self.history["epochs"], self.step)
+            self.run_epochs(logs)
+        finally:
+            if logs is not None:
+                logs.close()
+        return self.history
+
+    def run_epochs(self, logs: EpochLog | None) -> None:
+        """`fit`'s epochs, each logged (`logs`) before its checkpoint is written."""
+        t = self.cfg.train
         bar = progress.bar(range(self.epoch, t.epochs), self.progress, desc="train", unit="epoch",
                            initial=self.epoch, total=t.epochs)
         lines = self.progress and not progress.interactive()
@@ -122,7 +149,10 @@ class EpochTrainer:
             self.epoch += 1
             self.seconds += time.perf_counter() - started
             record["seconds"] = round(time.perf_counter() - started, 3)
+            record["step"] = self.step
             self.history["epochs"].append(record)
+            if logs is not None:  # first, so that a resume never finds a row missing
+                logs.write(record)
             self.keep_best(record)
             self.save()
             shown = ({k: f"{v:.3g}" for k, v in record.items() if k in self.shown}
@@ -132,7 +162,6 @@ class EpochTrainer:
                 self.log(f"dgc: epoch {self.epoch}/{t.epochs} "
                          + " ".join(f"{k} {v}" for k, v in shown.items())
                          + f" ({record['seconds']:.1f} s)")
-        return self.history
 
     def prepare(self) -> None:
         """Work done once before the first epoch (and skipped when resuming after it)."""
