@@ -33,10 +33,13 @@ from dgc.bench.sweep import parse_values, run_sweep
 from dgc.bench.tables import calibration_tables, ood_tables, oversampling_table, shift_tables
 from dgc.config import (
     BACKBONES,
+    IMAGES_SIZE,
     OPTIONS,
     PAPER_SAMPLES,
+    PRESETS,
     PredictConfig,
     RunConfig,
+    default_preset,
     validate,
     with_settings,
 )
@@ -137,8 +140,9 @@ def add_training_options(parser: argparse.ArgumentParser, data_file: bool = Fals
     """Options of every command that trains (train, sweep, bench); with `data_file`, `--data`
     (an .npz) is the alternative to `--data-dir`."""
     parser.add_argument("--exp", choices=dataset_names(), help=EXP_HELP)
-    parser.add_argument("--preset", choices=("cpu", "paper"),
-                        help="default: paper with a CUDA device, cpu otherwise")
+    parser.add_argument("--preset", choices=tuple(PRESETS),
+                        help="default: images for class folders and ELPV (a pretrained network "
+                             "at 96 px), else paper with a CUDA device and cpu otherwise")
     parser.add_argument("--epochs", type=int, help="training epochs (a series: of each run)")
     source = parser.add_mutually_exclusive_group() if data_file else parser
     source.add_argument("--data-dir", help=DATA_DIR_HELP)
@@ -146,8 +150,9 @@ def add_training_options(parser: argparse.ArgumentParser, data_file: bool = Fals
         source.add_argument("--data", help="a .npz with x_train, y_train, x_test, y_test")
     parser.add_argument("--image-size", type=int,
                         help="class folders and ELPV: square size every image is resized to "
-                             f"(default: the median longer side, at most {MAX_DEFAULT_SIZE}; "
-                             f"ELPV {ELPV_SIZE}, natively 300)")
+                             f"(default: {IMAGES_SIZE} with the images preset; with another, "
+                             f"the median longer side, at most {MAX_DEFAULT_SIZE}, and ELPV "
+                             f"{ELPV_SIZE}, natively 300)")
     parser.add_argument("--test-fraction", type=float,
                         help="class folders without train/ and test/: share of each class held "
                              f"out as the test set (default {DEFAULT_TEST_FRACTION})")
@@ -320,10 +325,11 @@ def predict_settings(args: argparse.Namespace, cfg: RunConfig) -> PredictConfig:
     return changed.predict
 
 
-def hardware(args: argparse.Namespace) -> tuple[bool, str, str]:
-    """(CUDA present, preset, device): `paper` and `cuda` when a GPU is there, else `cpu`."""
+def hardware(args: argparse.Namespace, exp: str) -> tuple[bool, str, str]:
+    """(CUDA present, preset, device): the dataset's `default_preset` unless one is named, and
+    `cuda` when a GPU is there."""
     cuda = torch.cuda.is_available()
-    preset = args.preset or ("paper" if cuda else "cpu")
+    preset = args.preset or default_preset(exp, cuda)
     device = args.device or ("cuda" if cuda else "cpu")
     if device == "cuda" and not cuda:
         raise DGCError("--device cuda was asked for but no CUDA device is available")
@@ -331,8 +337,8 @@ def hardware(args: argparse.Namespace) -> tuple[bool, str, str]:
 
 
 def command_train(args: argparse.Namespace) -> None:
-    cuda, preset, device = hardware(args)
     exp = resolve_exp(args)
+    cuda, preset, device = hardware(args, exp)
     cfg = resolve_config(exp, preset, args.method, option_settings(args), args.set, args.out,
                          seed=args.seed, data_dir=args.data or args.data_dir, profile=args.profile,
                          image_size=args.image_size, test_fraction=args.test_fraction,
@@ -551,8 +557,8 @@ def command_report(args: argparse.Namespace) -> None:
 
 
 def command_sweep(args: argparse.Namespace) -> None:
-    _, preset, device = hardware(args)
     exp = resolve_exp(args)
+    _, preset, device = hardware(args, exp)
     out = Path(args.out or Path("runs") / f"sweep-{exp}-{args.method}-{args.param}")
     cfg = resolve_config(exp, preset, args.method, option_settings(args), args.set, str(out),
                          data_dir=args.data_dir, image_size=args.image_size,
@@ -583,8 +589,8 @@ def command_sample(args: argparse.Namespace) -> None:
 
 
 def command_bench(args: argparse.Namespace) -> None:
-    cuda, preset, device = hardware(args)
     exp = resolve_exp(args)
+    cuda, preset, device = hardware(args, exp)
     if args.paper and not DATASETS[exp].published:
         raise DGCError(f"--paper: the paper publishes no numbers for {exp}, only for "
                        f"{', '.join(n for n, i in DATASETS.items() if i.published)}")

@@ -15,11 +15,19 @@ from PIL import Image
 
 from dgc import DGCClassifier
 from dgc.cli import main
-from dgc.config import apply_overrides, build_config, with_steps
+from dgc.config import (
+    IMAGES_EPOCHS,
+    IMAGES_SIZE,
+    apply_overrides,
+    build_config,
+    default_preset,
+    with_steps,
+)
 from dgc.core.errors import DGCError, DGCWarning
 from dgc.core.progress import quiet
 from dgc.data import folder, load_folder, load_imbalanced
 from dgc.data.files import ARRAYS, read_cache
+from dgc.methods.registry import resolve_config
 
 
 def write_image(path: Path, value: int, size: tuple[int, int] = (6, 6), mode: str = "L") -> None:
@@ -428,8 +436,8 @@ def test_train_evaluate_predict_and_bench_on_class_folders(
 ) -> None:
     run = tmp_path / "run"
     assert main(["train", "--data-dir", str(split_dir), "--epochs", "2", "--samples", "1",
-                 "--image-size", "8", "--letterbox", "--quiet", "--no-report", "--out",
-                 str(run)]) == 0
+                 "--image-size", "8", "--letterbox", "--preset", "cpu", "--quiet", "--no-report",
+                 "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["exp"] == "folder" and config["image_size"] == 8 and config["letterbox"]
     assert config["data"]["class_names"] == ["a", "b", "c"]
@@ -456,7 +464,8 @@ def test_train_evaluate_predict_and_bench_on_class_folders(
 
     bench = tmp_path / "bench"
     assert main(["bench", "--data-dir", str(split_dir), "--methods", "dgc,ce", "--seeds", "1",
-                 "--epochs", "1", "--image-size", "8", "--quiet", "--out", str(bench)]) == 0
+                 "--preset", "cpu", "--epochs", "1", "--image-size", "8", "--quiet",
+                 "--out", str(bench)]) == 0
     results = json.loads((bench / "results.json").read_text())
     assert {r["method"] for r in results["runs"]} == {"dgc", "ce"}
     assert "`dgc`" in (bench / "table.md").read_text()
@@ -465,7 +474,8 @@ def test_train_evaluate_predict_and_bench_on_class_folders(
     finished = {p: p.stat().st_mtime_ns for p in bench.glob("*/metrics.json")}
     respelled = f"{split_dir}/../{split_dir.name}/"
     assert main(["bench", "--data-dir", respelled, "--methods", "dgc,ce", "--seeds", "1",
-                 "--epochs", "1", "--image-size", "8", "--quiet", "--out", str(bench)]) == 0
+                 "--preset", "cpu", "--epochs", "1", "--image-size", "8", "--quiet",
+                 "--out", str(bench)]) == 0
     assert {p: p.stat().st_mtime_ns for p in bench.glob("*/metrics.json")} == finished
 
     # the folder is the data: another folder's finished runs are not counted as this one's
@@ -474,7 +484,8 @@ def test_train_evaluate_predict_and_bench_on_class_folders(
     write_classes(other / "test", {"a": 3, "b": 3, "c": 3}, start=90)
     capsys.readouterr()
     assert main(["bench", "--data-dir", str(other), "--methods", "dgc,ce", "--seeds", "1",
-                 "--epochs", "1", "--image-size", "8", "--quiet", "--out", str(bench)]) == 2
+                 "--preset", "cpu", "--epochs", "1", "--image-size", "8", "--quiet",
+                 "--out", str(bench)]) == 2
     assert "data_dir" in capsys.readouterr().err
 
 
@@ -518,3 +529,23 @@ def test_reading_logs_one_line_per_stage_and_errors_stay_on_their_own_line(
         lines = capsys.readouterr().err.splitlines()
         assert lines[:-1] == before and lines[-1].startswith("dgc: error: cannot read image ")
         assert "\r" not in "".join(lines)
+
+
+def test_class_folders_take_the_images_preset_unless_another_is_named() -> None:
+    """Defect photos need more than the Fashion-MNIST network: folders get the pretrained one
+    at `IMAGES_SIZE` px, without mirrors (a folder's classes may not survive them); an explicit
+    size or preset wins, and 28-pixel benchmarks keep their presets."""
+    cfg = resolve_config("folder", default_preset("folder", cuda=False), "dgc")
+    assert (cfg.preset, cfg.image_size, cfg.model.backbone) == ("images", IMAGES_SIZE,
+                                                                "efficientnet-lite0")
+    assert cfg.train.epochs == IMAGES_EPOCHS and not cfg.train.dihedral
+    assert resolve_config("folder", "images", "ce", image_size=64).image_size == 64
+    cpu = resolve_config("folder", "cpu", "dgc")
+    assert (cpu.model.backbone, cpu.image_size) == ("conv", None)
+    assert (default_preset("fashion", cuda=False), default_preset("fashion", cuda=True)) == (
+        "cpu", "paper")
+    with pytest.raises(DGCError, match="images preset is for class folders and ELPV"):
+        resolve_config("fashion", "images", "dgc")
+    with pytest.raises(DGCError, match=r"--image-size 8 is too small for --backbone "
+                                       r"efficientnet-lite0 \(the images preset's network\)"):
+        resolve_config("folder", "images", "dgc", image_size=8)

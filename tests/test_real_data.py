@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import json
 import os
 import pickle
 from pathlib import Path
@@ -184,12 +185,16 @@ def test_elpv_without_the_package_says_how_to_install_it(
     assert "(and of elpv, elpv-binary, elpv-types)" in capsys.readouterr().err
 
 
-def test_dgc_trains_on_elpv_files(tmp_path: Path) -> None:
+def test_dgc_trains_on_elpv_files_with_the_images_preset(tmp_path: Path) -> None:
+    """ELPV takes the `images` preset unasked: the pretrained network, mirrors and turns."""
     write_elpv(tmp_path, tuple((p, t, 3 * n) for p, t, n in STRATA))
     code = main(["train", "--exp", "elpv-binary", "--data-dir", str(tmp_path), "--image-size",
-                 "16", "--epochs", "1", "--set", "train.pretrain_batch=50", "--samples", "1",
+                 "16", "--epochs", "1", "--set", "train.pretrain_steps=2", "--samples", "1",
                  "--threads", "1", "--quiet", "--no-report", "--out", str(tmp_path / "run")])
     assert code == 0 and (tmp_path / "run" / "metrics.json").is_file()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["preset"] == "images" and config["image_size"] == 16
+    assert config["model"]["backbone"] == "efficientnet-lite0" and config["train"]["dihedral"]
 
 
 @pytest.mark.skipif(elpv.package_folder() is None, reason="elpv-dataset not installed")

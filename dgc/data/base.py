@@ -40,7 +40,8 @@ class DatasetInfo:
     set as given); `family` picks the presets' architecture and schedule (`dgc.config`);
     `published` holds the paper's numbers for it and `published_std` its DGC row's spread;
     `user_data` marks the user's own data, whose folder or file *is* the dataset (so another
-    `--data-dir` is other data, not another copy).
+    `--data-dir` is other data, not another copy); `dihedral` says that mirrors and 90°
+    rotations keep every image's class (the `images` preset then trains with them).
     None and empty mean not known before the files are read, or not published.
     """
 
@@ -55,6 +56,7 @@ class DatasetInfo:
     published_std: dict[str, float] = field(default_factory=dict)
     options: tuple[str, ...] = ()
     user_data: bool = False
+    dihedral: bool = False
 
 
 def published_table(text: str) -> Published:

@@ -146,9 +146,10 @@ def load_elpv(data_dir: PathLike | None = None, image_size: int | None = None,
 
 def info(name: str, labels: str, names: tuple[str, ...]) -> DatasetInfo:
     """A dataset entry of ELPV under one labelling: its own imbalance, the class-folder preset
-    family, mirrored cells allowed (a mirrored crack is still a crack)."""
+    family, mirrored and turned cells allowed (a mirrored or turned crack is still a crack)."""
     return DatasetInfo(name, partial(load_elpv, labels=labels), image_shape=None, hflip=True,
-                       class_names=names, family="folder", options=("image_size",))
+                       class_names=names, family="folder", options=("image_size",),
+                       dihedral=True)
 
 
 ELPV = info("elpv", "grades", GRADE_NAMES)
