@@ -55,6 +55,9 @@ SMALL_DATA_STEPS = 2500
 # (docs/results/real-images.md).
 IMAGES_SIZE = 96
 IMAGES_EPOCHS = 20
+# The least image side a pretrained EfficientNet-Lite takes: its five halvings reduce less to
+# nothing.
+PRETRAINED_MIN_SIZE = 16
 
 
 @dataclass
@@ -529,11 +532,12 @@ def validate(cfg: RunConfig) -> None:
     for key, (value, _) in settings.items():
         if error := range_error(key, value, option(key)):
             raise DGCError(error)
-    if cfg.model.backbone.startswith("efficientnet") and (cfg.image_size or 16) < 16:
+    if (cfg.model.backbone.startswith("efficientnet") and cfg.image_size is not None
+            and cfg.image_size < PRETRAINED_MIN_SIZE):
         whose = " (the images preset's network)" if cfg.preset == "images" else ""
         raise DGCError(f"--image-size {cfg.image_size} is too small for --backbone "
-                       f"{cfg.model.backbone}{whose}, which halves images five times: give 16 "
-                       f"or more, or --preset cpu for small images")
+                       f"{cfg.model.backbone}{whose}, which halves images five times: give "
+                       f"{PRETRAINED_MIN_SIZE} or more, or --preset cpu for small images")
     if (cfg.baseline.resample == "dgc") != (cfg.baseline.generator is not None):
         raise DGCError("baseline.resample=dgc and baseline.generator=RUN (a DGC run of the same "
                        "training split; {seed} stands for the seed) go together")

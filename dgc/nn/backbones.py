@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgc.config import ModelConfig
+from dgc.config import PRETRAINED_MIN_SIZE, ModelConfig
 from dgc.core.errors import DGCError
 from dgc.core.io import one_line
 
@@ -268,13 +268,15 @@ def lite_key(key: str) -> str:
 
 def trunk(image_shape: tuple[int, ...], cfg: ModelConfig) -> tuple[nn.Module, int]:
     """The trunk `cfg.backbone` names for images of `image_shape`, and its output size; a
-    pretrained one refuses images below 16 px, which its five halvings reduce to nothing."""
+    pretrained one refuses images below `PRETRAINED_MIN_SIZE` px (the settings' check,
+    `dgc.config.validate`, cannot see a size the data chooses)."""
     if cfg.backbone == "conv":
         return conv_trunk(image_shape, cfg)
-    if cfg.backbone != "resnet" and min(image_shape[:2]) < 16:
+    if cfg.backbone != "resnet" and min(image_shape[:2]) < PRETRAINED_MIN_SIZE:
+        size = PRETRAINED_MIN_SIZE
         raise DGCError(f"--backbone {cfg.backbone} halves images five times, so it needs at "
-                       f"least 16×16 px, not {image_shape[0]}×{image_shape[1]}; resize them "
-                       "(--image-size) or choose --backbone resnet")
+                       f"least {size}×{size} px, not {image_shape[0]}×{image_shape[1]}; resize "
+                       "them (--image-size) or choose --backbone resnet")
     module = (ResidualTrunk(image_shape, cfg.width) if cfg.backbone == "resnet"
               else EfficientNetLite(cfg.backbone))
     return module, module.out_features

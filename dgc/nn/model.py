@@ -28,6 +28,7 @@ from torch import nn
 from dgc.config import ModelConfig, RunConfig
 from dgc.core.errors import DGCError
 from dgc.nn.backbones import BN_EPS, BN_MOMENTUM, ResidualDecoder, encoder_depth, trunk
+from dgc.nn.losses import batch_mean
 
 LOGVAR_CLIP = 50.0
 
@@ -241,7 +242,7 @@ class MixturePrior(nn.Module):
             log_pi = torch.log_softmax(self.logits, 0)
             log_gamma = torch.log_softmax(log_pi + self.components(z), dim=1)
             per_row = (log_gamma.exp() * (per_component + log_gamma - log_pi)).sum(1)
-        return per_row.mean() if weights is None else (per_row * weights).mean()
+        return batch_mean(per_row, weights)
 
 
 class DGC(nn.Module):

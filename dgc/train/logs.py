@@ -42,11 +42,9 @@ def row_of(record: dict[str, Any]) -> dict[str, float | int]:
 def tensorboard_writer(folder: Path, purge_step: int | None) -> Any:
     """A TensorBoard SummaryWriter (the optional `tensorboard` package), refused in one line
     where it is missing."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as error:
-        raise DGCError("--tensorboard needs the tensorboard package: pip install "
-                       "'dgc-imbalance[tensorboard]' (or pip install tensorboard)") from error
+    check_tensorboard()
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(str(folder), purge_step=purge_step)
 
 
