@@ -73,6 +73,9 @@ class ModelConfig:
     `backbone` is the image trunk of the encoder and of the baselines' network
     (`dgc.nn.backbones`): "conv" (METHOD §1), "resnet" (from scratch) or an ImageNet-trained
     "efficientnet-lite0|1|2"; DGC's decoder mirrors the residual one for all but "conv".
+    `decoder_crop` makes that decoder start at 4×4 and crop what overshoots the image, as it did
+    before it started at the size that doubles up to the image exactly: a config.json written
+    then, which lacks the field, gets it on, so that its weights still fit.
 
     `prior` is p(z): "normal" N(0, I) as METHOD §1; "mixture" a learned Gaussian mixture with one
     component per class (DGCMM, METHOD §9); "class" the same mixture with component c tied to
@@ -90,6 +93,7 @@ class ModelConfig:
     init: str = "paper"
     prior: str = "normal"
     backbone: str = "conv"
+    decoder_crop: bool = False
 
 
 @dataclass
@@ -240,12 +244,14 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Rebuild a config from `to_dict` output (JSON turns tuples into lists).
 
-        A config.json written before the `baseline` section existed gets its defaults.
+        A config.json written before the `baseline` section existed gets its defaults, and one
+        written before `model.decoder_crop` the decoder its weights were trained in.
         """
         flat = {k: v for k, v in data.items() if k not in SECTIONS}
         if flat.get("profile") is not None:
             flat["profile"] = tuple(flat["profile"])
         model = dict(data["model"], head_hidden=tuple(data["model"]["head_hidden"]))
+        model.setdefault("decoder_crop", model.get("backbone", "conv") != "conv")
         train = dict(data["train"], held_out=tuple(data["train"].get("held_out", ())))
         baseline = dict(data.get("baseline", {}))
         if baseline.get("loss") == "logit-adjust":  # a run from before the one τ setting

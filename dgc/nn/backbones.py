@@ -133,17 +133,25 @@ class ResidualTrunk(nn.Module):
 
 
 class ResidualDecoder(nn.Module):
-    """p(x | z) for the residual and pretrained trunks: z to a 4×4 map, then an up-sampling
+    """p(x | z) for the residual and pretrained trunks: z to a small map, then an up-sampling
     (nearest, ×2) and a basic block per stage, halving the channels down to `width`, to the
-    image's size; sigmoid."""
+    image's size; sigmoid.
 
-    def __init__(self, image_shape: tuple[int, ...], latent_dim: int, width: int):
+    The map starts at the size that doubles up to the image's exactly (3×3 for 96 px), since the
+    last stage at full size is most of a DGC training step; `crop` starts at 4×4 and crops the
+    overshoot instead (128 px for 96: 2.4× the decoder's time), as runs that predate
+    `model.decoder_crop` were trained."""
+
+    def __init__(self, image_shape: tuple[int, ...], latent_dim: int, width: int,
+                 crop: bool = False):
         super().__init__()
         height, wide, channels = image_shape
         ups = max(1, math.ceil(math.log2(max(height, wide) / 4)))
+        self.start = 4 if crop else math.ceil(max(height, wide) / 2**ups)
         self.out_size = (height, wide)
         self.channels = c_in = width * 2 ** min(ups, 3)
-        self.project = nn.Sequential(nn.Linear(latent_dim, c_in * 16), nn.ReLU(inplace=True))
+        self.project = nn.Sequential(nn.Linear(latent_dim, c_in * self.start**2),
+                                     nn.ReLU(inplace=True))
         layers: list[nn.Module] = []
         for _ in range(ups):
             layers += [nn.Upsample(scale_factor=2, mode="nearest"),
@@ -152,7 +160,7 @@ class ResidualDecoder(nn.Module):
         self.body = nn.Sequential(*layers, nn.Conv2d(c_in, channels, 3, 1, 1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        image = self.body(self.project(z).view(-1, self.channels, 4, 4))
+        image = self.body(self.project(z).view(-1, self.channels, self.start, self.start))
         height, wide = self.out_size
         top, left = (image.shape[-2] - height) // 2, (image.shape[-1] - wide) // 2
         return torch.sigmoid(image[..., top:top + height, left:left + wide])
@@ -160,19 +168,27 @@ class ResidualDecoder(nn.Module):
 
 class ConvBN(nn.Sequential):
     """A convolution with TensorFlow's SAME padding (as the Lite weights were trained), its
-    BatchNorm (TensorFlow's eps 1e-3) and, unless `act` is off, ReLU6."""
+    BatchNorm (TensorFlow's eps 1e-3) and, unless `act` is off, ReLU6.
+
+    At stride 1 SAME pads k // 2 on every side, so the convolution pads itself; at stride 2 the
+    padding depends on the input's size and may be uneven, so `forward` pads first (a copy of the
+    map that stride 1 does without: about a tenth of a training step)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1,
                  act: bool = True):
-        super().__init__(nn.Conv2d(c_in, c_out, kernel, stride, groups=groups, bias=False),
+        padding = kernel // 2 if stride == 1 else 0
+        super().__init__(nn.Conv2d(c_in, c_out, kernel, stride, padding, groups=groups,
+                                   bias=False),
                          nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.01),
                          *([nn.ReLU6(inplace=True)] if act else []))
         self.kernel, self.stride = kernel, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, top, bottom = same_pad(x.shape[-2], self.kernel, self.stride)
-        _, left, right = same_pad(x.shape[-1], self.kernel, self.stride)
-        return super().forward(F.pad(x, (left, right, top, bottom)))
+        if self.stride > 1:
+            _, top, bottom = same_pad(x.shape[-2], self.kernel, self.stride)
+            _, left, right = same_pad(x.shape[-1], self.kernel, self.stride)
+            x = F.pad(x, (left, right, top, bottom))
+        return super().forward(x)
 
 
 class MBConv(nn.Module):

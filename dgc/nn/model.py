@@ -257,7 +257,8 @@ class DGC(nn.Module):
         elif cfg.backbone == "conv":
             self.decoder = Decoder(self.image_shape, cfg)
         else:
-            self.decoder = ResidualDecoder(self.image_shape, cfg.latent_dim, cfg.decoder_width)
+            self.decoder = ResidualDecoder(self.image_shape, cfg.latent_dim, cfg.decoder_width,
+                                           cfg.decoder_crop)
         self.head = LabelHead(n_classes, cfg)
         self.prior = (MixturePrior(n_classes, cfg.latent_dim, tied=cfg.prior == "class")
                       if cfg.prior != "normal" else None)
