@@ -38,6 +38,7 @@ PAPER_SAMPLES = 10  # S of METHOD §4
 TRUE_WORDS = {"true", "yes", "on", "1"}
 FALSE_WORDS = {"false", "no", "off", "0"}
 # Settings that were renamed: the old name is refused with a message naming the new one.
+DECODER_METHODS = "dgc"  # the prefix of the methods with a decoder: dgc, dgc-faithful, dgcmm
 RENAMED = {"baseline.logit_tau": "train.logit_adjust_tau (logit adjustment, for every method)"}
 # Settings with their own command-line option, named by it in messages.
 OPTIONS = {"seed": "--seed", "threads": "--threads", "profile": "--profile",
@@ -75,7 +76,8 @@ class ModelConfig:
     "efficientnet-lite0|1|2"; DGC's decoder mirrors the residual one for all but "conv".
     `decoder_crop` makes that decoder start at 4×4 and crop what overshoots the image, as it did
     before it started at the size that doubles up to the image exactly: a config.json written
-    then, which lacks the field, gets it on, so that its weights still fit.
+    then, which lacks the field, gets it on for the methods with a decoder, so that its weights
+    still fit.
 
     `prior` is p(z): "normal" N(0, I) as METHOD §1; "mixture" a learned Gaussian mixture with one
     component per class (DGCMM, METHOD §9); "class" the same mixture with component c tied to
@@ -251,7 +253,8 @@ class RunConfig:
         if flat.get("profile") is not None:
             flat["profile"] = tuple(flat["profile"])
         model = dict(data["model"], head_hidden=tuple(data["model"]["head_hidden"]))
-        model.setdefault("decoder_crop", model.get("backbone", "conv") != "conv")
+        model.setdefault("decoder_crop", model.get("backbone", "conv") != "conv"
+                         and str(data.get("method", "dgc")).startswith(DECODER_METHODS))
         train = dict(data["train"], held_out=tuple(data["train"].get("held_out", ())))
         baseline = dict(data.get("baseline", {}))
         if baseline.get("loss") == "logit-adjust":  # a run from before the one τ setting

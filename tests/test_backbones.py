@@ -17,6 +17,7 @@ from dgc import DGCClassifier
 from dgc.cli import main
 from dgc.config import (
     BACKBONES,
+    DECODER_METHODS,
     ModelConfig,
     TrainConfig,
     apply_overrides,
@@ -24,6 +25,7 @@ from dgc.config import (
     validate,
 )
 from dgc.core.errors import DGCError
+from dgc.methods.registry import METHODS
 from dgc.nn import backbones
 from dgc.nn.backbones import LITE_STAGES, EfficientNetLite, ResidualTrunk, lite_key, residual_plan
 from dgc.nn.classifier import Classifier
@@ -90,6 +92,10 @@ def test_a_config_from_before_the_exact_decoder_keeps_its_weights_loadable() -> 
     assert restored.model.decoder_crop and not cfg.model.decoder_crop
     legacy = DGC((96, 96, 1), 4, dataclasses.replace(restored.model, **SMALL))
     assert legacy.decoder.start == 4
+    for method in METHODS:  # a baseline has no decoder: its old runs match new settings
+        generative = METHODS[method].family == "dgc"
+        assert method.startswith(DECODER_METHODS) == generative
+        assert type(cfg).from_dict({**old, "method": method}).model.decoder_crop == generative
     old["model"]["backbone"] = "conv"
     assert not type(cfg).from_dict(old).model.decoder_crop
 

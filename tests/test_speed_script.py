@@ -46,14 +46,15 @@ def test_speed_benchmark_compares_training_variants(tmp_path: Path) -> None:
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, str(ROOT / "tools" / "speed.py"), "--training", "--exp",
                "digits", "--epochs", "1", "--threads", "1", "--batch-sizes", "50,100",
-               "--out", str(out)]
+               "--set", "model.backbone=resnet", "--set", "model.width=8", "--out", str(out)]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     record = json.loads(out.read_text())
     assert record["bf16"] is False  # the option, not a variant's numbers
     numbers = record["variants"]
-    assert list(numbers) == ["before", "float32", "bf16", "float32-b100", "bf16-b100"]
+    assert list(numbers) == ["before", "float32", "bf16", "float32-b100", "bf16-b100", "nchw",
+                             "crop"]
     assert record["work"]["steps_per_epoch"] == 8  # 390 training images, batch 50
     assert record["work"]["gflop_per_step"] > 0
     assert set(record["peak_gflop_s"]) == {"float32", "bfloat16"}
@@ -66,7 +67,7 @@ def test_speed_benchmark_compares_training_variants(tmp_path: Path) -> None:
     # twice the images a step: about twice the work (the MMD's pairs grow faster, and are small)
     ratio = numbers["bf16-b100"]["gflop_per_step"] / numbers["bf16"]["gflop_per_step"]
     assert 1.9 < ratio < 2.2
-    assert result.stdout.count("\n| ") == 6  # the header and one row per variant
+    assert result.stdout.count("\n| ") == 8  # the header and one row per variant
 
 
 def test_speed_benchmark_refuses_batch_sizes_it_cannot_use(tmp_path: Path) -> None:
@@ -105,3 +106,30 @@ def test_speed_benchmark_compares_prediction_before_and_after(tmp_path: Path) ->
                                                                 "latent"}
     assert max(comparison["novelty"]["max_abs_difference"].values()) < 1e-3
     assert result.stdout.count("\n| ") == 3  # the header and two rows
+
+
+def test_a_depthwise_convolution_is_counted_at_its_own_work() -> None:
+    """torch's FLOP formula counts a grouped convolution's weight gradient as a dense one's; the
+    speed table counts each gradient at the forward pass's work, as torch does for dense ones."""
+    import importlib.util
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = importlib.util.spec_from_file_location("speed", ROOT / "tools" / "speed.py")
+    assert spec is not None and spec.loader is not None
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    mapping = {torch.ops.aten.convolution_backward: speed.convolution_backward_flop}
+
+    def counted(groups: int, custom: bool) -> tuple[int, int]:
+        conv = torch.nn.Conv2d(16, 16, 3, groups=groups)
+        x = torch.rand(4, 16, 10, 10, requires_grad=True)
+        with FlopCounterMode(display=False, custom_mapping=mapping if custom else {}) as counter:
+            conv(x).sum().backward()
+        flops = counter.get_flop_counts()["Global"]
+        return (flops[torch.ops.aten.convolution], flops[torch.ops.aten.convolution_backward])
+
+    assert counted(1, True) == counted(1, False)  # dense: torch's own count
+    forward, backward = counted(16, True)
+    assert backward == 2 * forward and counted(16, False)[1] > 8 * forward

@@ -15,10 +15,13 @@ test set, through the library's `predict_images`, after an untimed warm-up batch
     python tools/speed.py                           # Fashion-MNIST, cpu preset, 2 epochs
     python tools/speed.py --exp digits --epochs 1   # a quick smoke run
     python tools/speed.py --preset paper --device cuda --bf16   # tools/gpu_check.sh
+    python tools/speed.py --training --exp elpv --preset images --epochs 1 --threads 2
 
 `--training` measures instead DGC's training alone under each of `TRAINING_VARIANTS` side by
-side (the code before the fused optimiser, float32, bfloat16 autocast; `--batch-sizes` adds
-float32 and bfloat16 rows at other batch sizes), with the work of a training step counted by
+side (the code before the fused optimiser, float32, bfloat16 autocast, channels-first memory,
+and for a residual or pretrained trunk the decoder that up-samples 4×4 and crops,
+`model.decoder_crop`; `--batch-sizes` adds float32 and bfloat16 rows at other batch sizes),
+with the work of a training step counted by
 torch's FLOP counter, the GFLOP/s achieved, and the machine's measured
 matrix-product peak in float32 and bfloat16 (2048 × 2048 products at the same thread count).
 
@@ -66,6 +69,8 @@ TRAINING_VARIANTS = {
     "before": "float32, Adam's per-parameter loop (the trainer before the fused optimiser)",
     "float32": "float32, fused Adam",
     "bf16": "bfloat16 autocast, fused Adam",
+    "nchw": "float32, fused Adam, channels-first memory (the other rows are channels-last)",
+    "crop": "float32, fused Adam, DGC's residual decoder from 4×4 and cropped",
 }
 PREDICTION_PHASES = ("exact_before", "exact", "novelty_before", "novelty")
 PEAK_SIZE = 2048
@@ -79,7 +84,7 @@ def peak_rss_mib() -> float:
 
 def configure(method: str, args: argparse.Namespace) -> RunConfig:
     """The run configuration `dgc train` would build for these options."""
-    settings = [f"train.epochs={args.epochs}"]
+    settings = [f"train.epochs={args.epochs}", *args.set]
     if args.bf16:
         settings += ["train.bf16=true", "predict.bf16=true"]
     return resolve_config("npz" if args.data else args.exp, args.preset, method,
@@ -235,6 +240,24 @@ def loop_adam() -> None:
     torch.optim.Adam = LoopAdam  # type: ignore[misc]  # the trainer looks Adam up when it runs
 
 
+def channels_first() -> None:
+    """Keep every tensor and model in channels-first memory: the library asks for
+    `torch.channels_last` by name each time it converts one."""
+    torch.channels_last = torch.contiguous_format  # type: ignore[misc]
+
+
+def convolution_backward_flop(grad_out_shape: list[int], x_shape: list[int],
+                              w_shape: list[int], *args: Any, **kwargs: Any) -> int:
+    """Each gradient of a convolution costs what its forward pass does. torch's own formula
+    counts the weight gradient of a grouped convolution as a dense one: EfficientNet-Lite's
+    depthwise layers made a step 12× its work."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    transposed, output_mask = args[4], args[7]
+    return conv_flop_count(x_shape, w_shape, grad_out_shape, transposed) * sum(
+        map(bool, output_mask[:2]))
+
+
 def step_flops(cfg: RunConfig) -> dict[str, Any]:
     """The floating-point operations of one DGC training step (every pass it makes)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -242,7 +265,8 @@ def step_flops(cfg: RunConfig) -> dict[str, Any]:
     data = run_data(cfg)
     model = build_model(cfg, data.x_train.shape[1:], len(data.class_names))
     trainer = family_of(cfg).trainer(model, cfg, to_train_data(data, cfg), log=quiet)
-    with FlopCounterMode(display=False) as counter:
+    backward = {torch.ops.aten.convolution_backward: convolution_backward_flop}
+    with FlopCounterMode(display=False, custom_mapping=backward) as counter:
         trainer.train_step(trainer.epoch_order()[:cfg.train.batch_size])
     return {"gflop_per_step": round(counter.get_total_flops() / 1e9, 3),
             "steps_per_epoch": -(-len(trainer.data.y) // cfg.train.batch_size)}
@@ -321,12 +345,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--exp", default="fashion", choices=dataset_names())
     parser.add_argument("--data", help="your own FILE.npz instead of --exp (as `dgc train`)")
     parser.add_argument("--data-dir", help="folder holding the dataset's files")
-    parser.add_argument("--preset", default="cpu", choices=("cpu", "paper"))
+    parser.add_argument("--preset", default="cpu", choices=("cpu", "paper", "images"))
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--bf16", action="store_true",
                         help="bfloat16 autocast in training and prediction (CUDA, or a CPU "
                              "with native bfloat16, as `dgc train --bf16`)")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="any other setting, as `dgc train --set`")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--out", help="JSON file (default runs/speed-<exp>-<preset>-<device>.json)")
@@ -352,7 +378,9 @@ def main() -> None:
         weights = Path(args.config).with_suffix(".pt")
         if args.phase == "train-before":
             loop_adam()
-        phases = {"train": train_phase, "train-before": train_phase,
+        if args.phase == "train-nchw":
+            channels_first()
+        phases = {"train": train_phase, "train-before": train_phase, "train-nchw": train_phase,
                   "flops": lambda cfg, _: step_flops(cfg), "peak": lambda *_: matmul_peak()}
         if args.phase in PREDICTION_PHASES:
             numbers = prediction_phase(cfg, weights, args.phase, args.limit)
@@ -425,6 +453,9 @@ def training_variants(args: argparse.Namespace, out: Path, results: dict[str, An
     for batch in args.batch_sizes or [preset_batch]:
         suffix = "" if batch == preset_batch else f"-b{batch}"
         variants.update({f"float32{suffix}": (batch, "float32"), f"bf16{suffix}": (batch, "bf16")})
+    variants["nchw"] = (preset_batch, "nchw")
+    if cfg.model.backbone != "conv":
+        variants["crop"] = (preset_batch, "crop")
     with tempfile.TemporaryDirectory() as work:
         results["peak_gflop_s"] = run_phase("peak", cfg, Path(work))
         works = {batch: run_phase("flops", apply_overrides(cfg, [f"train.batch_size={batch}"]),
@@ -436,10 +467,13 @@ def training_variants(args: argparse.Namespace, out: Path, results: dict[str, An
             print(f"speed.py: dgc training, {TRAINING_VARIANTS[precision]}, batch {batch} ...",
                   flush=True)
             variant = apply_overrides(cfg, [f"train.bf16={precision == 'bf16'}",
-                                            f"train.batch_size={batch}"])
-            phase = "train-before" if precision == "before" else "train"
+                                            f"train.batch_size={batch}",
+                                            f"model.decoder_crop={precision == 'crop'}"])
+            phase = f"train-{precision}" if precision in ("before", "nchw") else "train"
+            counted = (run_phase("flops", variant, Path(work)) if precision == "crop"
+                       else works[batch])  # the cropping decoder does more work
             results["variants"][name] = {**run_phase(phase, variant, Path(work)),
-                                         "batch_size": batch, **works[batch]}
+                                         "batch_size": batch, **counted}
     peak = results["peak_gflop_s"]
     lines = ["| variant | batch | images/s | s/epoch | speed-up | GFLOP/s | % of float32 peak | "
              "% of bfloat16 peak |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
