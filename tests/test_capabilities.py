@@ -403,6 +403,12 @@ def test_profile_training_script_times_steps_and_names_operators() -> None:
     assert done.returncode == 0, done.stderr
     assert "dgc on digits (cpu preset), batch" in done.stdout and "ms per step" in done.stdout
     assert "Self CPU" in done.stdout and "aten::" in done.stdout
+    timed = subprocess.run([sys.executable, str(ROOT / "tools" / "profile_training.py"),
+                            "--exp", "digits", "--steps", "3", "--warmup", "1", "--threads", "1",
+                            "--timing"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert timed.returncode == 0, timed.stderr
+    assert "median" in timed.stdout and "over 3 steps" in timed.stdout
+    assert "Self CPU" not in timed.stdout
 
 
 def test_pixel_floors_script_sits_beside_a_benchmark(bench: Path) -> None:

@@ -7,11 +7,15 @@ Python, redundant passes, host copies) show up by name. Standard-library timing,
 
     python tools/profile_training.py --threads 2              # dgc, Fashion-MNIST
     python tools/profile_training.py --method ce --threads 2
+    python tools/profile_training.py --exp elpv --preset images --timing --steps 10 --warmup 2
+
+`--timing` leaves the profiler out and prints the median and fastest step instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -27,11 +31,13 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exp", default="fashion", choices=dataset_names())
     parser.add_argument("--method", default="dgc", choices=list(METHODS))
-    parser.add_argument("--preset", default="cpu", choices=("cpu", "paper"))
+    parser.add_argument("--preset", default="cpu", choices=("cpu", "paper", "images"))
     parser.add_argument("--steps", type=int, default=30, help="profiled training steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--rows", type=int, default=15, help="operators shown")
+    parser.add_argument("--timing", action="store_true",
+                        help="time each step without the profiler: median and fastest")
     return parser.parse_args()
 
 
@@ -52,6 +58,16 @@ def main() -> None:
         raise SystemExit(f"the training set has {len(batches)} batches; ask for fewer steps")
     for index in batches[:args.warmup]:
         trainer.train_step(index)
+    if args.timing:
+        times = []
+        for index in batches[args.warmup:args.warmup + args.steps]:
+            started = time.perf_counter()
+            trainer.train_step(index)
+            times.append(time.perf_counter() - started)
+        print(f"{args.method} on {args.exp} ({args.preset} preset), batch {size}, "
+              f"{torch.get_num_threads()} threads: median {1000 * statistics.median(times):.0f} "
+              f"ms per step, fastest {1000 * min(times):.0f} ms, over {len(times)} steps")
+        return
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         started = time.perf_counter()
         for index in batches[args.warmup:args.warmup + args.steps]:
