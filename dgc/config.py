@@ -37,8 +37,10 @@ BACKBONES = ("conv", "resnet", "efficientnet-lite0", "efficientnet-lite1", "effi
 PAPER_SAMPLES = 10  # S of METHOD §4
 TRUE_WORDS = {"true", "yes", "on", "1"}
 FALSE_WORDS = {"false", "no", "off", "0"}
+# The prefix of the methods with a decoder (dgc, dgc-faithful, dgcmm): the config layer cannot
+# see the method registry, and a config.json's upgrade needs to know (`RunConfig.from_dict`).
+DECODER_METHODS = "dgc"
 # Settings that were renamed: the old name is refused with a message naming the new one.
-DECODER_METHODS = "dgc"  # the prefix of the methods with a decoder: dgc, dgc-faithful, dgcmm
 RENAMED = {"baseline.logit_tau": "train.logit_adjust_tau (logit adjustment, for every method)"}
 # Settings with their own command-line option, named by it in messages.
 OPTIONS = {"seed": "--seed", "threads": "--threads", "profile": "--profile",

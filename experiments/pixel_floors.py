@@ -47,13 +47,18 @@ from dgc.run.folder import RunDir
 COLUMNS = (("acsa", "ACSA"), ("accuracy", "accuracy"), ("f_macro", "F_macro"), ("ece", "ECE"),
            ("seconds_train", "train s"))
 COMPONENTS = 100
+
+
+def on_components(model: Any, seed: int, pixels: int) -> Any:
+    """`model` on the first `COMPONENTS` principal components of the standardised pixels."""
+    return make_pipeline(StandardScaler(), PCA(min(COMPONENTS, pixels), random_state=seed), model)
+
+
 FLOORS: dict[str, Callable[[int, int], Any]] = {
-    "logistic-pca": lambda seed, pixels: make_pipeline(
-        StandardScaler(), PCA(min(COMPONENTS, pixels), random_state=seed),
-        LogisticRegression(class_weight="balanced", max_iter=5000)),
-    "gradient-boosting": lambda seed, pixels: make_pipeline(
-        StandardScaler(), PCA(min(COMPONENTS, pixels), random_state=seed),
-        HistGradientBoostingClassifier(class_weight="balanced", random_state=seed)),
+    "logistic-pca": lambda seed, pixels: on_components(
+        LogisticRegression(class_weight="balanced", max_iter=5000), seed, pixels),
+    "gradient-boosting": lambda seed, pixels: on_components(
+        HistGradientBoostingClassifier(class_weight="balanced", random_state=seed), seed, pixels),
 }
 
 

@@ -247,15 +247,20 @@ def channels_first() -> None:
 
 
 def convolution_backward_flop(grad_out_shape: list[int], x_shape: list[int],
-                              w_shape: list[int], *args: Any, **kwargs: Any) -> int:
+                              w_shape: list[int], _bias: Any, _stride: Any, _padding: Any,
+                              _dilation: Any, transposed: bool, _output_padding: Any,
+                              _groups: int, output_mask: list[bool], *_: Any, **__: Any) -> int:
     """Each gradient of a convolution costs what its forward pass does. torch's own formula
     counts the weight gradient of a grouped convolution as a dense one: EfficientNet-Lite's
     depthwise layers made a step 12× its work."""
     from torch.utils.flop_counter import conv_flop_count
 
-    transposed, output_mask = args[4], args[7]
     return conv_flop_count(x_shape, w_shape, grad_out_shape, transposed) * sum(
         map(bool, output_mask[:2]))
+
+
+# Training phases that change the library in their own process before they train.
+PATCHED_PHASES = {"train-before": loop_adam, "train-nchw": channels_first}
 
 
 def step_flops(cfg: RunConfig) -> dict[str, Any]:
@@ -376,11 +381,9 @@ def main() -> None:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         weights = Path(args.config).with_suffix(".pt")
-        if args.phase == "train-before":
-            loop_adam()
-        if args.phase == "train-nchw":
-            channels_first()
-        phases = {"train": train_phase, "train-before": train_phase, "train-nchw": train_phase,
+        if patch := PATCHED_PHASES.get(args.phase):
+            patch()
+        phases = {"train": train_phase, **dict.fromkeys(PATCHED_PHASES, train_phase),
                   "flops": lambda cfg, _: step_flops(cfg), "peak": lambda *_: matmul_peak()}
         if args.phase in PREDICTION_PHASES:
             numbers = prediction_phase(cfg, weights, args.phase, args.limit)
@@ -469,7 +472,7 @@ def training_variants(args: argparse.Namespace, out: Path, results: dict[str, An
             variant = apply_overrides(cfg, [f"train.bf16={precision == 'bf16'}",
                                             f"train.batch_size={batch}",
                                             f"model.decoder_crop={precision == 'crop'}"])
-            phase = f"train-{precision}" if precision in ("before", "nchw") else "train"
+            phase = f"train-{precision}" if f"train-{precision}" in PATCHED_PHASES else "train"
             counted = (run_phase("flops", variant, Path(work)) if precision == "crop"
                        else works[batch])  # the cropping decoder does more work
             results["variants"][name] = {**run_phase(phase, variant, Path(work)),
