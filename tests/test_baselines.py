@@ -24,6 +24,7 @@ from dgc.config import (
     validate,
 )
 from dgc.core.errors import DGCError
+from dgc.core.metrics import acsa
 from dgc.data import ImbalancedData
 from dgc.methods.family import FAMILIES, build_model
 from dgc.methods.registry import METHODS, get_method
@@ -310,6 +311,11 @@ def test_classifier_run_records_split_and_size(ce_run: tuple[RunConfig, dict[str
     history = json.loads((Path(cfg.out) / "history.json").read_text())
     assert [r["epoch"] for r in history["epochs"]] == [1, 2, 3]
     assert all("val" in r and math.isfinite(r["loss"]) for r in history["epochs"])
+    validation = history["validation"]  # each validation image's prediction, every epoch
+    labels = np.asarray(validation["labels"])
+    assert validation["epochs"] == [1, 2, 3] and len(labels) == len(validation["predicted"][0])
+    assert [acsa(labels, np.asarray(p)) for p in validation["predicted"]] == pytest.approx(
+        [r["val"]["acsa"] for r in history["epochs"]])
     assert "ece" in metrics
 
 

@@ -116,9 +116,10 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path: Path) ->
 def test_resume_from_the_previous_generation_ends_like_a_straight_run(
         digits_config: Callable[..., RunConfig], tmp_path: Path) -> None:
     """A corrupted checkpoint.pt: --resume redoes the last epoch from checkpoint.prev.pt and
-    ends with the same metrics and history as the run that wrote it."""
+    ends with the same metrics and history (validation predictions included) as the run that
+    wrote it."""
     cfg = digits_config(tmp_path / "run", 'train.schedule="constant"', "train.epochs=2",
-                        "train.pretrain_steps=0")
+                        "train.pretrain_steps=0", "train.val_fraction=0.2")
     straight = train_run(cfg, progress=False, log=lambda _: None)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     damage(tmp_path / "run" / "checkpoint.pt", "bit flip")
@@ -132,6 +133,7 @@ def test_resume_from_the_previous_generation_ends_like_a_straight_run(
     again = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in again["epochs"]] == [
         {k: v for k, v in r.items() if k != "seconds"} for r in history["epochs"]]
+    assert again["validation"] == history["validation"]
 
 
 def test_resume_rewrites_a_best_file_of_another_epoch(

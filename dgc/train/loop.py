@@ -263,10 +263,16 @@ class EpochTrainer:
         raise NotImplementedError
 
     def validate(self) -> dict[str, float]:
-        """ACSA, F_macro and G_macro on the validation split."""
-        scores = self.validation_scores()
-        metrics = compute_metrics(self.data.y_val.cpu().numpy(), scores.argmax(1).cpu().numpy(),
-                                  self.data.train_counts.numpy())
+        """ACSA, F_macro and G_macro on the validation split. Each image's prediction goes into
+        the history's `validation` entry too, so that a rule for the kept epoch can be judged on
+        validation images that did not choose it (experiments/checkpoint_rule.py)."""
+        labels = self.data.y_val.cpu().numpy()
+        predicted = self.validation_scores().argmax(1).cpu().numpy()
+        kept = self.history.setdefault("validation", {"labels": labels.tolist(), "epochs": [],
+                                                      "predicted": []})
+        kept["epochs"].append(self.epoch + 1)
+        kept["predicted"].append(predicted.tolist())
+        metrics = compute_metrics(labels, predicted, self.data.train_counts.numpy())
         return {k: metrics[k] for k in ("acsa", "f_macro", "g_macro")}
 
     def keep_best(self, record: dict[str, Any]) -> None:
