@@ -274,19 +274,30 @@ def family(exp: str) -> str:
     return DATASETS[exp].family
 
 
-def paper_preset(exp: str) -> tuple[ModelConfig, TrainConfig, PredictConfig]:
+@dataclass(frozen=True)
+class Preset:
+    """A named preset's settings for one dataset; `image_size` (None: the data's own size) is
+    what a run gets where `--image-size` is not given."""
+
+    model: ModelConfig
+    train: TrainConfig
+    predict: PredictConfig
+    image_size: int | None = None
+
+
+def paper_preset(exp: str) -> Preset:
     """METHOD §1/§2 as published: the MNIST-like setting, or CelebA's (k = 128, MLP head)."""
     if family(exp) == "celeba":
-        return (
+        return Preset(
             ModelConfig(latent_dim=128, kernel=5, head_hidden=(500, 500)),
             TrainConfig(epochs=30, batch_size=25, lr=5e-5, schedule="manual_smooth", lvo=False,
                         pretrain_batch=256),
             PredictConfig(),
         )
-    return ModelConfig(), TrainConfig(), PredictConfig()
+    return Preset(ModelConfig(), TrainConfig(), PredictConfig())
 
 
-def cpu_preset(exp: str) -> tuple[ModelConfig, TrainConfig, PredictConfig]:
+def cpu_preset(exp: str) -> Preset:
     """A narrow network and short schedule: one Fashion-MNIST seed in minutes on two cores.
 
     Same objective and prediction as `paper`; only width, epochs and learning rate differ
@@ -295,25 +306,24 @@ def cpu_preset(exp: str) -> tuple[ModelConfig, TrainConfig, PredictConfig]:
     images get no crop (a one-pixel shift is an eighth of the image) and a network twice as wide
     as its first one (docs/results/digits-default.md).
     """
-    model, train, predict = paper_preset(exp)
+    paper = paper_preset(exp)
     if family(exp) == "digits":
-        return (
-            dataclasses.replace(model, latent_dim=16, width=32, decoder_width=8, hidden=256),
-            dataclasses.replace(train, epochs=30, steps=SMALL_DATA_STEPS, batch_size=50, lr=1e-3,
-                                pretrain_batch=500, crop_pad=0),
-            predict,
-        )
+        return dataclasses.replace(
+            paper,
+            model=dataclasses.replace(paper.model, latent_dim=16, width=32, decoder_width=8,
+                                      hidden=256),
+            train=dataclasses.replace(paper.train, epochs=30, steps=SMALL_DATA_STEPS,
+                                      batch_size=50, lr=1e-3, pretrain_batch=500, crop_pad=0))
     steps = SMALL_DATA_STEPS if family(exp) == "folder" else None
-    return (
-        dataclasses.replace(model, width=32, decoder_width=8, hidden=512),
-        dataclasses.replace(train, epochs=40, steps=steps, lr=1e-4),
-        predict,
-    )
+    return dataclasses.replace(
+        paper,
+        model=dataclasses.replace(paper.model, width=32, decoder_width=8, hidden=512),
+        train=dataclasses.replace(paper.train, epochs=40, steps=steps, lr=1e-4))
 
 
-def images_preset(exp: str) -> tuple[ModelConfig, TrainConfig, PredictConfig]:
+def images_preset(exp: str) -> Preset:
     """Class folders and ELPV: the ImageNet-pretrained EfficientNet-Lite0 as every method's
-    image network, fine-tuned for `IMAGES_EPOCHS` epochs at `IMAGES_SIZE` px (`build_config`),
+    image network, fine-tuned for `IMAGES_EPOCHS` epochs at `IMAGES_SIZE` px,
     with mirrors and 90° rotations where the dataset says they keep the class.
 
     The `cpu` preset's 32-filter network at 64 px was chosen for Fashion-MNIST; on ELPV's defect
@@ -323,11 +333,11 @@ def images_preset(exp: str) -> tuple[ModelConfig, TrainConfig, PredictConfig]:
     if family(exp) != "folder":
         raise DGCError(f"the images preset is for class folders and ELPV; {exp}'s small images "
                        f"take the cpu or paper preset")
-    model, train, predict = cpu_preset(exp)
-    return (dataclasses.replace(model, backbone="efficientnet-lite0"),
-            dataclasses.replace(train, epochs=IMAGES_EPOCHS, steps=None, pretrain_batch=200,
-                                dihedral=DATASETS[exp].dihedral),
-            predict)
+    cpu = cpu_preset(exp)
+    return Preset(dataclasses.replace(cpu.model, backbone="efficientnet-lite0"),
+                  dataclasses.replace(cpu.train, epochs=IMAGES_EPOCHS, steps=None,
+                                      pretrain_batch=200, dihedral=DATASETS[exp].dihedral),
+                  cpu.predict, image_size=IMAGES_SIZE)
 
 
 PRESETS = {"paper": paper_preset, "cpu": cpu_preset, "images": images_preset}
@@ -339,15 +349,15 @@ def default_preset(exp: str, cuda: bool) -> str:
 
 
 def build_config(exp: str, preset: str, **run_fields: Any) -> RunConfig:
-    """The preset's configuration for a dataset, before a method adjusts it; the `images`
-    preset also sets the image size, where none is given."""
+    """The preset's configuration for a dataset, before a method adjusts it, with the preset's
+    image size where none is given."""
     if preset not in PRESETS:
         raise DGCError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    model, train, predict = PRESETS[preset](exp)
-    if preset == "images" and run_fields.get("image_size") is None:
-        run_fields = {**run_fields, "image_size": IMAGES_SIZE}
-    return RunConfig(exp=exp, preset=preset, model=model, train=train, predict=predict,
-                     **run_fields)
+    chosen = PRESETS[preset](exp)
+    if run_fields.get("image_size") is None:
+        run_fields = {**run_fields, "image_size": chosen.image_size}
+    return RunConfig(exp=exp, preset=preset, model=chosen.model, train=chosen.train,
+                     predict=chosen.predict, **run_fields)
 
 
 def apply_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
