@@ -28,6 +28,7 @@ SCHEDULES = ("manual", "manual_smooth", "manual_released", "manual_smooth_releas
              "constant")
 INITS = ("paper", "released", "torch")
 RULES = ("bayes", "label", "recon")
+KEEP = ("best", "last")  # the epoch whose weights a run evaluates
 BASELINE_LOSSES = ("ce", "focal", "ldam")  # dgc.nn.losses.LOSSES, torch-free
 CLASS_WEIGHTINGS = ("none", "inverse", "effective")
 RESAMPLERS = ("none", "ros", "smote", "dgc")
@@ -120,6 +121,9 @@ class TrainConfig:
     decoupled decay, `max_norm` caps the norm of every class's weights in the last layer (the
     label head's for DGC) after each step, and `mixup` is the Beta(α, α) of mixup, of the images
     for the baselines and of the latent codes of DGC's oversampled head step.
+    `keep` names the epoch whose weights the run evaluates: "best", the best validation ACSA's
+    (the last epoch's without a validation split), or "last", the last epoch's even with one;
+    experiments/checkpoint_rule.py compares the two on validation images that did not choose.
     """
 
     epochs: int = 50
@@ -151,6 +155,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_norm: float | None = None
     mixup: float = 0.0
+    keep: str = "best"
 
 
 @dataclass
@@ -607,6 +612,7 @@ RANGES: dict[str, Range] = {
     "train.batch_size": (at_least(2)[0], "an integer >= 2 (the MMD needs pairs)"),
     "train.pretrain_batch": at_least(2),
     "train.schedule": one_of(SCHEDULES),
+    "train.keep": one_of(KEEP),
     "train.cls_weight": (POSITIVE[0], "positive (or null: summed cross-entropy)"),
     "train.grad_clip": (POSITIVE[0], "positive (or null: no clipping)"),
     "train.max_norm": (POSITIVE[0], "positive (or null: no cap)"),

@@ -22,13 +22,14 @@ import dgc.nn.losses
 import dgc.run.predict
 import dgc.train.dgc
 from dgc.bench.benchmark import trained_on
-from dgc.config import RunConfig, apply_overrides, build_config
+from dgc.config import RunConfig, apply_overrides, build_config, validate
 from dgc.core.errors import DGCError
 from dgc.core.precision import native_bf16
 from dgc.data import ImbalancedData
 from dgc.data.files import write_cache
 from dgc.methods.family import build_model
 from dgc.methods.registry import get_method
+from dgc.reporting.report import evaluated_epoch
 from dgc.run.finished import load_run, to_train_data
 from dgc.run.folder import RUN_FACTS
 from dgc.run.predict import evaluate_run, prediction_key
@@ -181,6 +182,38 @@ def test_restore_best_loads_the_kept_weights(digits_config: Callable[..., RunCon
     model = trainer.restore_best()
     assert model is trainer.model
     assert all(torch.equal(value, model.state_dict()[k]) for k, value in kept.items())
+
+
+@pytest.mark.parametrize(("keep", "kept"), [("best", [1, 1, 3, 3]), ("last", [1, 2, 3, 4])])
+def test_the_kept_epoch_follows_train_keep(digits_config: Callable[..., RunConfig],
+                                           digits_data: ImbalancedData, tmp_path: Path,
+                                           keep: str, kept: list[int]) -> None:
+    """With a validation split, "best" keeps the best ACSA's epoch (an epoch not validated
+    changes nothing), "last" every epoch's."""
+    cfg = digits_config(tmp_path, f'train.keep="{keep}"', "train.val_fraction=0.2")
+    trainer = small_trainer(cfg, digits_data)
+    assert len(trainer.data.y_val)
+    epochs = []
+    for epoch, record in enumerate([{"val": {"acsa": 0.5}}, {"val": {"acsa": 0.4}},
+                                    {"val": {"acsa": 0.6}}, {}], start=1):
+        trainer.epoch = epoch
+        trainer.keep_best(record)
+        epochs.append(trainer.best["epoch"])
+    assert epochs == kept
+
+
+def test_a_run_that_keeps_its_last_epoch_says_so(digits_config: Callable[..., RunConfig],
+                                                 tmp_path: Path) -> None:
+    cfg = digits_config(tmp_path / "run", 'train.keep="last"', "train.val_fraction=0.2",
+                        "train.epochs=2", "train.pretrain_steps=0")
+    train_run(cfg, progress=False, log=quiet)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["epoch"] == 2
+    assert evaluated_epoch(tmp_path / "run", "last") == (
+        f"epoch 2 (the last, as train.keep asks, validation ACSA "
+        f"{history['epochs'][-1]['val']['acsa']:.4f})")
+    with pytest.raises(DGCError, match="train.keep must be one of best, last"):
+        validate(apply_overrides(cfg, ['train.keep="final"']))
 
 
 @pytest.mark.parametrize(("target", "term"), [("reconstruction_loss", "reconstruction"),

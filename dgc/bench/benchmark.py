@@ -165,6 +165,7 @@ def collect(configs: Sequence[RunConfig], exp: str, recipe: bool) -> dict[str, A
         "preset": configs[0].preset if configs else None,
         "recipe": recipe,
         "crop_pad": configs[0].train.crop_pad if configs else None,
+        "keep": configs[0].train.keep if configs else None,
         "methods": methods,
         "seeds": list(dict.fromkeys(cfg.seed for cfg in configs)),
         "runs": runs,
@@ -214,9 +215,10 @@ def render_table(results: dict[str, Any], paper: bool = False) -> str:
     crop = f"random crop (pad {pad})" if pad else "no random crop (the preset's crop_pad is 0)"
     recipe = (f"on: {crop}, horizontal flip where the dataset allows it, cosine schedule"
               if results["recipe"] else "off: no augmentation, each preset's schedule")
+    kept = ("last-epoch weights" if results.get("keep") == "last"  # older files: "best"
+            else "best-validation-ACSA checkpoint")
     lines = [f"# Benchmark: {exp}, preset {results['preset']}, seeds {seeds}", "",
-             f"Training recipe {recipe}; 10 % validation split, best-validation-ACSA checkpoint, "
-             "for every method.",
+             f"Training recipe {recipe}; 10 % validation split, {kept}, for every method.",
              "Cells: mean ± sample standard deviation over the n seeds a method finished "
              "(n/a with one seed); **bold**: best measured mean per column (lowest for ECE)."]
     if paper:

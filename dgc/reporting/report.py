@@ -142,11 +142,15 @@ def load_test_predictions(run_dir: Path, run: Run, data: ImbalancedData,
     return data.y_test, probs.argmax(1)
 
 
-def evaluated_epoch(run_dir: Path) -> str:
+def evaluated_epoch(run_dir: Path, keep: str) -> str:
+    """Which epoch's weights best.pt holds, and why (`train.keep`)."""
     best = load_checkpoint(run_dir / BEST)
     if best.get("epoch") is None:
         return "unknown"
     score = best.get("score")
+    if keep == "last":
+        scored = "" if score is None else f", validation ACSA {score:.4f}"
+        return f"epoch {best['epoch']} (the last, as train.keep asks{scored})"
     return (f"epoch {best['epoch']} (best validation ACSA {score:.4f})" if score is not None
             else f"epoch {best['epoch']} (the last; no validation split)")
 
@@ -299,7 +303,7 @@ def report_text(run_dir: Path, run: Run, data: ImbalancedData, history: dict[str
     head = [
         f"# Report: {cfg.method} on {cfg.exp}, seed {cfg.seed}", "",
         f"- preset `{cfg.preset}`, {len(history['epochs'])} of {cfg.train.epochs} epochs trained;"
-        f" evaluated weights: {evaluated_epoch(run_dir)}",
+        f" evaluated weights: {evaluated_epoch(run_dir, cfg.train.keep)}",
         f"- training counts per class: {', '.join(map(str, run.train_counts))}",
         f"- prediction: {run.family.describe(cfg.predict)}",
     ]

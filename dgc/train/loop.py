@@ -75,7 +75,7 @@ def learning_rate(cfg: RunConfig, epoch: float) -> float:
 
 class EpochTrainer:
     """Owns the model's Adam optimiser, the random generator and the history of one run; runs the
-    epochs, validates, keeps the weights of the best validation ACSA and checkpoints after every
+    epochs, validates, keeps the weights `train.keep` names and checkpoints after every
     epoch. Subclasses (DGC's `dgc.train.dgc`, the baselines' `dgc.train.classifier`) supply
     `train_step` and `validation_scores`, and may use the `prepare`, `describe` and `epoch_order`
     hooks."""
@@ -276,14 +276,12 @@ class EpochTrainer:
         return {k: metrics[k] for k in ("acsa", "f_macro", "g_macro")}
 
     def keep_best(self, record: dict[str, Any]) -> None:
-        """Keep the weights of the best validation ACSA (the last epoch's without validation)."""
-        score = None
-        if len(self.data.y_val):
-            if "val" not in record:
-                return
-            score = record["val"]["acsa"]
-            if self.best["score"] is not None and score <= self.best["score"]:
-                return
+        """Keep the weights `train.keep` names: those of the best validation ACSA (the last
+        epoch's without validation), or the last epoch's."""
+        score, best = record.get("val", {}).get("acsa"), self.best["score"]
+        if (self.cfg.train.keep == "best" and len(self.data.y_val)
+                and (score is None or (best is not None and score <= best))):
+            return
         self.best = {"score": score, "epoch": self.epoch}
         self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         if self.files is not None:
