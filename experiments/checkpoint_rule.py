@@ -17,7 +17,11 @@ writes checkpoint-rule.json and checkpoint-rule.md to `--out` (the first run's p
 default): each rule's held-out ACSA per run, its mean per method and over every run, and paired
 t-tests of `best` against the others over the runs.
 
-    python experiments/checkpoint_rule.py runs/bench-elpv/*-s[0-9]*
+With `--test`, the test set is scored too, for the record (it chooses nothing): the kept
+weights' metrics (metrics.json) beside the last epoch's (checkpoint.pt), which are what
+`train.keep=last` would have kept, since the rule does not change training.
+
+    python experiments/checkpoint_rule.py runs/bench-elpv/*-s[0-9]* --test
 """
 
 from __future__ import annotations
@@ -28,10 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from dgc.core.io import read_json, write_json, write_text
+from dgc.core.io import load_checkpoint, read_json, write_json, write_text
+from dgc.core.metrics import compute_metrics
 from dgc.core.tables import markdown, mean_std, number, paired_p_value
-from dgc.run.folder import CONFIG, HISTORY
+from dgc.run.finished import load_run, recorded_data
+from dgc.run.folder import CHECKPOINT, CONFIG, HISTORY, METRICS
+from dgc.run.predict import predict_images
 
 WINDOW = 3
 
@@ -90,7 +98,19 @@ def held_out_scores(validation: dict[str, Any], halvings: int, seed: int) -> dic
                    "epoch": float(np.mean(chosen[rule]))} for rule in RULES}
 
 
-def study(run_dirs: Sequence[Path], halvings: int) -> list[dict[str, Any]]:
+def test_scores(run_dir: Path) -> dict[str, dict[str, float]]:
+    """ACSA and accuracy on the test set of the kept weights and of the last epoch's."""
+    run = load_run(run_dir)
+    data = recorded_data(run)
+    run.model.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)["model"])
+    probs = predict_images(run.model, data.x_test, run.cfg, run.cfg.predict)
+    last = compute_metrics(data.y_test, probs.argmax(1), data.train_counts)
+    kept = read_json(run_dir / METRICS)
+    return {name: {key: float(metrics[key]) for key in ("acsa", "accuracy")}
+            for name, metrics in (("kept", kept), ("last", last))}
+
+
+def study(run_dirs: Sequence[Path], halvings: int, test: bool) -> list[dict[str, Any]]:
     """Every run's held-out scores; a run without recorded predictions ends the script."""
     rows = []
     for run_dir in run_dirs:
@@ -102,7 +122,8 @@ def study(run_dirs: Sequence[Path], halvings: int) -> list[dict[str, Any]]:
         config = read_json(run_dir / CONFIG)
         rows.append({"run": str(run_dir), "method": config["method"], "seed": config["seed"],
                      "epochs": len(history["validation"]["epochs"]),
-                     "rules": held_out_scores(history["validation"], halvings, config["seed"])})
+                     "rules": held_out_scores(history["validation"], halvings, config["seed"]),
+                     **({"test": test_scores(run_dir)} if test else {})})
     return rows
 
 
@@ -116,13 +137,33 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     tests = {group: {rule: paired_p_value([r["rules"]["best"]["acsa"] for r in members],
                                           [r["rules"][rule]["acsa"] for r in members])
                      for rule in RULES if rule != "best"} for group, members in groups.items()}
-    return {"summary": summary, "tests": tests}
+    if not all("test" in r for r in rows):
+        return {"summary": summary, "tests": tests}
+    test = {group: {f"{weights} {key}": mean_std([r["test"][weights][key] for r in members])
+                    for key in ("acsa", "accuracy") for weights in ("kept", "last")}
+            | {"p acsa": paired_p_value(*([r["test"][weights]["acsa"] for r in members]
+                                          for weights in ("kept", "last")))}
+            for group, members in groups.items()}
+    return {"summary": summary, "tests": tests, "test": test}
+
+
+def cell(stats: dict[str, Any]) -> str:
+    return f"{number(stats['mean'])} ± {number(stats['std'])}"
+
+
+def test_table(test: dict[str, Any]) -> list[str]:
+    """The test set's table, kept weights beside the last epoch's, for the record."""
+    columns = ("kept acsa", "last acsa", "kept accuracy", "last accuracy")
+    return ["", "The test set, for the record (it chose nothing): the kept weights against the "
+            "last epoch's; p: paired t-test of their ACSA over the runs.", "",
+            *markdown(["runs", "n", "kept ACSA", "last ACSA", "kept accuracy", "last accuracy",
+                       "p (ACSA)"],
+                      [[group, str(cells["kept acsa"]["n"]),
+                        *(cell(cells[column]) for column in columns),
+                        number(cells["p acsa"], ".3g")] for group, cells in test.items()])]
 
 
 def report(rows: list[dict[str, Any]], summary: dict[str, Any], halvings: int) -> str:
-    def cell(stats: dict[str, Any]) -> str:
-        return f"{number(stats['mean'])} ± {number(stats['std'])}"
-
     per_run = markdown(["run", *(f"{rule} (epoch)" for rule in RULES)],
                        [[f"`{r['method']}` s{r['seed']}",
                          *(f"{r['rules'][rule]['acsa']:.4f} ({r['rules'][rule]['epoch']:.1f})"
@@ -136,7 +177,8 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], halvings: int) -
         "# The kept epoch's rule, judged on the validation half that did not choose it", "",
         f"Validation ACSA on the other half, mean over {halvings} stratified halvings and both "
         "directions; in brackets the mean epoch chosen.", "", *per_run, "",
-        "Mean ± std over the runs; two-sided paired t-tests over the runs:", "", *means, ""])
+        "Mean ± std over the runs; two-sided paired t-tests over the runs:", "", *means,
+        *(test_table(summary["test"]) if "test" in summary else []), ""])
 
 
 def main() -> None:
@@ -145,9 +187,13 @@ def main() -> None:
     arguments.add_argument("--halvings", type=int, default=200,
                            help="random stratified halvings of each validation split")
     arguments.add_argument("--out", type=Path, help="folder for checkpoint-rule.json and .md")
+    arguments.add_argument("--test", action="store_true",
+                           help="also score the test set with the kept and the last weights")
+    arguments.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     args = arguments.parse_args()
+    torch.set_num_threads(args.threads)
     run_dirs = [Path(r) for r in args.runs]
-    rows = study(run_dirs, args.halvings)
+    rows = study(run_dirs, args.halvings, args.test)
     summary = summarise(rows)
     out = args.out or run_dirs[0].parent
     out.mkdir(parents=True, exist_ok=True)

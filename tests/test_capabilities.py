@@ -425,3 +425,24 @@ def test_pixel_floors_script_sits_beside_a_benchmark(bench: Path) -> None:
     assert all(0 <= r["metrics"]["acsa"] <= 1 for r in record["floors"])
     table = (bench / "floors.md").read_text()
     assert "| `gradient-boosting` | 2 |" in table and "`dgc` against" in table
+
+
+def test_checkpoint_rule_script_scores_the_kept_and_the_last_weights(bench: Path,
+                                                                      tmp_path: Path) -> None:
+    """experiments/checkpoint_rule.py on a benchmark's runs: the validation predictions they
+    recorded, and with --test the test set under the kept and the last epoch's weights; where
+    the kept epoch is the last, the two agree."""
+    runs = [bench / f"{method}-s{seed}" for method in ("dgc", "ce") for seed in (1, 2)]
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "checkpoint_rule.py"),
+                           *map(str, runs), "--halvings", "10", "--test", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr
+    written = json.loads((tmp_path / "checkpoint-rule.json").read_text())
+    for run_dir, row in zip(runs, written["runs"], strict=True):
+        kept = json.loads((run_dir / "metrics.json").read_text())
+        assert row["test"]["kept"]["acsa"] == pytest.approx(kept["acsa"])
+        assert row["rules"]["last"]["epoch"] == 2
+        if torch.load(run_dir / "best.pt", weights_only=True)["epoch"] == 2:
+            assert row["test"]["last"] == pytest.approx(row["test"]["kept"])
+    assert written["test"]["every run"]["kept acsa"]["n"] == 4
+    assert "The test set, for the record" in (tmp_path / "checkpoint-rule.md").read_text()
