@@ -165,7 +165,7 @@ def test_table(test: dict[str, Any]) -> list[str]:
 
 def report(rows: list[dict[str, Any]], summary: dict[str, Any], halvings: int) -> str:
     per_run = markdown(["run", *(f"{rule} (epoch)" for rule in RULES)],
-                       [[f"`{r['method']}` s{r['seed']}",
+                       [[f"`{r['method']}` s{r['seed']} ({Path(r['run']).parent.name})",
                          *(f"{r['rules'][rule]['acsa']:.4f} ({r['rules'][rule]['epoch']:.1f})"
                            for rule in RULES)] for r in rows])
     means = markdown(["runs", "n", *RULES, *(f"p best vs {rule}" for rule in RULES
