@@ -98,7 +98,7 @@ def held_out_scores(validation: dict[str, Any], halvings: int, seed: int) -> dic
                    "epoch": float(np.mean(chosen[rule]))} for rule in RULES}
 
 
-def test_scores(run_dir: Path) -> dict[str, dict[str, float]]:
+def scores_on_test_set(run_dir: Path) -> dict[str, dict[str, float]]:
     """ACSA and accuracy on the test set of the kept weights and of the last epoch's."""
     run = load_run(run_dir)
     data = recorded_data(run)
@@ -123,7 +123,7 @@ def study(run_dirs: Sequence[Path], halvings: int, test: bool) -> list[dict[str,
         rows.append({"run": str(run_dir), "method": config["method"], "seed": config["seed"],
                      "epochs": len(history["validation"]["epochs"]),
                      "rules": held_out_scores(history["validation"], halvings, config["seed"]),
-                     **({"test": test_scores(run_dir)} if test else {})})
+                     **({"test": scores_on_test_set(run_dir)} if test else {})})
     return rows
 
 
@@ -151,7 +151,7 @@ def cell(stats: dict[str, Any]) -> str:
     return f"{number(stats['mean'])} ± {number(stats['std'])}"
 
 
-def test_table(test: dict[str, Any]) -> list[str]:
+def table_of_test_set(test: dict[str, Any]) -> list[str]:
     """The test set's table, kept weights beside the last epoch's, for the record."""
     columns = ("kept acsa", "last acsa", "kept accuracy", "last accuracy")
     return ["", "The test set, for the record (it chose nothing): the kept weights against the "
@@ -178,7 +178,7 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], halvings: int) -
         f"Validation ACSA on the other half, mean over {halvings} stratified halvings and both "
         "directions; in brackets the mean epoch chosen.", "", *per_run, "",
         "Mean ± std over the runs; two-sided paired t-tests over the runs:", "", *means,
-        *(test_table(summary["test"]) if "test" in summary else []), ""])
+        *(table_of_test_set(summary["test"]) if "test" in summary else []), ""])
 
 
 def main() -> None:
