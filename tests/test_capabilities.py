@@ -357,7 +357,7 @@ def test_prior_shift_script_at_tau_zero_is_the_bayes_rule(bench: Path) -> None:
     runs = [bench / "dgc-s1", bench / "dgc-s2"]
     table = script_table("prior_shift.py", *map(str, runs), "--taus", "0,1")
     assert list(table) == ["0", "1"]
-    plain = []
+    plain, right = [], []
     for run_dir in runs:
         run = load_run(run_dir)
         data = run_data(run.cfg)
@@ -365,7 +365,9 @@ def test_prior_shift_script_at_tau_zero_is_the_bayes_rule(bench: Path) -> None:
         scores = class_scores(run.generator, images_to_tensor(data.x_test, run.cfg.device), cfg,
                               seed=run.cfg.seed)
         plain.append(acsa(data.y_test, scores.argmax(1).numpy()))
+        right.append(np.mean(scores.argmax(1).numpy() == data.y_test))
     assert float(table["0"][1]) == pytest.approx(np.mean(plain), abs=5e-5)
+    assert float(table["0"][3]) == pytest.approx(np.mean(right), abs=5e-5)
 
 
 def test_prediction_settings_script_chooses_a_bayes_setting_near_the_exact_rule(
@@ -446,3 +448,24 @@ def test_checkpoint_rule_script_scores_the_kept_and_the_last_weights(bench: Path
             assert row["test"]["last"] == pytest.approx(row["test"]["kept"])
     assert written["test"]["every run"]["kept acsa"]["n"] == 4
     assert "The test set, for the record" in (tmp_path / "checkpoint-rule.md").read_text()
+
+
+def test_dihedral_views_script_averages_the_views_a_run_trained_on(
+        bench: Path, tmp_path: Path) -> None:
+    out = tmp_path / "turned"
+    code, _, stderr = run_cli(["train", "--exp", "digits", "--method", "ce", "--epochs", "2",
+                               "--set", "train.dihedral=true", "--set", "train.keep=last",
+                               "--threads", "1", "--quiet", "--out", str(out)])
+    assert code == 0, stderr
+    table = script_table("dihedral_views.py", str(out))
+    assert list(table) == ["image", "mirror", "dihedral"]
+    metrics = json.loads((out / "metrics.json").read_text())  # keep=last: checkpoint.pt's weights
+    assert float(table["image"][2].split(" ± ")[0]) == pytest.approx(metrics["acsa"], abs=5e-5)
+    assert float(table["image"][3].split(" ± ")[0]) == pytest.approx(metrics["accuracy"],
+                                                                      abs=5e-5)
+    assert table["image"][-1] == "—" and table["dihedral"][-1] == "n/a"  # one run: no t-test
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "dihedral_views.py"),
+                           str(bench / "ce-s1")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "trained on neither mirrors nor 90° rotations" in done.stderr

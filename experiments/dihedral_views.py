@@ -1,0 +1,107 @@
+"""Test-time augmentation: does averaging a run's class probabilities over mirrored and rotated
+copies of each image beat predicting on the image alone?
+
+A run that trained on mirrors (`train.augment` on data that allows them) or on the eight
+symmetries of a square (`train.dihedral`) has seen those views of every image, so its
+probabilities can be averaged over them at prediction time. For each run this scores its
+validation split (which judges) and its test set (which only reports) three ways: the image
+alone, the mean over the image and its mirror, and the mean over the eight symmetries (mirror
+and dihedral only where the run trained on them; a run that trained on neither is refused).
+
+The weights are the last epoch's (checkpoint.pt), not the kept ones: the kept epoch was chosen
+by the validation ACSA of the image alone, which would favour it on that same split.
+
+Prints ACSA and accuracy of each way averaged over the runs, and paired t-tests of each
+against the image alone on the validation split.
+
+    python experiments/dihedral_views.py runs/bench-elpv/*-s[0-9]*
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dgc.core.errors import DGCError
+from dgc.core.io import load_checkpoint
+from dgc.core.metrics import acsa
+from dgc.core.tables import markdown, mean_std, number, paired_p_value
+from dgc.data import split_validation
+from dgc.run.finished import Run, load_run, recorded_data
+from dgc.run.folder import CHECKPOINT
+from dgc.run.predict import predict_images
+
+
+def views(images: np.ndarray, dihedral: bool) -> list[np.ndarray]:
+    """The image and its mirror, then (with `dihedral`) its three 90° rotations and theirs."""
+    turns = range(4) if dihedral else range(1)
+    rotated = [np.rot90(images, k, axes=(1, 2)) for k in turns]
+    return [np.ascontiguousarray(v) for r in rotated for v in (r, r[:, :, ::-1])]
+
+
+def trained_views(run: Run, hflip: bool) -> str:
+    """The widest set of views the run trained on: "dihedral", "mirror", or a refusal."""
+    if run.cfg.train.dihedral:
+        return "dihedral"
+    if run.cfg.train.augment and hflip:
+        return "mirror"
+    raise DGCError(f"{run.directory} trained on neither mirrors nor 90° rotations, so it never "
+                   "saw the views this study averages over; give runs trained with "
+                   "train.dihedral, or train.augment on data that allows mirrors")
+
+
+def scores(run_dir: str) -> dict[str, dict[str, float]]:
+    """ACSA and accuracy of each way of predicting, on the validation split and the test set."""
+    run = load_run(run_dir)
+    data = recorded_data(run)
+    kind = trained_views(run, data.hflip)
+    run.model.load_state_dict(load_checkpoint(Path(run_dir) / CHECKPOINT)["model"])
+    _, _, x_val, y_val = split_validation(data.x_train, data.y_train,
+                                          run.cfg.train.val_fraction, run.cfg.seed)
+    ways = {"image": 1, "mirror": 2, **({"dihedral": 8} if kind == "dihedral" else {})}
+    out: dict[str, dict[str, float]] = {}
+    for split, x, y in (("validation", x_val, y_val), ("test", data.x_test, data.y_test)):
+        probs = [predict_images(run.model, v, run.cfg, run.cfg.predict)
+                 for v in views(x, kind == "dihedral")]
+        for way, count in ways.items():
+            predicted = np.mean(probs[:count], axis=0).argmax(1)
+            out.setdefault(way, {}).update({f"{split} ACSA": acsa(y, predicted),
+                                            f"{split} accuracy": float(np.mean(predicted == y))})
+    return out
+
+
+def cell(numbers: list[float]) -> str:
+    stats = mean_std(numbers)
+    return f"{number(stats['mean'])} ± {number(stats['std'])}"
+
+
+def main() -> None:
+    arguments = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    arguments.add_argument("runs", nargs="+", help="run folders")
+    arguments.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    args = arguments.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for run_dir in args.runs:
+        try:
+            rows.append(scores(run_dir))
+        except DGCError as error:
+            raise SystemExit(f"dihedral_views: {error}") from None
+        print(f"{run_dir}: validation ACSA " + ", ".join(
+            f"{way} {row['validation ACSA']:.4f}" for way, row in rows[-1].items()), flush=True)
+    ways = [way for way in rows[0] if all(way in row for row in rows)]
+    columns = list(rows[0]["image"])
+    table = [[way, *(cell([row[way][c] for row in rows]) for c in columns),
+              "—" if way == "image" else number(paired_p_value(
+                  [row[way]["validation ACSA"] for row in rows],
+                  [row["image"]["validation ACSA"] for row in rows]))]
+             for way in ways]
+    print(f"\n{len(rows)} run(s), last-epoch weights")
+    print("\n".join(markdown(["views", *columns, "p against the image (validation ACSA)"], table)))
+
+
+if __name__ == "__main__":
+    main()
