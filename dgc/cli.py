@@ -37,6 +37,7 @@ from dgc.config import (
     OPTIONS,
     PAPER_SAMPLES,
     PRESETS,
+    VIEWS,
     PredictConfig,
     RunConfig,
     default_preset,
@@ -111,6 +112,10 @@ def add_predict_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, help="decode only the label term's K best classes")
     parser.add_argument("--importance", action="store_true",
                         help="add the importance correction log p(z) - log q(z|x,y)")
+    parser.add_argument("--views", choices=VIEWS,
+                        help="average the probabilities over the image alone, or over its mirrors "
+                             "and 90° rotations (for runs trained on them; the images preset's "
+                             "default on ELPV)")
     add_exact_and_bf16(parser, "predict with")
 
 

@@ -29,6 +29,7 @@ SCHEDULES = ("manual", "manual_smooth", "manual_released", "manual_smooth_releas
 INITS = ("paper", "released", "torch")
 RULES = ("bayes", "label", "recon")
 KEEP = ("best", "last")  # the epoch whose weights a run evaluates
+VIEWS = ("image", "dihedral")  # what a prediction averages over: the image, or its 8 symmetries
 BASELINE_LOSSES = ("ce", "focal", "ldam")  # dgc.nn.losses.LOSSES, torch-free
 CLASS_WEIGHTINGS = ("none", "inverse", "effective")
 RESAMPLERS = ("none", "ros", "smote", "dgc")
@@ -48,7 +49,7 @@ OPTIONS = {"seed": "--seed", "threads": "--threads", "profile": "--profile",
            "device": "--device", "train.epochs": "--epochs", "train.lr": "--lr",
            "train.sampling_rate": "--sampling-rate", "train.val_fraction": "--val-fraction",
            "train.grad_clip": "--grad-clip", "predict.samples": "--samples",
-           "predict.rule": "--rule", "predict.top_k": "--top-k",
+           "predict.rule": "--rule", "predict.top_k": "--top-k", "predict.views": "--views",
            "image_size": "--image-size", "test_fraction": "--test-fraction",
            "model.backbone": "--backbone",
            "letterbox": "--letterbox"}
@@ -171,6 +172,10 @@ class PredictConfig:
     `mmd_term` adds λ · MMD between each class's codes and N(0, I), computed over chunks of
     `mmd_images` images as the released code's evaluation does; it depends on the rest of the
     chunk, so it is off by default.
+    `views` = "dihedral" averages the class probabilities over the eight symmetries of a square
+    (mirrors and 90° rotations) of each image, for any method trained on them
+    (`train.dihedral`); validation, calibration, label shift and novelty scores see the image
+    alone.
     """
 
     samples: int = PAPER_SAMPLES
@@ -182,6 +187,7 @@ class PredictConfig:
     decode_batch: int = 4096
     bf16: bool = False
     latent_weight: float = 1.0
+    views: str = "image"
 
 
 @dataclass
@@ -329,7 +335,9 @@ def cpu_preset(exp: str) -> Preset:
 def images_preset(exp: str) -> Preset:
     """Class folders and ELPV: the ImageNet-pretrained EfficientNet-Lite0 as every method's
     image network, fine-tuned for `IMAGES_EPOCHS` epochs at `IMAGES_SIZE` px,
-    with mirrors and 90° rotations where the dataset says they keep the class.
+    with mirrors and 90° rotations where the dataset says they keep the class (and predicting
+    with the mean over them), evaluating the last epoch's weights: on a validation split this
+    small the best of twenty noisy epochs is partly noise (experiments/checkpoint_rule.py).
 
     The `cpu` preset's 32-filter network at 64 px was chosen for Fashion-MNIST; on ELPV's defect
     images it memorises its training set. Network, size and schedule were chosen on ELPV's
@@ -338,11 +346,12 @@ def images_preset(exp: str) -> Preset:
     if family(exp) != "folder":
         raise DGCError(f"the images preset is for class folders and ELPV; {exp}'s small images "
                        f"take the cpu or paper preset")
-    cpu = cpu_preset(exp)
+    cpu, dihedral = cpu_preset(exp), DATASETS[exp].dihedral
     return Preset(dataclasses.replace(cpu.model, backbone="efficientnet-lite0"),
                   dataclasses.replace(cpu.train, epochs=IMAGES_EPOCHS, steps=None,
-                                      pretrain_batch=200, dihedral=DATASETS[exp].dihedral),
-                  cpu.predict, image_size=IMAGES_SIZE)
+                                      pretrain_batch=200, dihedral=dihedral, keep="last"),
+                  dataclasses.replace(cpu.predict, views="dihedral" if dihedral else "image"),
+                  image_size=IMAGES_SIZE)
 
 
 PRESETS = {"paper": paper_preset, "cpu": cpu_preset, "images": images_preset}
@@ -412,7 +421,8 @@ def predict_tag(predict: PredictConfig) -> str:
     """The prediction settings in a file name, e.g. bayes-s10 or bayes-s1-top2."""
     tag = f"{predict.rule}-s{predict.samples}" + (f"-top{predict.top_k}" if predict.top_k else "")
     tag += ("-mmd" if predict.mmd_term else "") + ("-importance" if predict.importance else "")
-    return tag + ("-bf16" if predict.bf16 else "") + latent_tag(predict)
+    tag += ("-bf16" if predict.bf16 else "") + latent_tag(predict)
+    return tag + ("-dihedral" if predict.views == "dihedral" else "")
 
 
 def latent_tag(predict: PredictConfig) -> str:
@@ -564,6 +574,10 @@ def validate(cfg: RunConfig) -> None:
         raise DGCError(f"--image-size {cfg.image_size} is too small for --backbone "
                        f"{cfg.model.backbone}{whose}, which halves images five times: give "
                        f"{PRETRAINED_MIN_SIZE} or more, or --preset cpu for small images")
+    if cfg.predict.views == "dihedral" and not cfg.train.dihedral:
+        raise DGCError("--views dihedral (predict.views) averages over mirrors and 90° rotations, "
+                       "which this run never saw in training (train.dihedral is false); predict "
+                       "with --views image, or train with --set train.dihedral=true")
     if (cfg.baseline.resample == "dgc") != (cfg.baseline.generator is not None):
         raise DGCError("baseline.resample=dgc and baseline.generator=RUN (a DGC run of the same "
                        "training split; {seed} stands for the seed) go together")
@@ -613,6 +627,7 @@ RANGES: dict[str, Range] = {
     "train.pretrain_batch": at_least(2),
     "train.schedule": one_of(SCHEDULES),
     "train.keep": one_of(KEEP),
+    "predict.views": one_of(VIEWS),
     "train.cls_weight": (POSITIVE[0], "positive (or null: summed cross-entropy)"),
     "train.grad_clip": (POSITIVE[0], "positive (or null: no clipping)"),
     "train.max_norm": (POSITIVE[0], "positive (or null: no cap)"),

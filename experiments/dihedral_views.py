@@ -7,6 +7,7 @@ probabilities can be averaged over them at prediction time. For each run this sc
 validation split (which judges) and its test set (which only reports) three ways: the image
 alone, the mean over the image and its mirror, and the mean over the eight symmetries (mirror
 and dihedral only where the run trained on them; a run that trained on neither is refused).
+`predict.views=dihedral` is the third way as a setting of every prediction.
 
 The weights are the last epoch's (checkpoint.pt), not the kept ones: the kept epoch was chosen
 by the validation ACSA of the image alone, which would favour it on that same split.
@@ -20,6 +21,7 @@ against the image alone on the validation split.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +35,7 @@ from dgc.data import split_validation
 from dgc.run.finished import Run, load_run, recorded_data
 from dgc.run.folder import CHECKPOINT
 from dgc.run.predict import predict_images
-
-
-def views(images: np.ndarray, dihedral: bool) -> list[np.ndarray]:
-    """The image and its mirror, then (with `dihedral`) its three 90° rotations and theirs."""
-    turns = range(4) if dihedral else range(1)
-    rotated = [np.rot90(images, k, axes=(1, 2)) for k in turns]
-    return [np.ascontiguousarray(v) for r in rotated for v in (r, r[:, :, ::-1])]
+from dgc.train.augment import dihedral_views
 
 
 def trained_views(run: Run, hflip: bool) -> str:
@@ -62,10 +58,11 @@ def scores(run_dir: str) -> dict[str, dict[str, float]]:
     _, _, x_val, y_val = split_validation(data.x_train, data.y_train,
                                           run.cfg.train.val_fraction, run.cfg.seed)
     ways = {"image": 1, "mirror": 2, **({"dihedral": 8} if kind == "dihedral" else {})}
+    alone = dataclasses.replace(run.cfg.predict, views="image")
     out: dict[str, dict[str, float]] = {}
     for split, x, y in (("validation", x_val, y_val), ("test", data.x_test, data.y_test)):
-        probs = [predict_images(run.model, v, run.cfg, run.cfg.predict)
-                 for v in views(x, kind == "dihedral")]
+        views = dihedral_views(torch.from_numpy(x), dims=(1, 2))[:max(ways.values())]
+        probs = [predict_images(run.model, view.numpy(), run.cfg, alone) for view in views]
         for way, count in ways.items():
             predicted = np.mean(probs[:count], axis=0).argmax(1)
             out.setdefault(way, {}).update({f"{split} ACSA": acsa(y, predicted),

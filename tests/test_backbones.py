@@ -22,15 +22,16 @@ from dgc.config import (
     TrainConfig,
     apply_overrides,
     build_config,
+    predict_tag,
     validate,
 )
 from dgc.core.errors import DGCError
-from dgc.methods.registry import METHODS
+from dgc.methods.registry import METHODS, resolve_config
 from dgc.nn import backbones
 from dgc.nn.backbones import LITE_STAGES, EfficientNetLite, ResidualTrunk, lite_key, residual_plan
 from dgc.nn.classifier import Classifier
 from dgc.nn.model import DGC
-from dgc.train.augment import augment_batch
+from dgc.train.augment import augment_batch, dihedral_views
 
 SMALL = dict(width=8, decoder_width=4, hidden=32, latent_dim=8, init="torch")
 
@@ -195,6 +196,31 @@ def test_dihedral_draws_the_eight_symmetries_of_a_square() -> None:
     assert {tuple(row.flatten().tolist()) for row in out} == symmetries
     with pytest.raises(DGCError, match="needs square ones, not 4×6"):
         augment_batch(torch.rand(2, 1, 4, 6), recipe(dihedral=True), False, torch.Generator())
+
+
+def test_dihedral_views_are_the_eight_symmetries_image_and_mirror_first() -> None:
+    image = torch.arange(16.0).view(1, 1, 4, 4)
+    symmetries = {tuple(torch.rot90(f, k, (-2, -1)).flatten().tolist())
+                  for f in (image, image.flip(-1)) for k in range(4)}
+    views = dihedral_views(image)
+    assert {tuple(view.flatten().tolist()) for view in views} == symmetries and len(views) == 8
+    assert torch.equal(views[0], image) and torch.equal(views[1], image.flip(-1))
+    channels_last = image.permute(0, 2, 3, 1)  # (N, H, W, C), as `dgc predict` holds images
+    assert all(torch.equal(a.permute(0, 2, 3, 1), b)
+               for a, b in zip(views, dihedral_views(channels_last, dims=(1, 2)), strict=True))
+
+
+def test_predicting_with_dihedral_views_needs_a_run_trained_on_them() -> None:
+    cfg = resolve_config("elpv", "images", "ce")
+    assert (cfg.train.dihedral, cfg.predict.views) == (True, "dihedral")
+    assert predict_tag(cfg.predict).endswith("-dihedral")
+    assert resolve_config("folder", "images", "dgc").predict.views == "image"
+    plain = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, dihedral=False))
+    with pytest.raises(DGCError, match=r"--views dihedral \(predict.views\) averages over "
+                                       r"mirrors and 90° rotations, which this run never saw"):
+        validate(plain)
+    with pytest.raises(DGCError, match=r"--views \(predict.views\) must be one of image, dihedral"):
+        validate(apply_overrides(cfg, ['predict.views="mirror"']))
 
 
 def test_rotation_and_jitter_keep_images_in_range_and_are_seeded() -> None:

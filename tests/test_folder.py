@@ -533,12 +533,14 @@ def test_reading_logs_one_line_per_stage_and_errors_stay_on_their_own_line(
 
 def test_class_folders_take_the_images_preset_unless_another_is_named() -> None:
     """Defect photos need more than the Fashion-MNIST network: folders get the pretrained one
-    at `IMAGES_SIZE` px, without mirrors (a folder's classes may not survive them); an explicit
+    at `IMAGES_SIZE` px, without mirrors (a folder's classes may not survive them), keeping the
+    last epoch (a small validation split's best epoch is partly noise); an explicit
     size or preset wins, and 28-pixel benchmarks keep their presets."""
     cfg = resolve_config("folder", default_preset("folder", cuda=False), "dgc")
     assert (cfg.preset, cfg.image_size, cfg.model.backbone) == ("images", IMAGES_SIZE,
                                                                 "efficientnet-lite0")
     assert cfg.train.epochs == IMAGES_EPOCHS and not cfg.train.dihedral
+    assert cfg.train.keep == "last" and resolve_config("fashion", "cpu", "dgc").train.keep == "best"
     assert resolve_config("folder", "images", "ce", image_size=64).image_size == 64
     cpu = resolve_config("folder", "cpu", "dgc")
     assert (cpu.model.backbone, cpu.image_size) == ("conv", None)

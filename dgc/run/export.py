@@ -32,6 +32,7 @@ from dgc.nn.novelty import batch_novelty
 from dgc.nn.prediction import rule_scores, rule_terms
 from dgc.run.finished import Run, load_run
 from dgc.run.folder import BEST
+from dgc.train.augment import dihedral_views
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 17
@@ -39,8 +40,9 @@ EXAMPLE_BATCH = 2  # the batch the graph is traced with; the exported batch size
 
 
 class ExportedRule(nn.Module):
-    """uint8 images (N, H, W, C) → class probabilities (N, C), and DGC's `evidence` (N,) with
-    `novelty`: the run's decision as one graph."""
+    """uint8 images (N, H, W, C) → class probabilities (N, C), averaged over the views
+    `predict.views` names, and DGC's `evidence` (N,) of the image alone with `novelty`: the
+    run's decision as one graph."""
 
     def __init__(self, run: Run, novelty: bool = False):
         super().__init__()
@@ -48,6 +50,7 @@ class ExportedRule(nn.Module):
         self.generative = run.family.generator(run.model) is not None
         self.novelty = novelty and self.generative
         predict = run.cfg.predict
+        self.views = predict.views == "dihedral"
         if self.generative:
             model: DGC = self.model  # type: ignore[assignment]
             self.terms = rule_terms(model, predict)
@@ -60,16 +63,20 @@ class ExportedRule(nn.Module):
 
     def forward(self, images: torch.Tensor) -> Any:
         x = images.permute(0, 3, 1, 2).float() / 255.0  # as `images_to_tensor` scales
-        if not self.generative:
-            return torch.softmax(self.model(x), dim=1)
-        score, _ = rule_scores(self.model, x, self.noise, self.terms,  # type: ignore[arg-type]
-                               self.kept, self.latent_weight, one_pass=True)
-        probabilities = torch.softmax(score, dim=1)
+        views = dihedral_views(x) if self.views else [x]
+        probabilities = torch.stack([self.probabilities(view) for view in views]).mean(0)
         if not self.novelty:
             return probabilities
         evidence = batch_novelty(self.model, x, self.noise,  # type: ignore[arg-type]
                                  self.latent_weight, one_pass=True)["evidence"]
         return probabilities, evidence
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.generative:
+            return torch.softmax(self.model(x), dim=1)
+        score, _ = rule_scores(self.model, x, self.noise, self.terms,  # type: ignore[arg-type]
+                               self.kept, self.latent_weight, one_pass=True)
+        return torch.softmax(score, dim=1)
 
 
 @dataclass

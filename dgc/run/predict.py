@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from dgc.config import PredictConfig, RunConfig, latent_tag, predict_tag
@@ -23,14 +24,20 @@ from dgc.nn.model import images_to_tensor
 from dgc.nn.prediction import decompose
 from dgc.run.finished import Run, load_run, recorded_data
 from dgc.run.folder import PARTIAL_PREDICTIONS
+from dgc.train.augment import dihedral_views
 
 PREDICT_CHUNK = 1000  # test images predicted between two saves of PARTIAL_PREDICTIONS
 
 
 def predict_images(model: nn.Module, images: np.ndarray, cfg: RunConfig,
                    predict: PredictConfig, progress: bool = False) -> np.ndarray:
-    """Class probabilities (N, C) of uint8 images under the run's family's rule."""
-    return family_of(cfg).proba(model, images, cfg, predict, progress)
+    """Class probabilities (N, C) of uint8 images under the run's family's rule, averaged over
+    the views `predict.views` names."""
+    family = family_of(cfg)
+    if predict.views == "image":
+        return family.proba(model, images, cfg, predict, progress)
+    views = [view.numpy() for view in dihedral_views(torch.from_numpy(images), dims=(1, 2))]
+    return np.mean([family.proba(model, view, cfg, predict, progress) for view in views], axis=0)
 
 
 def predict_test_set(model: nn.Module, images: np.ndarray, cfg: RunConfig, out: Path,

@@ -58,3 +58,14 @@ def augment_batch(x: torch.Tensor, t: TrainConfig, hflip: bool,
 def flipped(x: torch.Tensor, which: torch.Tensor, dim: int) -> torch.Tensor:
     """`x` with the images `which` mirrored along `dim`."""
     return torch.where(which.to(x.device)[:, None, None, None], x.flip(dim), x)
+
+
+def dihedral_views(x: torch.Tensor, dims: tuple[int, int] = (-2, -1)) -> list[torch.Tensor]:
+    """The eight symmetries of a square of a batch whose rows and columns are `dims`: the batch
+    itself first, then its mirror (columns reversed), then the other six (`predict.views`)."""
+    rows, cols = dims
+    views = []
+    for turned in (x, x.transpose(rows, cols)):
+        for flips in ((), (cols,), (rows,), (rows, cols)):
+            views.append(turned.flip(flips) if flips else turned)
+    return views
