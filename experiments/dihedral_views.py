@@ -12,8 +12,9 @@ and dihedral only where the run trained on them; a run that trained on neither i
 The weights are the last epoch's (checkpoint.pt), not the kept ones: the kept epoch was chosen
 by the validation ACSA of the image alone, which would favour it on that same split.
 
-Prints ACSA and accuracy of each way averaged over the runs, and paired t-tests of each
-against the image alone on the validation split.
+Prints ACSA and accuracy of each way averaged over each method's runs (and over every run), and
+paired t-tests of each against the image alone on the validation split; `--json` writes every
+run's numbers.
 
     python experiments/dihedral_views.py runs/bench-elpv/*-s[0-9]*
 """
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from dgc.core.errors import DGCError
-from dgc.core.io import load_checkpoint
+from dgc.core.io import load_checkpoint, write_json
 from dgc.core.metrics import acsa
 from dgc.core.tables import markdown, mean_std, number, paired_p_value
 from dgc.data import split_validation
@@ -49,8 +50,9 @@ def trained_views(run: Run, hflip: bool) -> str:
                    "train.dihedral, or train.augment on data that allows mirrors")
 
 
-def scores(run_dir: str) -> dict[str, dict[str, float]]:
-    """ACSA and accuracy of each way of predicting, on the validation split and the test set."""
+def scores(run_dir: str) -> tuple[str, dict[str, dict[str, float]]]:
+    """The run's method, and the ACSA and accuracy of each way of predicting on its validation
+    split and its test set."""
     run = load_run(run_dir)
     data = recorded_data(run)
     kind = trained_views(run, data.hflip)
@@ -67,7 +69,7 @@ def scores(run_dir: str) -> dict[str, dict[str, float]]:
             predicted = np.mean(probs[:count], axis=0).argmax(1)
             out.setdefault(way, {}).update({f"{split} ACSA": acsa(y, predicted),
                                             f"{split} accuracy": float(np.mean(predicted == y))})
-    return out
+    return run.cfg.method, out
 
 
 def cell(numbers: list[float]) -> str:
@@ -75,29 +77,44 @@ def cell(numbers: list[float]) -> str:
     return f"{number(stats['mean'])} ± {number(stats['std'])}"
 
 
-def main() -> None:
-    arguments = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    arguments.add_argument("runs", nargs="+", help="run folders")
-    arguments.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
-    args = arguments.parse_args()
-    torch.set_num_threads(args.threads)
-    rows = []
-    for run_dir in args.runs:
-        try:
-            rows.append(scores(run_dir))
-        except DGCError as error:
-            raise SystemExit(f"dihedral_views: {error}") from None
-        print(f"{run_dir}: validation ACSA " + ", ".join(
-            f"{way} {row['validation ACSA']:.4f}" for way, row in rows[-1].items()), flush=True)
+def table(rows: list[dict[str, dict[str, float]]]) -> list[str]:
+    """Each way's mean ± std over `rows`, and its paired t-test against the image alone."""
     ways = [way for way in rows[0] if all(way in row for row in rows)]
     columns = list(rows[0]["image"])
-    table = [[way, *(cell([row[way][c] for row in rows]) for c in columns),
+    lines = [[way, *(cell([row[way][c] for row in rows]) for c in columns),
               "—" if way == "image" else number(paired_p_value(
                   [row[way]["validation ACSA"] for row in rows],
                   [row["image"]["validation ACSA"] for row in rows]))]
              for way in ways]
-    print(f"\n{len(rows)} run(s), last-epoch weights")
-    print("\n".join(markdown(["views", *columns, "p against the image (validation ACSA)"], table)))
+    return markdown(["views", *columns, "p against the image (validation ACSA)"], lines)
+
+
+def main() -> None:
+    arguments = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    arguments.add_argument("runs", nargs="+", help="run folders")
+    arguments.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    arguments.add_argument("--json", help="also write every run's numbers to this file")
+    args = arguments.parse_args()
+    torch.set_num_threads(args.threads)
+    rows: dict[str, dict[str, dict[str, float]]] = {}
+    methods: dict[str, list[str]] = {}
+    for run_dir in args.runs:
+        try:
+            method, rows[run_dir] = scores(run_dir)
+        except DGCError as error:
+            raise SystemExit(f"dihedral_views: {error}") from None
+        methods.setdefault(method, []).append(run_dir)
+        print(f"{run_dir}: validation ACSA " + ", ".join(
+            f"{way} {row['validation ACSA']:.4f}" for way, row in rows[run_dir].items()),
+              flush=True)
+    groups = {f"`{method}`": runs for method, runs in methods.items()}
+    if len(groups) > 1:
+        groups["every run"] = list(rows)
+    for name, runs in groups.items():
+        print(f"\n{name}: {len(runs)} run(s), last-epoch weights")
+        print("\n".join(table([rows[run] for run in runs])))
+    if args.json:
+        write_json(Path(args.json), {"weights": "last epoch", "runs": rows})
 
 
 if __name__ == "__main__":

@@ -457,8 +457,11 @@ def test_dihedral_views_script_averages_the_views_a_run_trained_on(
                                "--set", "train.dihedral=true", "--set", "train.keep=last",
                                "--threads", "1", "--quiet", "--out", str(out)])
     assert code == 0, stderr
-    table = script_table("dihedral_views.py", str(out))
+    table = script_table("dihedral_views.py", str(out), "--json", str(tmp_path / "views.json"))
     assert list(table) == ["image", "mirror", "dihedral"]
+    record = json.loads((tmp_path / "views.json").read_text())["runs"][str(out)]
+    assert record["dihedral"]["test ACSA"] == pytest.approx(float(table["dihedral"][2][:6]),
+                                                             abs=5e-5)
     metrics = json.loads((out / "metrics.json").read_text())  # keep=last: checkpoint.pt's weights
     assert float(table["image"][2].split(" ± ")[0]) == pytest.approx(metrics["acsa"], abs=5e-5)
     assert float(table["image"][3].split(" ± ")[0]) == pytest.approx(metrics["accuracy"],
