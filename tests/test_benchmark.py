@@ -136,7 +136,10 @@ def test_table_marks_best_one_seed_and_published_rows() -> None:
     assert "| `ros` | 1 | 0.7500 ± n/a | 0.7400 ± n/a | 0.8000 ± n/a |" in table2
     assert "**0.0250 ± 0.0071**" in sections[
         "Table 3: minority recall, majority precision and calibration"]  # lowest ECE is best
-    assert "published" not in table
+    assert "published" not in table and "mirrors" not in table
+    assert ("last-epoch weights; each prediction the mean over the image's eight mirrors and 90° "
+            "rotations, for every method.") in render_table({**results, "keep": "last",
+                                                             "views": "dihedral"})
     tests = sections["Paired t-tests: `dgc` against each method"].splitlines()
     p = stats.ttest_rel([0.80, 0.84], [0.70, 0.72]).pvalue
     assert any(line.startswith(f"| `ce` | {p:.3g} |") for line in tests)

@@ -80,6 +80,7 @@ def test_onnxruntime_and_torchscript_reproduce_dgc_predict(
     meta = session.get_modelmeta().custom_metadata_map
     assert json.loads(meta["class_names"]) == [str(c) for c in range(10)]
     assert json.loads(meta["image_shape"]) == [8, 8, 1]
+    assert meta["rule"].endswith("eight mirrors and 90° rotations") == name.endswith("dihedral")
     onnx_probs = np.concatenate([session.run(None, {"images": images[i:i + 97]})[0]
                                  for i in range(0, len(images), 97)])  # any batch size
     assert (onnx_probs.argmax(1) == expected.argmax(1)).mean() >= 0.999

@@ -166,6 +166,7 @@ def collect(configs: Sequence[RunConfig], exp: str, recipe: bool) -> dict[str, A
         "recipe": recipe,
         "crop_pad": configs[0].train.crop_pad if configs else None,
         "keep": configs[0].train.keep if configs else None,
+        "views": configs[0].predict.views if configs else None,
         "methods": methods,
         "seeds": list(dict.fromkeys(cfg.seed for cfg in configs)),
         "runs": runs,
@@ -217,8 +218,10 @@ def render_table(results: dict[str, Any], paper: bool = False) -> str:
               if results["recipe"] else "off: no augmentation, each preset's schedule")
     kept = ("last-epoch weights" if results.get("keep") == "last"  # older files: "best"
             else "best-validation-ACSA checkpoint")
+    views = ("; each prediction the mean over the image's eight mirrors and 90° rotations"
+             if results.get("views") == "dihedral" else "")  # older files: the image alone
     lines = [f"# Benchmark: {exp}, preset {results['preset']}, seeds {seeds}", "",
-             f"Training recipe {recipe}; 10 % validation split, {kept}, for every method.",
+             f"Training recipe {recipe}; 10 % validation split, {kept}{views}, for every method.",
              "Cells: mean ± sample standard deviation over the n seeds a method finished "
              "(n/a with one seed); **bold**: best measured mean per column (lowest for ECE)."]
     if paper:

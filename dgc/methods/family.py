@@ -36,6 +36,12 @@ from dgc.train.loop import EpochTrainer, TrainData
 Log = Callable[[str], None]
 
 
+def views_words(predict: PredictConfig) -> str:
+    """What `predict.views` adds to a family's description of its prediction."""
+    return (", averaged over each image's eight mirrors and 90° rotations"
+            if predict.views == "dihedral" else "")
+
+
 class Family(ABC):
     """What a method family brings to a run; `rescores`: its prediction has settings of its own
     (`PredictConfig`) that `dgc evaluate` can change."""
@@ -120,7 +126,8 @@ class GenerativeFamily(Family):
     def describe(self, predict: PredictConfig) -> str:
         classes = ("every class" if predict.top_k is None
                    else f"the {predict.top_k} classes the cheap terms rank best")
-        return f"rule `{predict.rule}` on {classes}, S = {predict.samples} samples per class"
+        return (f"rule `{predict.rule}` on {classes}, S = {predict.samples} samples per class"
+                + views_words(predict))
 
     def generator(self, model: DGC) -> DGC:
         return model
@@ -154,7 +161,7 @@ class ClassifierFamily(Family):
         return classifier_proba(model, images, cfg.device, predict.bf16)
 
     def describe(self, predict: PredictConfig) -> str:
-        return "the softmax of its logits"
+        return "the softmax of its logits" + views_words(predict)
 
     def log_posteriors(self, model: Classifier, x: torch.Tensor, cfg: RunConfig,
                        predict: PredictConfig) -> np.ndarray:

@@ -128,8 +128,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool =
                 "image_shape": json.dumps(list(run.image_shape)),
                 "input": "uint8 images (N, H, W, C) in 0..255",
                 "outputs": json.dumps(list(outputs)), "method": run.cfg.method,
-                "rule": (run.family.describe(predict) if generative
-                         else "the softmax of its logits")}
+                "rule": run.family.describe(predict)}
     module = ExportedRule(run, novelty)
     example = torch.zeros(EXAMPLE_BATCH, *run.image_shape, dtype=torch.uint8)
     # the tracers warn of every Python number they fix: the image size, S, the kernel taps
