@@ -400,10 +400,13 @@ def command_evaluate(args: argparse.Namespace) -> None:
     if capabilities and args.decompose:
         raise DGCError("--decompose re-scores the Bayes rule's terms on its own; run it apart "
                        "from --calibration, --prior-shift and --ood")
-    if not capabilities and not run.family.rescores:
+    if not capabilities and not run.family.rescores and predict.views == run.cfg.predict.views:
         raise DGCError(f"{args.run_dir} is a {run.cfg.method} baseline run: `evaluate` re-scores "
-                       "DGC's Bayes rule, and the run's metrics.json already holds its test "
-                       "metrics")
+                       "DGC's Bayes rule (or any run under other --views), and the run's "
+                       "metrics.json already holds its test metrics")
+    if args.decompose and args.views == "dihedral":
+        raise DGCError("--decompose scores each term on the image alone; run it without "
+                       "--views dihedral")
     with RunDir(args.run_dir).lock():  # every file evaluate writes into the run
         if capabilities:
             evaluate_capabilities(args, run, predict)
@@ -424,8 +427,8 @@ def tabulate_bench(args: argparse.Namespace, bench: Path) -> None:
     (`dgc.bench.tables`)."""
     if args.decompose or option_settings(args):
         raise DGCError("--decompose and the prediction options (--samples, --rule, --top-k, "
-                       "--importance, --exact, --bf16) apply to one run; a benchmark's tables "
-                       "use each run's own prediction settings")
+                       "--importance, --views, --exact, --bf16) apply to one run; a "
+                       "benchmark's tables use each run's own prediction settings")
     if not (args.calibration or args.prior_shift or args.ood or args.oversampling):
         raise DGCError(f"{bench} is a benchmark folder: name what to tabulate over its runs, "
                        "--calibration, --prior-shift, --ood SOURCES or --oversampling BENCH")

@@ -174,8 +174,8 @@ class PredictConfig:
     chunk, so it is off by default.
     `views` = "dihedral" averages the class probabilities over the eight symmetries of a square
     (mirrors and 90° rotations) of each image, for any method trained on them
-    (`train.dihedral`); validation, calibration, label shift and novelty scores see the image
-    alone.
+    (`train.dihedral`); validation, calibration, label shift, novelty scores and a
+    decomposition of the rule's terms see the image alone.
     """
 
     samples: int = PAPER_SAMPLES
@@ -577,7 +577,8 @@ def validate(cfg: RunConfig) -> None:
     if cfg.predict.views == "dihedral" and not cfg.train.dihedral:
         raise DGCError("--views dihedral (predict.views) averages over mirrors and 90° rotations, "
                        "which this run never saw in training (train.dihedral is false); predict "
-                       "with --views image, or train with --set train.dihedral=true")
+                       "with --views image (--set predict.views=image in bench and sweep), or "
+                       "train with --set train.dihedral=true")
     if (cfg.baseline.resample == "dgc") != (cfg.baseline.generator is not None):
         raise DGCError("baseline.resample=dgc and baseline.generator=RUN (a DGC run of the same "
                        "training split; {seed} stands for the seed) go together")

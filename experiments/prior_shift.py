@@ -4,7 +4,8 @@ For each run directory, scores its validation split and its test set with the Ba
 class, `--samples` codes per class) and subtracts τ · log π_c, π the training class frequencies
 (logit adjustment at test time: τ > 0 favours rare classes; τ = −1 predicts under the training
 prior). Prints, per τ, the mean validation ACSA (which chooses τ) and the mean test ACSA (which
-only reports it), with the accuracy of each: what a correction trades between them.
+only reports it), with the accuracy of each: what a correction trades between them. It scores
+each image alone, also for runs that predict over eight views (`predict.views`).
 
     python experiments/prior_shift.py runs/bench-fashion-cpu/dgc-s{1,2,3,4,5}
 """

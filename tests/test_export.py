@@ -6,6 +6,7 @@ docs/USAGE.md's onnxruntime script classifies a folder, and bad input gets one c
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 import shutil
@@ -21,6 +22,8 @@ from PIL import Image
 from dgc.cli import main
 from dgc.evaluation.ood import score_ood
 from dgc.run.finished import load_run, recorded_data
+from dgc.run.predict import predict_images
+from dgc.train.augment import dihedral_views
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -158,3 +161,26 @@ def test_bad_input_gets_one_clear_error(runs: dict[str, Path], tmp_path: Path,
         assert len(err) == 1 and err[0].startswith("dgc: error:") and message in err[0], err
     assert existing.read_text() == "mine"
     assert not any(tmp_path.glob("*.onnx.*")) and not (tmp_path / "a.onnx").exists()
+
+
+def test_dihedral_views_average_the_eight_single_view_predictions(
+        runs: dict[str, Path], test_images: tuple[np.ndarray, Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    run = load_run(runs["ce-dihedral"])
+    images = test_images[0]
+    alone = dataclasses.replace(run.cfg.predict, views="image")
+    singles = [predict_images(run.model, view.numpy(), run.cfg, alone)
+               for view in dihedral_views(torch.from_numpy(images), dims=(1, 2))]
+    averaged = predict_images(run.model, images, run.cfg, run.cfg.predict)
+    np.testing.assert_allclose(averaged, np.mean(singles, axis=0), atol=1e-6)
+    metrics = json.loads((runs["ce-dihedral"] / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(np.mean(averaged.argmax(1) == recorded_data(
+        run).y_test))  # the test metrics are the averaged prediction's
+    assert main(["evaluate", str(runs["ce-dihedral"]), "--views", "image"]) == 0
+    alone_metrics = json.loads(next(runs["ce-dihedral"].glob("eval-*.json")).read_text())
+    assert alone_metrics["accuracy"] == pytest.approx(np.mean(singles[0].argmax(1) == recorded_data(
+        run).y_test))
+    capsys.readouterr()
+    assert main(["evaluate", str(runs["dgc-dihedral"]), "--decompose", "--views",
+                 "dihedral"]) == 2
+    assert "--decompose scores each term on the image alone" in capsys.readouterr().err

@@ -44,7 +44,8 @@ def views_words(predict: PredictConfig) -> str:
 
 class Family(ABC):
     """What a method family brings to a run; `rescores`: its prediction has settings of its own
-    (`PredictConfig`) that `dgc evaluate` can change."""
+    (`PredictConfig`) that `dgc evaluate` can change, beside `predict.views`, which every family
+    honours."""
 
     rescores: bool
 
@@ -133,7 +134,10 @@ class GenerativeFamily(Family):
         return model
 
     def suffix(self, own: PredictConfig, predict: PredictConfig) -> str:
-        return "" if predict == own else f"-{predict_tag(predict)}"
+        """The calibration, label shift and novelty results it names see the image alone, so
+        `predict.views` does not tell them apart."""
+        same = dataclasses.replace(predict, views=own.views) == own
+        return "" if same else f"-{predict_tag(dataclasses.replace(predict, views='image'))}"
 
     def novelty_suffix(self, own: PredictConfig, predict: PredictConfig) -> str:
         """Novelty scores use only the number of codes and a learned prior's weight."""
