@@ -36,7 +36,7 @@ import torch
 
 from dgc.core.io import load_checkpoint, read_json, write_json, write_text
 from dgc.core.metrics import compute_metrics
-from dgc.core.tables import markdown, mean_std, number, paired_p_value
+from dgc.core.tables import markdown, mean_std, number, paired_p_value, plus_minus
 from dgc.run.finished import load_run, recorded_data
 from dgc.run.folder import CHECKPOINT, CONFIG, HISTORY, METRICS
 from dgc.run.predict import predict_images
@@ -147,10 +147,6 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"summary": summary, "tests": tests, "test": test}
 
 
-def cell(stats: dict[str, Any]) -> str:
-    return f"{number(stats['mean'])} ± {number(stats['std'])}"
-
-
 def table_of_test_set(test: dict[str, Any]) -> list[str]:
     """The test set's table, kept weights beside the last epoch's, for the record."""
     columns = ("kept acsa", "last acsa", "kept accuracy", "last accuracy")
@@ -159,7 +155,7 @@ def table_of_test_set(test: dict[str, Any]) -> list[str]:
             *markdown(["runs", "n", "kept ACSA", "last ACSA", "kept accuracy", "last accuracy",
                        "p (ACSA)"],
                       [[group, str(cells["kept acsa"]["n"]),
-                        *(cell(cells[column]) for column in columns),
+                        *(plus_minus(cells[column]) for column in columns),
                         number(cells["p acsa"], ".3g")] for group, cells in test.items()])]
 
 
@@ -170,7 +166,7 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], halvings: int) -
                            for rule in RULES)] for r in rows])
     means = markdown(["runs", "n", *RULES, *(f"p best vs {rule}" for rule in RULES
                                              if rule != "best")],
-                     [[group, str(stats["best"]["n"]), *(cell(stats[rule]) for rule in RULES),
+                     [[group, str(stats["best"]["n"]), *(plus_minus(stats[rule]) for rule in RULES),
                        *(number(p, ".3g") for p in summary["tests"][group].values())]
                       for group, stats in summary["summary"].items()])
     return "\n".join([

@@ -31,7 +31,7 @@ import torch
 from dgc.core.errors import DGCError
 from dgc.core.io import load_checkpoint, write_json
 from dgc.core.metrics import acsa
-from dgc.core.tables import markdown, mean_std, number, paired_p_value
+from dgc.core.tables import markdown, mean_std, number, paired_p_value, plus_minus
 from dgc.data import split_validation
 from dgc.run.finished import Run, load_run, recorded_data
 from dgc.run.folder import CHECKPOINT
@@ -72,16 +72,11 @@ def scores(run_dir: str) -> tuple[str, dict[str, dict[str, float]]]:
     return run.cfg.method, out
 
 
-def cell(numbers: list[float]) -> str:
-    stats = mean_std(numbers)
-    return f"{number(stats['mean'])} ± {number(stats['std'])}"
-
-
 def table(rows: list[dict[str, dict[str, float]]]) -> list[str]:
     """Each way's mean ± std over `rows`, and its paired t-test against the image alone."""
     ways = [way for way in rows[0] if all(way in row for row in rows)]
     columns = list(rows[0]["image"])
-    lines = [[way, *(cell([row[way][c] for row in rows]) for c in columns),
+    lines = [[way, *(plus_minus(mean_std([row[way][c] for row in rows])) for c in columns),
               "—" if way == "image" else number(paired_p_value(
                   [row[way]["validation ACSA"] for row in rows],
                   [row["image"]["validation ACSA"] for row in rows]))]

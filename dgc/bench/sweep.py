@@ -19,7 +19,7 @@ from dgc.config import SECTIONS, RunConfig, apply_overrides, validate
 from dgc.core.errors import DGCError
 from dgc.core.io import write_json, write_text
 from dgc.core.metrics import HEADLINE
-from dgc.core.tables import TESTED, markdown, mean_std, number
+from dgc.core.tables import TESTED, markdown, mean_std, plus_minus
 from dgc.reporting import plots
 from dgc.run.folder import RunDir
 
@@ -77,7 +77,7 @@ def render_table(record: dict[str, Any]) -> str:
              "test metrics, mean ± sample std over seeds (n/a with one).", ""]
     lines += markdown([record["param"], "runs", *(dict(TESTED)[k] for k in HEADLINE)],
                       [[f"{row['value']:g}", str(row["n"]),
-                        *(f"{number(row[k]['mean'])} ± {number(row[k]['std'])}" for k in HEADLINE)]
+                        *(plus_minus(row[k]) for k in HEADLINE)]
                        for row in record["summary"]])
     if record["failed"]:
         lines += ["", "Failed, left out: " + ", ".join(f"{record['param']} {f['value']:g} seed "

@@ -30,6 +30,11 @@ def number(value: float | None, spec: str = ".4f") -> str:
     return "n/a" if value is None else f"{value:{spec}}"
 
 
+def plus_minus(stats: dict[str, Any]) -> str:
+    """A `mean_std` as the tables show it: "mean ± std"."""
+    return f"{number(stats['mean'])} ± {number(stats['std'])}"
+
+
 def mean_std(numbers: Sequence[float]) -> dict[str, Any]:
     """Mean and sample standard deviation (ddof = 1; None below two values)."""
     n = len(numbers)
@@ -79,7 +84,7 @@ def summary_rows(summary: dict[str, Any], columns: Sequence[tuple[str, str]],
         cells = [f"`{name}`", str(max(stat[key]["n"] for key, _ in columns))]
         for key, _ in columns:
             mean = stat[key]["mean"]
-            cell = "—" if mean is None else f"{number(mean)} ± {number(stat[key]['std'])}"
+            cell = "—" if mean is None else plus_minus(stat[key])
             cells.append(f"**{cell}**" if mean is not None and number(mean) == best.get(key)
                          else cell)
         rows.append(cells)
