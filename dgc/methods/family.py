@@ -94,6 +94,11 @@ class Family(ABC):
         """`suffix` for novelty scores, which depend on fewer settings."""
         return ""
 
+    def prediction_tag(self, predict: PredictConfig) -> str:
+        """The settings a test prediction depends on, in a file name: a classifier's depend on
+        its views alone (`image` or `dihedral`)."""
+        return predict.views
+
 
 class GenerativeFamily(Family):
     """DGC: `Trainer` (METHOD §2–§3) and the Bayes rule (METHOD §4)."""
@@ -138,6 +143,9 @@ class GenerativeFamily(Family):
         `predict.views` does not tell them apart."""
         same = dataclasses.replace(predict, views=own.views) == own
         return "" if same else f"-{predict_tag(dataclasses.replace(predict, views='image'))}"
+
+    def prediction_tag(self, predict: PredictConfig) -> str:
+        return predict_tag(predict)
 
     def novelty_suffix(self, own: PredictConfig, predict: PredictConfig) -> str:
         """Novelty scores use only the number of codes and a learned prior's weight."""

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dgc.config import PredictConfig, RunConfig, latent_tag, predict_tag
+from dgc.config import PredictConfig, RunConfig, latent_tag
 from dgc.core.distributed import fingerprint
 from dgc.core.io import atomic_write, write_json
 from dgc.core.metrics import compute_metrics
@@ -88,7 +88,8 @@ def evaluate_run(run_dir: str | Path, predict: PredictConfig, run: Run | None = 
     metrics = compute_metrics(data.y_test, probs.argmax(1), data.train_counts, data.class_names,
                               y_prob=probs)
     metrics.update(seconds_predict=round(seconds, 2), predict=asdict(predict))
-    return metrics, write_json(Path(run_dir) / f"eval-{predict_tag(predict)}.json", metrics)
+    tag = family_of(run.cfg).prediction_tag(predict)
+    return metrics, write_json(Path(run_dir) / f"eval-{tag}.json", metrics)
 
 
 def decompose_run(run_dir: str | Path, predict: PredictConfig,
