@@ -50,7 +50,7 @@ class ExportedRule(nn.Module):
         self.generative = run.family.generator(run.model) is not None
         self.novelty = novelty and self.generative
         predict = run.cfg.predict
-        self.views = predict.views == "dihedral"
+        self.dihedral = predict.views == "dihedral"
         if self.generative:
             model: DGC = self.model  # type: ignore[assignment]
             self.terms = rule_terms(model, predict)
@@ -63,7 +63,7 @@ class ExportedRule(nn.Module):
 
     def forward(self, images: torch.Tensor) -> Any:
         x = images.permute(0, 3, 1, 2).float() / 255.0  # as `images_to_tensor` scales
-        views = dihedral_views(x) if self.views else [x]
+        views = dihedral_views(x) if self.dihedral else [x]
         probabilities = torch.stack([self.probabilities(view) for view in views]).mean(0)
         if not self.novelty:
             return probabilities

@@ -88,7 +88,7 @@ def evaluate_run(run_dir: str | Path, predict: PredictConfig, run: Run | None = 
     metrics = compute_metrics(data.y_test, probs.argmax(1), data.train_counts, data.class_names,
                               y_prob=probs)
     metrics.update(seconds_predict=round(seconds, 2), predict=asdict(predict))
-    tag = family_of(run.cfg).prediction_tag(predict)
+    tag = run.family.prediction_tag(predict)
     return metrics, write_json(Path(run_dir) / f"eval-{tag}.json", metrics)
 
 
